@@ -1,0 +1,272 @@
+"""The engine zoo: one manifest that describes every deployable artifact.
+
+``pruning-tools export`` writes a zoo folder with ``manifest.json`` (YAML is accepted
+too); the detector node reads only this manifest. Every artifact is listed with its
+sparsity level, precision, backend, input shape, class names, accuracy (overall and
+per driving condition), measured latency, size and sha256.
+
+Layout of a manifest (``schema_version`` 1)::
+
+    schema_version: 1
+    created: "2026-11-24T12:00:00+00:00"
+    model_family: yolov5n
+    class_names: [Car, Pedestrian, Cyclist]
+    data: {source: generated, root: ..., split: test}   # free-form provenance
+    artifacts:
+      - level: s75                 # sparsity level name, [A-Za-z0-9_-]+
+        sparsity: 0.75             # fraction of prunable channels removed, [0, 1)
+        precision: int8            # fp32 | fp16 | int8
+        backend: onnxruntime       # onnxruntime | tensorrt
+        path: s75/model_int8.onnx  # relative to the manifest's folder
+        sha256: <64 hex>
+        size_bytes: 1234
+        input_shape: [1, 3, 384, 1248]
+        class_names: [Car, Pedestrian, Cyclist]
+        selected: true             # the bisection's choice for (level, backend)
+        map50_95: 0.41             # or null when not measured
+        map50: 0.70
+        map_by_condition: {day_clear: {map50_95: .., map50: ..}, ...}
+        latency_ms: {median: 12.3, p95: 13.0, backend: onnxruntime, device: "cpu: <model>", threads: 2}
+        source_checkpoint: runs/prune/full_s75/best.pt
+        created: "2026-11-24T12:00:00+00:00"
+        fallback_layers: [model.24.m.0]   # layers kept in higher precision (int8 only)
+        tensorrt: {version: "10.x", gpu: "NVIDIA H100", compute_capability: "9.0"}  # tensorrt only
+
+Errors name the manifest file and the field path (``artifacts[2].sha256``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("onnxruntime", "tensorrt")
+
+_MAP = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+_MAP_PAIR = {
+    "type": "object",
+    "properties": {"map50_95": _MAP, "map50": _MAP},
+    "required": ["map50_95", "map50"],
+}
+ARTIFACT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["level", "sparsity", "precision", "backend", "path", "sha256", "input_shape", "class_names"],
+    "properties": {
+        "level": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+        "sparsity": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+        "precision": {"enum": list(PRECISIONS)},
+        "backend": {"enum": list(BACKENDS)},
+        "path": {"type": "string", "minLength": 1},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "size_bytes": {"type": "integer", "minimum": 0},
+        "input_shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 4, "maxItems": 4},
+        "class_names": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+        "selected": {"type": "boolean"},
+        "map50_95": _MAP,
+        "map50": _MAP,
+        "map_by_condition": {"type": "object", "additionalProperties": _MAP_PAIR},
+        "latency_ms": {
+            "type": "object",
+            "required": ["median", "backend", "device"],
+            "properties": {
+                "median": {"type": "number", "exclusiveMinimum": 0},
+                "p95": {"type": "number", "exclusiveMinimum": 0},
+                "backend": {"type": "string"},
+                "device": {"type": "string"},
+                "threads": {"type": "integer", "minimum": 1},
+            },
+        },
+        "source_checkpoint": {"type": "string"},
+        "created": {"type": "string"},
+        "fallback_layers": {"type": "array", "items": {"type": "string"}},
+        "tensorrt": {
+            "type": "object",
+            "required": ["version", "gpu"],
+            "properties": {"version": {"type": "string"}, "gpu": {"type": "string"},
+                           "compute_capability": {"type": "string"}},
+        },
+    },
+}
+MANIFEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["schema_version", "class_names", "artifacts"],
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "created": {"type": "string"},
+        "model_family": {"type": "string"},
+        "class_names": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+        "data": {"type": "object"},
+        "artifacts": {"type": "array", "items": ARTIFACT_SCHEMA, "minItems": 1},
+    },
+}
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used: unreadable, invalid field, or tampered artifact."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Lower-case hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _field_path(error: jsonschema.ValidationError) -> str:
+    out = ""
+    for part in error.absolute_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One engine file listed in the manifest (see the module docstring for fields)."""
+
+    level: str
+    sparsity: float
+    precision: str
+    backend: str
+    path: Path  # absolute
+    sha256: str
+    input_shape: tuple[int, int, int, int]
+    class_names: tuple[str, ...]
+    selected: bool = True
+    map50_95: float | None = None
+    map50: float | None = None
+    map_by_condition: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    latency_ms: dict[str, Any] = field(default_factory=dict)
+    fallback_layers: tuple[str, ...] = ()
+    tensorrt: dict[str, str] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def verify(self) -> None:
+        """Check the file exists and its sha256 matches the manifest.
+
+        :raises ManifestError: naming the file, expected and actual digests.
+        """
+        if not self.path.is_file():
+            raise ManifestError(f"artifact of level {self.level!r} is missing: {self.path}")
+        actual = sha256_file(self.path)
+        if actual != self.sha256:
+            raise ManifestError(
+                f"artifact {self.path} (level {self.level!r}) failed its sha256 check: manifest says "
+                f"{self.sha256}, file has {actual}; refusing a tampered or corrupt engine"
+            )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated engine manifest."""
+
+    path: Path
+    class_names: tuple[str, ...]
+    artifacts: tuple[Artifact, ...]
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        """Folder that artifact paths are relative to."""
+        return self.path.parent
+
+    def levels(self, backend: str | None = None) -> list[str]:
+        """Level names (optionally only those with an artifact on ``backend``), by sparsity."""
+        arts = [a for a in self.artifacts if backend is None or a.backend == backend]
+        seen: dict[str, float] = {}
+        for a in arts:
+            seen.setdefault(a.level, a.sparsity)
+        return sorted(seen, key=lambda lv: (seen[lv], lv))
+
+    def select(self, level: str, backend: str, precision: str | None = None) -> Artifact:
+        """The artifact to run for ``level`` on ``backend``.
+
+        With ``precision`` given, that precision; otherwise the one marked ``selected``
+        (the bisection's choice), else the first listed.
+
+        :raises ManifestError: when no artifact matches, naming what is available.
+        """
+        cands = [a for a in self.artifacts if a.level == level and a.backend == backend]
+        if precision is not None:
+            cands = [a for a in cands if a.precision == precision]
+        if not cands:
+            have = sorted({(a.level, a.backend, a.precision) for a in self.artifacts})
+            raise ManifestError(
+                f"{self.path}: no artifact for level={level!r} backend={backend!r}"
+                + (f" precision={precision!r}" if precision else "") + f"; available: {have}"
+            )
+        chosen = [a for a in cands if a.selected]
+        return (chosen or cands)[0]
+
+
+def validate_manifest_dict(data: Any, source: str = "<manifest>") -> None:
+    """Validate a manifest dict against the schema.
+
+    :raises ManifestError: with the offending field's path, e.g. ``artifacts[1].precision``.
+    """
+    validator = jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        raise ManifestError(f"{source}: invalid field {_field_path(err)}: {err.message}")
+    levels: dict[tuple[str, str, str], int] = {}
+    for i, art in enumerate(data["artifacts"]):
+        key = (art["level"], art["backend"], art["precision"])
+        if key in levels:
+            raise ManifestError(f"{source}: invalid field artifacts[{i}]: duplicate of artifacts[{levels[key]}] {key}")
+        levels[key] = i
+        if art["backend"] == "tensorrt" and "tensorrt" not in art:
+            raise ManifestError(f"{source}: invalid field artifacts[{i}].tensorrt: required for backend tensorrt")
+
+
+def load_manifest(path: str | Path, verify: bool = False) -> Manifest:
+    """Read and validate a manifest (JSON or YAML).
+
+    :param path: the manifest file.
+    :param verify: also check every artifact's sha256 (the node verifies only the
+        artifacts it loads, via :meth:`Artifact.verify`).
+    :raises ManifestError: on unreadable files, schema violations or failed checks.
+    """
+    path = Path(path).expanduser().resolve()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ManifestError(f"cannot read engine manifest {path}: {exc}") from exc
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ManifestError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+    validate_manifest_dict(data, str(path))
+    arts = []
+    for a in data["artifacts"]:
+        arts.append(Artifact(
+            level=a["level"], sparsity=float(a["sparsity"]), precision=a["precision"], backend=a["backend"],
+            path=(path.parent / a["path"]).resolve(), sha256=a["sha256"],
+            input_shape=tuple(a["input_shape"]), class_names=tuple(a["class_names"]),
+            selected=bool(a.get("selected", True)), map50_95=a.get("map50_95"), map50=a.get("map50"),
+            map_by_condition=dict(a.get("map_by_condition", {})), latency_ms=dict(a.get("latency_ms", {})),
+            fallback_layers=tuple(a.get("fallback_layers", ())), tensorrt=a.get("tensorrt"), raw=a,
+        ))
+    manifest = Manifest(path=path, class_names=tuple(data["class_names"]), artifacts=tuple(arts), raw=data)
+    if verify:
+        for art in manifest.artifacts:
+            art.verify()
+    return manifest
+
+
+def write_manifest(path: str | Path, data: dict[str, Any]) -> Path:
+    """Validate ``data`` and write it atomically as JSON (temp file, then rename)."""
+    path = Path(path)
+    validate_manifest_dict(data, str(path))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path
