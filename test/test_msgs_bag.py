@@ -25,7 +25,7 @@ def _messages(ts):
                   bbox=Box(center_x=10.0 * i, center_y=5.5, theta=0.0, size_x=3.0, size_y=4.0), id=f"{i}")
         out.append(("/detections", Arr(header=h, detections=[det] * (i + 1)), i))
         out.append(("/driving_condition", Cond(header=h, illumination=2, weather=2, visibility_m=80.0,
-                                               ambient_light=0.125, ego_speed_mps=13.9, scene_density=float(i)), i))
+                                               ambient_light=0.125, ego_speed_mps=13.75, scene_density=float(i)), i))
     return out
 
 
