@@ -1,0 +1,51 @@
+"""``pruning-tools``: entry point of the offline pipeline.
+
+Each subcommand lives in its own module with a ``main(argv) -> int``; this file only
+dispatches, so ``pruning-tools kitti ...`` never pays for importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+#: command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "kitti": ("pruning_tools.kitti.cli", "KITTI I/O: generate scenes, convert to YOLO, write rosbag2"),
+    "train-baseline": ("pruning_tools.baseline", "train/fine-tune the dense baseline on a KITTI-format dataset"),
+    "prune": ("pruning_tools.pipeline", "three-stage structured pruning (--config FILE)"),
+    "export": ("pruning_tools.export", "quantise and export a prune run into an engine zoo"),
+    "train-policy": ("pruning_tools.policy_train", "train the condition-driven sparsity policy on a zoo"),
+}
+
+
+def _offline_env() -> None:
+    # Ultralytics reads these at import time: never download, install or phone home.
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ.setdefault("YOLO_VERBOSE", "false")
+
+
+def usage() -> str:
+    lines = ["usage: pruning-tools COMMAND [ARGS]", "", "commands:"]
+    lines += [f"  {name:<15} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run `pruning-tools COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"pruning-tools: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    _offline_env()
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
