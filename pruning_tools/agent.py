@@ -1,0 +1,169 @@
+"""Stage 2 agent: stable-baselines3 PPO over :class:`pruning_tools.rl_env.PruningEnv`.
+
+Search = warm-up episodes (the first replays the stage-1 budgets exactly, the others add Gaussian
+noise around them) followed by PPO episodes; every episode's result is recorded and the best
+reward wins (AMC-style), with a final deterministic policy rollout also considered. One ``seed``
+drives numpy, torch, the env and PPO; TensorBoard logs go to ``<log_dir>/ppo_<n>``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import set_random_seed
+from tqdm import tqdm
+
+from pruning_tools.rl_env import PruningEnv
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """PPO search settings.
+
+    :param episodes: PPO episodes (the seed paper: 10,000; quick profile: tens).
+    :param warmup_episodes: episodes around the stage-1 prior before PPO.
+    :param warmup_noise: std of the Gaussian noise (in ratio units) of warm-up episodes.
+    :param learning_rate: PPO learning rate.
+    :param episodes_per_update: episodes per PPO rollout.
+    :param n_epochs: PPO epochs per update.
+    :param gamma: discount.
+    :param seed: seed of everything.
+    """
+
+    episodes: int = 20
+    warmup_episodes: int = 4
+    warmup_noise: float = 0.08
+    learning_rate: float = 3e-4
+    episodes_per_update: int = 2
+    n_epochs: int = 4
+    gamma: float = 0.99
+    ent_coef: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.episodes < 0 or self.warmup_episodes < 0:
+            raise ValueError("episodes and warmup_episodes must be >= 0")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.episodes_per_update < 1:
+            raise ValueError("episodes_per_update must be >= 1")
+
+
+@dataclass
+class SearchResult:
+    """Best per-layer ratios found and the episode history."""
+
+    ratios: np.ndarray
+    reward: float
+    map: float
+    sparsity: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+    proxy_evaluations: int = 0
+
+
+class _EpisodeRecorder(BaseCallback):
+    def __init__(self, on_episode: Any) -> None:
+        super().__init__()
+        self.on_episode = on_episode
+        self.ep_reward = 0.0
+
+    def _on_step(self) -> bool:
+        self.ep_reward += float(self.locals["rewards"][0])
+        if self.locals["dones"][0]:
+            info = self.locals["infos"][0]
+            self.on_episode("ppo", self.ep_reward, info)
+            self.logger.record("episode/reward", self.ep_reward)
+            self.logger.record("episode/map", info.get("map", 0.0))
+            self.logger.record("episode/sparsity", info.get("sparsity", 0.0))
+            self.ep_reward = 0.0
+        return True
+
+
+def run_episode(env: PruningEnv, actions: np.ndarray) -> tuple[float, dict[str, Any]]:
+    """Play one episode with fixed per-layer actions (in [-1, 1]); returns (return, final info)."""
+    env.reset()
+    total, info = 0.0, {}
+    for t in range(env.n):
+        _, r, term, _, info = env.step(np.array([actions[t]], dtype=np.float32))
+        total += r
+        if term:
+            break
+    return total, info
+
+
+def search(env: PruningEnv, prior: np.ndarray | None, cfg: AgentConfig, log_dir: Path | None = None,
+           progress: bool = True, desc: str = "stage 2: PPO") -> SearchResult:
+    """Warm-up + PPO search; returns the best episode.
+
+    :param prior: stage-1 ratios (per layer) used by the warm-up episodes (None: uniform).
+    """
+    set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    t0 = time.monotonic()
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"reward": -np.inf}
+    total_eps = cfg.warmup_episodes + cfg.episodes + (1 if cfg.episodes > 0 else 0)
+    bar = tqdm(total=total_eps, desc=desc, unit="ep", disable=not progress)
+
+    def record(kind: str, ret: float, info: dict[str, Any]) -> None:
+        entry = {"episode": len(history), "kind": kind, "reward": round(float(ret), 4),
+                 "map": round(float(info.get("map", 0.0)), 5), "sparsity": round(float(info.get("sparsity", 0.0)), 5)}
+        history.append(entry)
+        if ret > best["reward"]:
+            best.update(reward=float(ret), ratios=np.array(info["ratios"]), map=float(info["map"]),
+                        sparsity=float(info["sparsity"]))
+        bar.update(1)
+        bar.set_postfix(best=f"{best['reward']:.2f}", map=f"{entry['map']:.3f}")
+
+    base = prior if prior is not None else np.full(env.n, env.target)
+    for k in range(cfg.warmup_episodes):
+        ratios = base if k == 0 else base + rng.normal(0.0, cfg.warmup_noise, env.n)
+        ret, info = run_episode(env, env.ratio_to_action(ratios))
+        record("warmup" if k else "prior", ret, info)
+
+    if cfg.episodes > 0:
+        env.reset(seed=cfg.seed)
+        env.action_space.seed(cfg.seed)
+        n_steps = env.n * cfg.episodes_per_update
+        tb = None
+        if log_dir is not None:
+            try:
+                import tensorboard  # noqa: F401
+
+                tb = str(log_dir)
+            except ImportError:  # pragma: no cover - tensorboard is in the lock file
+                tb = None
+        model = PPO("MlpPolicy", env, learning_rate=cfg.learning_rate, n_steps=n_steps,
+                    batch_size=min(n_steps, max(8, env.n)), n_epochs=cfg.n_epochs, gamma=cfg.gamma,
+                    ent_coef=cfg.ent_coef, seed=cfg.seed, verbose=0, tensorboard_log=tb,
+                    policy_kwargs={"net_arch": [64, 64]}, device="cpu")
+        model.learn(total_timesteps=cfg.episodes * env.n, callback=_EpisodeRecorder(record), tb_log_name="ppo",
+                    progress_bar=False)
+        # deterministic rollout of the learned policy
+        obs, _ = env.reset()
+        ret, info = 0.0, {}
+        for _ in range(env.n):
+            act, _ = model.predict(obs, deterministic=True)
+            obs, r, term, _, info = env.step(act)
+            ret += r
+            if term:
+                break
+        record("policy", ret, info)
+    bar.close()
+    proxy = getattr(env.proxy, "calls", 0)
+    return SearchResult(ratios=np.asarray(best["ratios"]), reward=float(best["reward"]), map=float(best["map"]),
+                        sparsity=float(best["sparsity"]), history=history, wall_s=round(time.monotonic() - t0, 2),
+                        proxy_evaluations=int(proxy))
+
+
+def torch_seed(seed: int) -> None:
+    """Seed torch/numpy/python (entry points call this once)."""
+    set_random_seed(seed)
+    torch.use_deterministic_algorithms(False)

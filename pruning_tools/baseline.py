@@ -1,0 +1,184 @@
+"""``pruning-tools train-baseline``: train/fine-tune the dense baseline on a KITTI-derived YOLO dataset.
+
+Typical use (offline, after ``pruning-tools kitti convert``)::
+
+    pruning-tools train-baseline --data runs/yolo_kitti --cfg yolov5n.yaml --epochs 8 \\
+        --out pruning_tools/assets/baseline_yolov5n.pt
+
+Writes the checkpoint (:func:`pruning_tools.ultralytics_adapter.save_checkpoint`, ``weights_only``
+loadable) and a JSON sidecar (same stem) with sha256, class names, the commands used and the
+mAP measured on the test split at 384x1248 with :mod:`pruning_tools.evaluate`.
+
+``--init-from`` optionally starts from another checkpoint: this project's format, or an original
+YOLOv5-repository ``.pt`` (e.g. COCO-pretrained ``yolov5n.pt``), whose backbone and neck tensors
+are read with a restricted unpickler (only torch tensor/module classes are allowed; YOLOv5 classes
+become inert stubs) and copied by name where shapes match. That is a development convenience to
+converge faster; nothing in the product needs it.
+"""
+from __future__ import annotations
+
+import argparse
+import builtins
+import collections
+import hashlib
+import json
+import os
+import pickle
+import shlex
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class _InertModule(nn.Module):
+    """Stand-in for classes of the YOLOv5 repository while reading its pickles (never run)."""
+
+    def forward(self, *args: Any) -> Any:  # pragma: no cover - never called
+        raise RuntimeError("inert stand-in module")
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0] in ("models", "utils"):
+            return _InertModule
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        if module in ("__builtin__", "builtins") and name in ("set", "dict", "list", "tuple", "frozenset"):
+            return getattr(builtins, name)
+        if module == "torch" or module == "torch._utils" or module.startswith("torch.nn.modules."):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed by the restricted unpickler")
+
+
+_RESTRICTED = types.SimpleNamespace(Unpickler=_RestrictedUnpickler, load=pickle.load, __name__="restricted_pickle")
+
+
+def load_yolov5_repo_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read the float state dict of an original YOLOv5-repository checkpoint without running its code.
+
+    :raises pickle.UnpicklingError: when the file needs classes outside the allow-list.
+    """
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_RESTRICTED)
+    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{path}: no model inside (keys {list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt)})")
+    return {k: v.float() for k, v in model.state_dict().items()}
+
+
+def init_from(model: nn.Module, path: str | Path) -> dict[str, int]:
+    """Copy matching tensors (same name and shape) from ``path`` into ``model``.
+
+    :return: counts ``{"copied": n, "skipped": m}``.
+    """
+    from pruning_tools.ultralytics_adapter import AdapterError, load_checkpoint
+
+    try:
+        src_model, _ = load_checkpoint(path)
+        src = src_model.state_dict()
+    except AdapterError:
+        src = load_yolov5_repo_state(path)
+    dst = model.state_dict()
+    copied = {k: v for k, v in src.items() if k in dst and dst[k].shape == v.shape}
+    dst.update(copied)
+    model.load_state_dict(dst)
+    return {"copied": len(copied), "skipped": len(src) - len(copied)}
+
+
+def sha256_file(path: str | Path) -> str:
+    """:return: hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pruning-tools train-baseline", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, type=Path, help="YOLO dataset root or its data.yaml (kitti convert)")
+    p.add_argument("--out", type=Path, default=Path("baseline.pt"), help="checkpoint to write (.pt); JSON beside it")
+    p.add_argument("--cfg", default="yolov5n.yaml", help="model YAML (yolov5n.yaml, yolov8n.yaml, yolo11n.yaml)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from this checkpoint (this project's format or a YOLOv5-repository .pt)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--steps", type=int, default=None, help="exact optimiser steps (overrides --epochs)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr0", type=float, default=0.01)
+    p.add_argument("--imgsz", type=int, nargs=2, default=(384, 1248), metavar=("H", "W"))
+    p.add_argument("--crop-width", type=int, default=640, help="random full-height crops (0: full width)")
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--eval-split", default="test", help="split to measure mAP on after training ('' to skip)")
+    p.add_argument("--data-command", default="", help="the command that produced --data (recorded in the JSON)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pruning_tools.training import DatasetError, TrainConfig, resolve_split_dir, train_detector
+    from pruning_tools import ultralytics_adapter as ua
+
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        resolve_split_dir(args.data, "train")
+    except DatasetError as exc:
+        print(f"train-baseline: {exc}", file=sys.stderr)
+        return 2
+    names = _class_names(args.data)
+    model = ua.build_model(args.cfg, nc=len(names), class_names=names)
+    init = None
+    if args.init_from is not None:
+        init = init_from(model, args.init_from)
+        print(f"initialised from {args.init_from}: {init}", flush=True)
+    cfg = TrainConfig(epochs=args.epochs, steps=args.steps, imgsz=tuple(args.imgsz),
+                      crop_width=args.crop_width or None, batch=args.batch, lr0=args.lr0, seed=args.seed,
+                      max_images=args.max_images)
+    summary = train_detector(model, args.data, cfg, progress=not args.no_progress)
+    print(f"training done: {summary}", flush=True)
+    command = "pruning-tools train-baseline " + " ".join(shlex.quote(a) for a in (argv if argv is not None
+                                                                                     else sys.argv[1:]))
+    meta: dict[str, Any] = {"kind": "baseline", "cfg": args.cfg, "class_names": names, "train": summary,
+                            "train_config": {k: v for k, v in cfg.__dict__.items() if k != "extra"},
+                            "training_command": command, "data_command": args.data_command,
+                            "init_from": str(args.init_from.name) if args.init_from else None, "init": init}
+    metrics = None
+    if args.eval_split:
+        from pruning_tools.measure import evaluate_model
+
+        metrics = evaluate_model(model, args.data, args.eval_split, tuple(args.imgsz))
+        meta["metrics"] = {"split": args.eval_split, "imgsz": list(args.imgsz), **metrics}
+        print(f"{args.eval_split}: mAP50-95 {metrics['map50_95']:.4f} mAP50 {metrics['map50']:.4f}", flush=True)
+    ua.save_checkpoint(model, args.out, meta)
+    sidecar = {"checkpoint": args.out.name, "sha256": sha256_file(args.out), "size_bytes": args.out.stat().st_size,
+               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta,
+               "versions": {"torch": str(torch.__version__), "ultralytics": ua.ultralytics_version()}}
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+    os.replace(tmp, args.out.with_suffix(".json"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    return 0
+
+
+def _class_names(data: Path) -> list[str]:
+    import yaml
+
+    cfg_path = data if data.is_file() else data / "data.yaml"
+    if cfg_path.is_file():
+        names = (yaml.safe_load(cfg_path.read_text()) or {}).get("names")
+        if isinstance(names, dict):
+            return [str(names[k]) for k in sorted(names)]
+        if isinstance(names, list):
+            return [str(n) for n in names]
+    return ["Car", "Pedestrian", "Cyclist"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""Structured (channel) pruning of YOLO detectors with Torch-Pruning's dependency graph.
+
+Vocabulary used across :mod:`pruning_tools`:
+
+* a **layer** is a coupled channel group of the dependency graph (channels that must be removed
+  together: a conv's outputs, the BN after it, the inputs of every consumer, residual partners).
+  It is named after its root convolution, and layers are ordered as the model runs;
+* a layer's **ratio** is the fraction of its channels removed (kept channels are rounded to a
+  multiple of ``round_to``, at least ``round_to``);
+* a model's **sparsity** is the fraction of the dense model's parameters removed. Targets of
+  0.5/0.75/0.9 are parameter sparsities, directly comparable with unstructured sparsity (the
+  fraction of zeroed weights) in ``bench/prune_speed.py``.
+
+:class:`PruningSpace` computes parameters and FLOPs for any ratio vector analytically (exact up to
+parameters outside convs/BNs), so budgets can be solved and the RL agent can clip its actions to
+keep the global target reachable, without touching the model. :func:`apply_ratios` then removes
+channels physically (lowest L2 magnitude first, per group).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+
+class PruningError(ValueError):
+    """Bad pruning input (target, ratios, model); the message says which."""
+
+
+def check_target(target: float, name: str = "target") -> float:
+    """:return: ``target`` as float when strictly inside (0, 1).
+
+    :raises PruningError: otherwise.
+    """
+    try:
+        t = float(target)
+    except (TypeError, ValueError):
+        raise PruningError(f"{name} must be a number in (0, 1), got {target!r}") from None
+    if not (0.0 < t < 1.0) or math.isnan(t):
+        raise PruningError(f"{name} must be strictly between 0 and 1 (fraction of parameters removed), got {target!r}")
+    return t
+
+
+@dataclass
+class Layer:
+    """One prunable coupled channel group.
+
+    :param index: position in model order.
+    :param name: root convolution's qualified name.
+    :param channels: channels in the group.
+    :param kernel: root conv kernel size.
+    :param flops: dense MACs of the convs whose outputs belong to the group (at the space's imgsz).
+    :param params: dense parameters touched by the group (outputs and consumer inputs).
+    """
+
+    index: int
+    name: str
+    channels: int
+    kernel: int
+    flops: float
+    params: float
+    flops_share: float = 0.0
+    importance: float = 0.0
+
+
+@dataclass
+class _ConvRec:
+    name: str
+    out_ch: int
+    in_ch: int
+    k2: int
+    depthwise: bool
+    hw: int
+    has_bn: bool
+    bias: bool
+    out_group: int | None = None
+    in_groups: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _ignored_modules(model: nn.Module) -> list[nn.Module]:
+    from pruning_tools.ultralytics_adapter import ignored_layers
+
+    out: list[nn.Module] = []
+    for m in ignored_layers(model):
+        out.extend(m.modules())
+    return out
+
+
+def build_graph(model: nn.Module, imgsz: tuple[int, int] = (64, 64)) -> tp.DependencyGraph:
+    """Trace ``model`` into a Torch-Pruning dependency graph.
+
+    :raises PruningError: when the model cannot be traced (names the failure).
+    """
+    from pruning_tools.ultralytics_adapter import example_input
+
+    was_training = model.training
+    model.eval()
+    try:
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input(imgsz))
+    except Exception as exc:  # noqa: BLE001 - tracing failures come in many types
+        raise PruningError(f"cannot trace {type(model).__name__} for dependency analysis: "
+                           f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        model.train(was_training)
+    return dg
+
+
+def _groups(model: nn.Module, dg: tp.DependencyGraph) -> list[tuple[str, tp.Group]]:
+    names = {m: n for n, m in model.named_modules()}
+    order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    out = []
+    for g in dg.get_all_groups(ignored_layers=_ignored_modules(model), root_module_types=[nn.Conv2d]):
+        root = g[0].dep.target.module
+        if not isinstance(root, nn.Conv2d) or root.out_channels < 2:
+            continue
+        out.append((names[root], g))
+    out.sort(key=lambda t: order[t[0]])
+    return out
+
+
+class PruningSpace:
+    """Per-layer description of a model's prunable groups with an analytic cost model.
+
+    :param model: the dense model (not modified).
+    :param imgsz: input (H, W) for FLOPs.
+    :param round_to: kept channels are multiples of this.
+    """
+
+    def __init__(self, model: nn.Module, imgsz: tuple[int, int] = (384, 1248), round_to: int = 8) -> None:
+        self.imgsz = (int(imgsz[0]), int(imgsz[1]))
+        self.round_to = int(round_to)
+        dg = build_graph(model)
+        groups = _groups(model, dg)
+        if not groups:
+            raise PruningError("model has no prunable channel groups")
+        modules = dict(model.named_modules())
+        hw = self._output_hw(model)
+        self.convs: dict[str, _ConvRec] = {}
+        for name, m in modules.items():
+            if isinstance(m, nn.Conv2d):
+                parent = modules.get(name.rsplit(".", 1)[0]) if "." in name else None
+                self.convs[name] = _ConvRec(
+                    name, m.out_channels, m.in_channels, int(np.prod(m.kernel_size)),
+                    m.groups > 1 and m.groups == m.in_channels, hw.get(name, 0),
+                    isinstance(getattr(parent, "bn", None), nn.BatchNorm2d), m.bias is not None)
+        names = {m: n for n, m in modules.items()}
+        self.layers: list[Layer] = []
+        for gi, (root_name, g) in enumerate(groups):
+            for dep, idxs in g:
+                tgt = dep.target.module
+                if not isinstance(tgt, nn.Conv2d) or tgt not in names:
+                    continue
+                rec = self.convs[names[tgt]]
+                if dg.is_out_channel_pruning_fn(dep.handler):
+                    rec.out_group = gi
+                else:
+                    rec.in_groups.append((gi, len(idxs)))
+            root = modules[root_name]
+            self.layers.append(Layer(gi, root_name, int(root.out_channels), int(root.kernel_size[0]), 0.0, 0.0))
+        # depthwise convs follow their input group
+        for rec in self.convs.values():
+            if rec.depthwise and rec.out_group is None and rec.in_groups:
+                rec.out_group = rec.in_groups[0][0]
+        self.total_params_dense = float(sum(p.numel() for p in model.parameters()))
+        dense_p, dense_f = self._cost(np.ones(len(self.layers)) * 0, per_layer=True)
+        self.dense_conv_params, self.dense_flops = dense_p, dense_f
+        self.other_params = self.total_params_dense - dense_p
+        total_f = max(dense_f, 1.0)
+        for layer in self.layers:
+            layer.flops_share = layer.flops / total_f
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def _output_hw(self, model: nn.Module) -> dict[str, int]:
+        from pruning_tools.ultralytics_adapter import example_input
+
+        hw: dict[str, int] = {}
+        hooks = []
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Conv2d):
+                hooks.append(m.register_forward_hook(
+                    lambda mod, inp, out, n=name: hw.__setitem__(n, int(out.shape[-1] * out.shape[-2]))))
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(example_input(self.imgsz))
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(was_training)
+        return hw
+
+    def kept(self, layer: int, ratio: float) -> int:
+        """Channels kept in ``layer`` at ``ratio`` (multiple of ``round_to``, >= ``round_to``)."""
+        n = self.layers[layer].channels
+        if n <= self.round_to or ratio <= 0:
+            return n
+        keep = n * (1.0 - min(max(ratio, 0.0), 1.0))
+        keep_r = int(round(keep / self.round_to)) * self.round_to
+        return int(min(n, max(self.round_to, keep_r)))
+
+    def _cost(self, ratios: np.ndarray, per_layer: bool = False) -> tuple[float, float]:
+        frac = np.array([self.kept(i, float(r)) / self.layers[i].channels for i, r in enumerate(ratios)])
+        params = flops = 0.0
+        for rec in self.convs.values():
+            o = rec.out_ch * (frac[rec.out_group] if rec.out_group is not None else 1.0)
+            if rec.depthwise:
+                w = o * rec.k2
+            else:
+                i_cnt = sum(c for _, c in rec.in_groups)
+                i = (rec.in_ch - i_cnt) + sum(c * frac[g] for g, c in rec.in_groups)
+                w = o * i * rec.k2
+            p = w + (o if rec.bias else 0.0) + (2 * o if rec.has_bn else 0.0)
+            params += p
+            flops += w * rec.hw
+            if per_layer:
+                if rec.out_group is not None and not rec.depthwise:
+                    self.layers[rec.out_group].flops += w * rec.hw
+                for g, _ in ([(rec.out_group, 0)] if rec.out_group is not None else []) + rec.in_groups:
+                    self.layers[g].params += p
+        return params, flops
+
+    def params(self, ratios: Sequence[float]) -> float:
+        """Estimated total parameters after pruning with ``ratios`` (one per layer)."""
+        r = self._check(ratios)
+        return self._cost(r)[0] + self.other_params
+
+    def flops(self, ratios: Sequence[float]) -> float:
+        """Estimated MACs of convolutions after pruning."""
+        return self._cost(self._check(ratios))[1]
+
+    def sparsity(self, ratios: Sequence[float]) -> float:
+        """Fraction of the dense model's parameters removed by ``ratios``."""
+        return 1.0 - self.params(ratios) / self.total_params_dense
+
+    def _check(self, ratios: Sequence[float]) -> np.ndarray:
+        r = np.asarray(ratios, dtype=np.float64).reshape(-1)
+        if r.shape[0] != len(self.layers):
+            raise PruningError(f"{r.shape[0]} ratios given for {len(self.layers)} layers")
+        if np.any(~np.isfinite(r)) or np.any(r < 0) or np.any(r >= 1):
+            raise PruningError("layer ratios must be finite and in [0, 1)")
+        return r
+
+    def max_sparsity(self, max_ratio: float) -> float:
+        """Largest reachable sparsity with every layer at ``max_ratio``."""
+        return self.sparsity([max_ratio] * len(self.layers))
+
+    def solve(self, weights: Sequence[float], target: float, max_ratio: float = 0.95,
+              floor: Sequence[float] | None = None) -> np.ndarray:
+        """Scale per-layer ``weights`` to ratios ``clip(a * w, floor, max_ratio)`` meeting ``target``.
+
+        Bisection on ``a``; the result's :meth:`sparsity` is the smallest reachable value >= target
+        (ratios are rounded to channel multiples, so it can overshoot slightly).
+
+        :raises PruningError: when ``target`` is outside (0,1) or unreachable with ``max_ratio``.
+        """
+        target = check_target(target)
+        w = np.clip(np.asarray(weights, dtype=np.float64), 0.0, None)
+        lo_r = np.zeros(len(w)) if floor is None else np.asarray(floor, dtype=np.float64)
+        if w.shape[0] != len(self.layers):
+            raise PruningError(f"{w.shape[0]} weights given for {len(self.layers)} layers")
+        if self.max_sparsity(max_ratio) < target - 1e-9:
+            raise PruningError(f"target sparsity {target:.3f} unreachable: at most {self.max_sparsity(max_ratio):.3f} "
+                               f"with max layer ratio {max_ratio}")
+        if not np.any(w > 0):
+            w = np.ones_like(w)
+
+        def ratios(a: float) -> np.ndarray:
+            return np.clip(np.maximum(a * w, lo_r), 0.0, max_ratio)
+
+        lo, hi = 0.0, 1.0
+        while self.sparsity(ratios(hi)) < target and hi < 1e6:
+            hi *= 2.0
+        for _ in range(50):
+            mid = 0.5 * (lo + hi)
+            if self.sparsity(ratios(mid)) >= target:
+                hi = mid
+            else:
+                lo = mid
+        return ratios(hi)
+
+    def uniform(self, target: float, max_ratio: float = 0.95) -> np.ndarray:
+        """Same ratio for every layer, meeting ``target``."""
+        return self.solve(np.ones(len(self.layers)), target, max_ratio)
+
+    def descriptors(self) -> np.ndarray:
+        """(L, 4) per-layer features: log2 channels / 10, kernel / 7, FLOPs share, importance (normalised)."""
+        imp = np.array([layer.importance for layer in self.layers], dtype=np.float64)
+        imp = imp / imp.max() if imp.max() > 0 else imp
+        return np.array([[math.log2(layer.channels) / 10.0, layer.kernel / 7.0, layer.flops_share, imp[i]]
+                         for i, layer in enumerate(self.layers)], dtype=np.float32)
+
+
+def apply_ratios(model: nn.Module, space: PruningSpace, ratios: Sequence[float],
+                 channel_scores: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """Physically remove channels from ``model`` (in place) following per-layer ``ratios``.
+
+    Channels with the lowest group L2 magnitude go first, or the lowest ``channel_scores[layer]``
+    when given. Kept counts follow :meth:`PruningSpace.kept`.
+
+    :return: ``model``.
+    """
+    from pruning_tools.ultralytics_adapter import reset_criterion
+
+    r = space._check(ratios)
+    dg = build_graph(model)
+    modules = dict(model.named_modules())
+    imp_fn = tp.importance.GroupMagnitudeImportance(p=2)
+    for layer, ratio in zip(space.layers, r):
+        root = modules.get(layer.name)
+        if not isinstance(root, nn.Conv2d):
+            raise PruningError(f"layer {layer.name!r} is missing from the model being pruned")
+        n = root.out_channels  # may already be pruned (stepwise pruning): ratios stay relative to dense
+        n_prune = n - min(n, space.kept(layer.index, float(ratio)))
+        if n_prune <= 0:
+            continue
+        full = dg.get_pruning_group(root, tp.prune_conv_out_channels, idxs=list(range(n)))
+        scores = channel_scores.get(layer.name) if channel_scores else None
+        if scores is None or len(scores) != n:
+            scores = imp_fn(full)
+        idxs = torch.argsort(torch.as_tensor(scores, dtype=torch.float32))[:n_prune].tolist()
+        group = dg.get_pruning_group(root, tp.prune_conv_out_channels, idxs=sorted(idxs))
+        if dg.check_pruning_group(group):
+            group.prune()
+    reset_criterion(model)
+    return model
+
+
+def unstructured_prune(model: nn.Module, sparsity: float) -> nn.Module:
+    """Zero the smallest-magnitude weights of every prunable conv (global threshold) in place.
+
+    Shapes do not change: this is the contrast case showing zeros alone do not speed up dense runtimes.
+    """
+    from pruning_tools.ultralytics_adapter import prunable_convs
+
+    s = check_target(sparsity, "sparsity")
+    convs = [m for _, m in prunable_convs(model)]
+    allw = torch.cat([m.weight.detach().abs().flatten() for m in convs])
+    k = int(s * allw.numel())
+    thr = torch.kthvalue(allw, max(1, k)).values
+    with torch.no_grad():
+        for m in convs:
+            m.weight.mul_((m.weight.abs() > thr).float())
+    return model

@@ -1,0 +1,188 @@
+"""Stage 2 environment: choose one layer's sparsity per step (AMC-style), reward from a cheap mAP proxy.
+
+Episode = one pass over the prunable layers in model order. At step ``t``:
+
+* **observation** (float32 in [0, 1]): ``[t/(L-1), previous action, current sparsity / target,
+  dense mAP (seed state), remaining budget fraction, log2(channels)/10, kernel/7, FLOPs share,
+  stage-1 importance]``;
+* **action**: ``Box(-1, 1, (1,))`` scaled to a layer ratio ``(a + 1) / 2 * max_ratio`` (fraction of the
+  layer's channels removed), then clipped so the global target stays reachable — the lower bound is
+  the smallest ratio for which pruning every later layer at ``max_ratio`` still meets the target,
+  the upper bound the ratio that meets it with every later layer unpruned;
+* **reward**: ``lambda_sparsity * dSparsity`` each step (sparsity gained by this action, later
+  layers counted unpruned) and, at the last step, ``lambda_map * dmAP`` with ``dmAP`` = proxy mAP of
+  the pruned model minus the dense mAP, in mAP points (x100).
+
+The proxy (:class:`RewardProxy`) prunes a deep copy physically, re-estimates BN statistics on a
+few training batches, optionally fine-tunes a few batches and measures mAP on a validation slice
+held out from the TRAIN split (never the test split). Results are cached by kept-channel vector.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from pruning_tools.pruning import PruningSpace, apply_ratios, check_target
+from pruning_tools.training import BatchStream, recalibrate_bn, train_steps
+
+OBS_DIM = 9
+
+
+class RewardProxy:
+    """mAP of a pruned copy after BN recalibration (+ optional few fine-tune batches).
+
+    :param model: the dense model (never modified).
+    :param space: its pruning space.
+    :param calib: training batches for BN recalibration / fine-tuning (train split minus the val slice).
+    :param evaluate: ``model -> mAP50-95`` on the held-out validation slice.
+    :param bn_batches: BN recalibration batches.
+    :param ft_steps: fine-tune batches (0: none).
+    :param ft_lr: fine-tune learning rate.
+    """
+
+    def __init__(self, model: nn.Module, space: PruningSpace, calib: BatchStream,
+                 evaluate: Callable[[nn.Module], float], bn_batches: int = 4, ft_steps: int = 0,
+                 ft_lr: float = 0.002, channel_scores: dict[str, torch.Tensor] | None = None) -> None:
+        self.model, self.space, self.calib, self.evaluate = model, space, calib, evaluate
+        self.bn_batches, self.ft_steps, self.ft_lr = int(bn_batches), int(ft_steps), float(ft_lr)
+        self.channel_scores = channel_scores
+        self.cache: dict[tuple[int, ...], float] = {}
+        self.calls = 0
+
+    def key(self, ratios: Sequence[float]) -> tuple[int, ...]:
+        return tuple(self.space.kept(i, float(r)) for i, r in enumerate(ratios))
+
+    def __call__(self, ratios: Sequence[float]) -> float:
+        k = self.key(ratios)
+        if k in self.cache:
+            return self.cache[k]
+        self.calls += 1
+        m = copy.deepcopy(self.model)
+        apply_ratios(m, self.space, ratios, self.channel_scores)
+        if self.ft_steps > 0:
+            train_steps(m, self.calib, 0, self.ft_steps, self.ft_steps, self.ft_lr)
+        recalibrate_bn(m, self.calib, self.bn_batches, start=self.ft_steps)
+        value = float(self.evaluate(m))
+        self.cache[k] = value
+        return value
+
+
+class PruningEnv(gym.Env):
+    """Per-layer sparsity selection under a global parameter-sparsity target.
+
+    :param space: layers and cost model.
+    :param target: global sparsity (fraction of parameters removed) in (0, 1).
+    :param proxy: ``ratios -> mAP`` (0..1) reward proxy.
+    :param dense_map: mAP of the dense model on the same validation slice (0..1).
+    :param lambda_map: weight of dmAP (in mAP points).
+    :param lambda_sparsity: weight of dSparsity (fraction).
+    :param max_ratio: largest layer ratio.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, space: PruningSpace, target: float, proxy: Callable[[Sequence[float]], float],
+                 dense_map: float, lambda_map: float = 1.0, lambda_sparsity: float = 10.0,
+                 max_ratio: float = 0.9) -> None:
+        super().__init__()
+        self.space = space
+        self.target = check_target(target)
+        if not 0.0 < max_ratio < 1.0:
+            raise ValueError(f"max_ratio must be in (0, 1), got {max_ratio}")
+        if space.max_sparsity(max_ratio) < self.target:
+            raise ValueError(f"target {self.target} unreachable with max_ratio {max_ratio} "
+                             f"(at most {space.max_sparsity(max_ratio):.3f})")
+        self.proxy = proxy
+        self.dense_map = float(dense_map)
+        self.lambda_map, self.lambda_sparsity = float(lambda_map), float(lambda_sparsity)
+        self.max_ratio = float(max_ratio)
+        self.n = len(space)
+        self.desc = space.descriptors()
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_DIM,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.ratios = np.zeros(self.n)
+        self.t = 0
+        self.prev = 0.0
+        self.last_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _sparsity_with(self, t: int, ratio: float, rest: float) -> float:
+        r = self.ratios.copy()
+        r[t] = ratio
+        r[t + 1:] = rest
+        return self.space.sparsity(r)
+
+    def bounds(self, t: int) -> tuple[float, float]:
+        """Allowed ratio range at step ``t`` keeping the target reachable and not overshooting."""
+        if self._sparsity_with(t, 0.0, self.max_ratio) >= self.target:
+            lo = 0.0
+        else:
+            a, b = 0.0, self.max_ratio
+            for _ in range(14):
+                mid = 0.5 * (a + b)
+                if self._sparsity_with(t, mid, self.max_ratio) >= self.target:
+                    b = mid
+                else:
+                    a = mid
+            lo = b
+        if self._sparsity_with(t, self.max_ratio, 0.0) <= self.target:
+            hi = self.max_ratio
+        else:
+            a, b = 0.0, self.max_ratio
+            for _ in range(14):
+                mid = 0.5 * (a + b)
+                if self._sparsity_with(t, mid, 0.0) >= self.target:
+                    b = mid
+                else:
+                    a = mid
+            hi = b
+        return lo, max(lo, hi)
+
+    def _obs(self) -> np.ndarray:
+        t = min(self.t, self.n - 1)
+        cur = self.space.sparsity(self.ratios)
+        done_frac = self.space.sparsity(np.where(np.arange(self.n) < self.t, self.max_ratio, 0.0))
+        remaining = max(0.0, self.target - cur) / self.target
+        obs = np.array([t / max(1, self.n - 1), self.prev / self.max_ratio, min(1.0, cur / self.target),
+                        self.dense_map, remaining, *self.desc[t]], dtype=np.float32)
+        del done_frac
+        return np.clip(obs, 0.0, 1.0)
+
+    def ratio_to_action(self, ratios: np.ndarray) -> np.ndarray:
+        """Inverse of the action scaling (for replaying known ratios)."""
+        return np.clip(2.0 * np.asarray(ratios, dtype=np.float64) / self.max_ratio - 1.0, -1.0, 1.0)
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.ratios = np.zeros(self.n)
+        self.t = 0
+        self.prev = 0.0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
+        lo, hi = self.bounds(self.t)
+        ratio = float(np.clip((a + 1.0) / 2.0 * self.max_ratio, lo, hi))
+        before = self.space.sparsity(self.ratios)
+        self.ratios[self.t] = ratio
+        after = self.space.sparsity(self.ratios)
+        reward = self.lambda_sparsity * (after - before)
+        self.prev = ratio
+        self.t += 1
+        terminated = self.t >= self.n
+        info: dict[str, Any] = {"ratio": ratio, "bounds": (lo, hi)}
+        if terminated:
+            m = float(self.proxy(self.ratios))
+            d_map = (m - self.dense_map) * 100.0
+            reward += self.lambda_map * d_map
+            info.update({"map": m, "dmap_points": d_map, "sparsity": after, "ratios": self.ratios.copy()})
+            self.last_info = info
+        return self._obs(), float(reward), terminated, False, info
