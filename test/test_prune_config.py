@@ -1,0 +1,58 @@
+"""``prune`` configuration: YAML -> frozen dataclasses, clear errors naming the key."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pruning_tools.prune_config import ConfigError, config_from_dict, load_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "pruning_tools" / "configs"
+
+
+@pytest.mark.parametrize("name", ["quick.yaml", "full.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    cfg = load_config(CONFIGS / name)
+    assert cfg.levels == (0.5, 0.75, 0.9) and set(cfg.methods) == {"uniform", "importance", "full"}
+    assert cfg.rl.learning_rate == 3e-4
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.trials = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("raw, match", [
+    ({"rl": {"episodez": 3}}, r"unknown key 'rl.episodez'"),
+    ({"colour": 1}, r"unknown key 'colour'"),
+    ({"levels": [0.5, 1.0]}, r"strictly between 0 and 1"),
+    ({"levels": [0.0]}, r"strictly between 0 and 1"),
+    ({"methods": ["uniform", "magic"]}, r"magic"),
+    ({"finetune": {"lr0": "fast"}}, r"finetune.lr0: expected a number"),
+    ({"trials": 0}, r"trials must be >= 1"),
+    ({"data": {"imgsz": [384, 1000]}}, r"multiples of 32"),
+    ({"data": "x"}, r"data: expected a mapping"),
+])
+def test_bad_values_are_named(raw: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(raw)
+
+
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rl:\n  episodes: 3\n  lamda_map: 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'rl.lamda_map'"):
+        load_config(bad)
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "missing.yaml")
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pruning_tools.pipeline import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("levels: [0.5]\nfinetune: {stepz: 1}\n")
+    assert main(["--config", str(bad), "--out", str(tmp_path / "run")]) == 2
+    assert "unknown key 'finetune.stepz'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

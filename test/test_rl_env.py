@@ -1,0 +1,84 @@
+"""Stage 2: gymnasium env contract (gymnasium + SB3 checkers) and a short seeded PPO search."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.tiny_data import make_yolo_dataset
+from pruning_tools import ultralytics_adapter as ua
+from pruning_tools.agent import AgentConfig, search
+from pruning_tools.pruning import PruningSpace
+from pruning_tools.rl_env import PruningEnv, RewardProxy
+from pruning_tools.training import BatchStream, YoloDataset
+
+IMGSZ = (64, 192)
+
+
+def _val_score(stream: BatchStream):  # real measurement: negative detection loss on held-out batches
+    def score(model: torch.nn.Module) -> float:
+        model.train()
+        with torch.no_grad():
+            loss, _ = ua.detection_loss(model, stream.get(0))
+        model.eval()
+        ua.reset_criterion(model)
+        return float(1.0 / (1.0 + loss.item()))
+    return score
+
+
+@pytest.fixture(scope="module")
+def env_parts(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    torch.manual_seed(0)
+    data = make_yolo_dataset(tmp_path_factory.mktemp("rl") / "ds", n_train=4, n_val=2, n_test=1, size=IMGSZ)
+    model = ua.build_model("yolov5n.yaml").eval()
+    space = PruningSpace(model, IMGSZ)
+    calib = BatchStream(YoloDataset(data, "train", IMGSZ), batch=2, seed=0, augment=False)
+    val = BatchStream(YoloDataset(data, "val", IMGSZ), batch=2, seed=0, augment=False)
+    score = _val_score(val)
+    proxy = RewardProxy(model, space, calib, score, bn_batches=1)
+    return model, space, proxy, score(model)
+
+
+def test_env_passes_gymnasium_and_sb3_checkers(env_parts: tuple) -> None:
+    from gymnasium.utils.env_checker import check_env as gym_check
+    from stable_baselines3.common.env_checker import check_env as sb3_check
+
+    _, space, proxy, dense = env_parts
+    env = PruningEnv(space, 0.5, proxy, dense)
+    gym_check(env, skip_render_check=True)
+    sb3_check(env, warn=True)
+
+
+def test_target_always_met_whatever_the_actions(env_parts: tuple) -> None:
+    _, space, proxy, dense = env_parts
+    env = PruningEnv(space, 0.75, proxy, dense, max_ratio=0.9)
+    for actions in (np.full(env.n, -1.0), np.full(env.n, 1.0), np.random.default_rng(0).uniform(-1, 1, env.n)):
+        env.reset()
+        info = {}
+        for a in actions:
+            _, _, term, _, info = env.step(np.array([a], np.float32))
+        assert term and info["sparsity"] >= 0.75 - 1e-9
+        assert info["sparsity"] == pytest.approx(space.sparsity(info["ratios"]))
+
+
+def test_short_ppo_search_is_deterministic(env_parts: tuple, tmp_path) -> None:
+    _, space, proxy, dense = env_parts
+    prior = space.uniform(0.5, 0.9)
+    runs = []
+    for k in range(2):
+        env = PruningEnv(space, 0.5, proxy, dense, max_ratio=0.9)
+        cfg = AgentConfig(episodes=2, warmup_episodes=1, episodes_per_update=1, n_epochs=1, seed=3)
+        runs.append(search(env, prior, cfg, log_dir=tmp_path / f"tb{k}", progress=False))
+    a, b = runs
+    assert [h["reward"] for h in a.history] == [h["reward"] for h in b.history]
+    np.testing.assert_allclose(a.ratios, b.ratios)
+    assert a.sparsity >= 0.5 - 1e-9 and len(a.history) == 4  # prior + 2 PPO + policy rollout
+    assert list((tmp_path / "tb0").rglob("events.out.tfevents*"))
+
+
+def test_bad_env_arguments(env_parts: tuple) -> None:
+    _, space, proxy, dense = env_parts
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        PruningEnv(space, 1.2, proxy, dense)
+    with pytest.raises(ValueError, match="unreachable"):
+        PruningEnv(space, 0.95, proxy, dense, max_ratio=0.3)
