@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-split", default="test", help="split to measure mAP on after training ('' to skip)")
     p.add_argument("--data-command", default="", help="the command that produced --data (recorded in the JSON)")
+    p.add_argument("--fp32", dest="fp16", action="store_false", help="store FP32 weights (default: FP16 storage)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -149,14 +150,17 @@ def main(argv: list[str] | None = None) -> int:
                             "train_config": {k: v for k, v in cfg.__dict__.items() if k != "extra"},
                             "training_command": command, "data_command": args.data_command,
                             "init_from": str(args.init_from.name) if args.init_from else None, "init": init}
-    metrics = None
+    # store FP16 (a few MB) and measure the model exactly as it is reloaded from the file
+    ua.save_checkpoint(model, args.out, meta, half=args.fp16)
+    model, _ = ua.load_checkpoint(args.out)
     if args.eval_split:
         from pruning_tools.measure import evaluate_model
 
         metrics = evaluate_model(model, args.data, args.eval_split, tuple(args.imgsz))
-        meta["metrics"] = {"split": args.eval_split, "imgsz": list(args.imgsz), **metrics}
+        keep = {k: v for k, v in metrics.items() if k in ("map50_95", "map50", "per_class", "images", "n_images")}
+        meta["metrics"] = {"split": args.eval_split, "imgsz": list(args.imgsz), **keep}
         print(f"{args.eval_split}: mAP50-95 {metrics['map50_95']:.4f} mAP50 {metrics['map50']:.4f}", flush=True)
-    ua.save_checkpoint(model, args.out, meta)
+        ua.save_checkpoint(model, args.out, meta, half=args.fp16)
     sidecar = {"checkpoint": args.out.name, "sha256": sha256_file(args.out), "size_bytes": args.out.stat().st_size,
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta,
                "versions": {"torch": str(torch.__version__), "ultralytics": ua.ultralytics_version()}}

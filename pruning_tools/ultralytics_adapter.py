@@ -314,18 +314,21 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (dense or pruned) atomically as a ``weights_only``-loadable FP32 checkpoint.
+def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None,
+                    half: bool = False) -> Path:
+    """Write ``model`` (dense or pruned) atomically as a ``weights_only``-loadable checkpoint.
 
     :param model: a model from :func:`build_model` / :func:`load_checkpoint` (possibly pruned).
     :param path: destination ``.pt`` file (written to a temp file, then moved).
     :param meta: JSON-ready extra information (training command, sparsity, mAP, ...).
+    :param half: store floating tensors as FP16 (half the size; loaded back as FP32). Default FP32.
     :return: the path written.
     """
     path = Path(path)
     if not hasattr(model, "yaml"):
         raise AdapterError("model has no Ultralytics YAML: build it with build_model() or load_checkpoint()")
-    state = {k: v.detach().float().clone() if v.is_floating_point() else v.detach().clone()
+    dtype = torch.float16 if half else torch.float32
+    state = {k: v.detach().to(dtype).clone() if v.is_floating_point() else v.detach().clone()
              for k, v in model.state_dict().items()}
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -336,6 +339,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any] | N
         "split_c2f": _has_split_blocks(model),
         "structure": _structure(model),
         "state_dict": state,
+        "storage": "fp16" if half else "fp32",
         "meta": _plain(dict(meta or {})),
         "versions": {"torch": str(torch.__version__), "ultralytics": ultralytics_version()},
     }
@@ -367,7 +371,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[Detect
                            f"{CHECKPOINT_VERSION}")
     model = build_model(payload["yaml"], nc=int(payload["nc"]), class_names=payload["class_names"],
                         split_c2f=bool(payload["split_c2f"]))
-    state = payload["state_dict"]
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     _apply_structure(model, payload["structure"], state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -1,0 +1,70 @@
+"""``pruning-tools train-baseline`` and the shipped baseline checkpoint."""
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers.tiny_data import make_yolo_dataset
+from pruning_tools import baseline
+from pruning_tools import ultralytics_adapter as ua
+
+ASSET = Path(__file__).resolve().parent.parent / "pruning_tools" / "assets" / "baseline_yolov5n.pt"
+
+
+def test_train_baseline_tiny_run_writes_checkpoint_and_sidecar(tmp_path: Path) -> None:
+    data = make_yolo_dataset(tmp_path / "ds", n_train=4, n_val=1, n_test=1, size=(64, 192))
+    out = tmp_path / "b.pt"
+    rc = baseline.main(["--data", str(data), "--out", str(out), "--steps", "2", "--batch", "2", "--imgsz", "64", "192",
+                        "--crop-width", "0", "--eval-split", "", "--no-progress", "--data-command", "made by test"])
+    assert rc == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["sha256"] == baseline.sha256_file(out)
+    assert side["class_names"] == ["Car", "Pedestrian", "Cyclist"] and side["data_command"] == "made by test"
+    assert "train-baseline" in side["training_command"]
+    raw = torch.load(out, weights_only=True)
+    assert raw["storage"] == "fp16"
+    model, meta = ua.load_checkpoint(out)
+    assert meta["train"]["steps"] == 2 and next(model.parameters()).dtype == torch.float32
+
+
+def test_empty_dataset_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    assert baseline.main(["--data", str(tmp_path), "--out", str(tmp_path / "x.pt"), "--no-progress"]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_restricted_unpickler_refuses_code(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self) -> tuple:
+            import os
+
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Evil()}, path)
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        baseline.load_yolov5_repo_state(path)
+
+
+def test_yolov5_repo_weights_map_onto_backbone(shared_dir: Path) -> None:
+    model = ua.build_model("yolov5n.yaml")
+    counts = baseline.init_from(model, shared_dir / "weights" / "yolov5n.pt")
+    assert counts["copied"] >= 340  # model.0-23 match, only the detect head differs
+
+
+def test_shipped_baseline_is_consistent() -> None:
+    if not ASSET.is_file():
+        pytest.skip("baseline asset not trained yet")
+    side = json.loads(ASSET.with_suffix(".json").read_text())
+    assert side["sha256"] == baseline.sha256_file(ASSET)
+    assert ASSET.stat().st_size < 8_000_000
+    model, meta = ua.load_checkpoint(ASSET)
+    assert ua.class_names(model) == side["class_names"] == ["Car", "Pedestrian", "Cyclist"]
+    assert 0.0 < side["metrics"]["map50_95"] <= side["metrics"]["map50"] <= 1.0
+    y = ua.raw_forward(model, ua.example_input((384, 1248)))
+    assert tuple(y.shape) == (1, 7, 9828)
