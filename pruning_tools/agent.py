@@ -33,6 +33,9 @@ class AgentConfig:
     :param episodes_per_update: episodes per PPO rollout.
     :param n_epochs: PPO epochs per update.
     :param gamma: discount.
+    :param log_std_init: initial log std of the Gaussian policy (action units, range [-1, 1]).
+    :param imitation_steps: Adam steps fitting the initial policy mean to the stage-1 prior
+        (behaviour cloning on the prior's trajectory) before PPO; 0 disables it.
     :param seed: seed of everything.
     """
 
@@ -44,6 +47,8 @@ class AgentConfig:
     n_epochs: int = 4
     gamma: float = 0.99
     ent_coef: float = 0.0
+    log_std_init: float = -1.0
+    imitation_steps: int = 200
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -143,7 +148,9 @@ def search(env: PruningEnv, prior: np.ndarray | None, cfg: AgentConfig, log_dir:
         model = PPO("MlpPolicy", env, learning_rate=cfg.learning_rate, n_steps=n_steps,
                     batch_size=min(n_steps, max(8, env.n)), n_epochs=cfg.n_epochs, gamma=cfg.gamma,
                     ent_coef=cfg.ent_coef, seed=cfg.seed, verbose=0, tensorboard_log=tb,
-                    policy_kwargs={"net_arch": [64, 64]}, device="cpu")
+                    policy_kwargs={"net_arch": [64, 64], "log_std_init": cfg.log_std_init}, device="cpu")
+        if prior is not None and cfg.imitation_steps > 0:
+            imitate(model, env, prior, cfg.imitation_steps)
         model.learn(total_timesteps=cfg.episodes * env.n, callback=_EpisodeRecorder(record), tb_log_name="ppo",
                     progress_bar=False)
         # deterministic rollout of the learned policy
@@ -161,6 +168,36 @@ def search(env: PruningEnv, prior: np.ndarray | None, cfg: AgentConfig, log_dir:
     return SearchResult(ratios=np.asarray(best["ratios"]), reward=float(best["reward"]), map=float(best["map"]),
                         sparsity=float(best["sparsity"]), history=history, wall_s=round(time.monotonic() - t0, 2),
                         proxy_evaluations=int(proxy))
+
+
+def imitate(model: PPO, env: PruningEnv, prior: np.ndarray, steps: int) -> float:
+    """Fit the policy's mean action to the prior's actions along the prior's trajectory.
+
+    :return: final mean squared error (action units).
+    """
+    obs_list, acts = [], env.ratio_to_action(prior)
+    obs, _ = env.reset()
+    for t in range(env.n):
+        obs_list.append(obs)
+        r = env.ratios.copy()
+        env.ratios[t] = float(np.clip(prior[t], *env.bounds(t)))
+        env.prev, env.t = float(env.ratios[t]), t + 1
+        obs = env._obs()
+        del r
+    env.reset()
+    policy = model.policy
+    x = torch.as_tensor(np.stack(obs_list), dtype=torch.float32)
+    y = torch.as_tensor(acts, dtype=torch.float32).view(-1, 1)
+    params = list(policy.mlp_extractor.policy_net.parameters()) + list(policy.action_net.parameters())
+    opt = torch.optim.Adam(params, lr=3e-3)
+    loss = torch.zeros(())
+    for _ in range(steps):
+        mean = policy.get_distribution(x).distribution.mean
+        loss = torch.nn.functional.mse_loss(mean, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return float(loss.detach())
 
 
 def torch_seed(seed: int) -> None:
