@@ -1,0 +1,51 @@
+"""A tiny end-to-end ``pruning-tools prune`` run: all three stages, table, plots, checkpoints, resume."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from helpers.tiny_data import make_yolo_dataset
+from pruning_tools import ultralytics_adapter as ua
+
+IMGSZ = [64, 192]
+
+
+@pytest.mark.slow
+def test_tiny_prune_run_end_to_end(tmp_path: Path) -> None:
+    pytest.importorskip("pruning_tools.evaluate")
+    from pruning_tools.pipeline import main
+
+    data = make_yolo_dataset(tmp_path / "ds", n_train=6, n_val=2, n_test=2, size=tuple(IMGSZ))
+    torch.manual_seed(0)
+    base = ua.save_checkpoint(ua.build_model("yolov5n.yaml"), tmp_path / "base.pt")
+    cfg = {"name": "tiny", "baseline": str(base), "levels": [0.5, 0.75], "round_to": 8,
+           "data": {"dataset": str(data), "imgsz": IMGSZ, "val_images": 2, "test_images": 2},
+           "importance": {"batches": 1, "batch": 2},
+           "rl": {"episodes": 1, "warmup_episodes": 1, "episodes_per_update": 1, "n_epochs": 1, "bn_batches": 1,
+                  "bn_batch": 2},
+           "finetune": {"prune_steps": 2, "steps_per_prune": 1, "final_steps": 1, "batch": 2, "crop_width": None,
+                        "checkpoint_every": 1},
+           "latency": {"runs": 1, "warmup": 0}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert main(["--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--no-progress"]) == 0
+    for name in ("table.md", "results.json", "summary.json", "pareto.png", "layer_sparsity.png", "dense.json",
+                 "importance_t0.json", "full/s75/search.json"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert len(summary["checkpoints"]) == 6
+    for ck in summary["checkpoints"]:
+        model, meta = ua.load_checkpoint(run / ck["path"])
+        assert meta["method"] == ck["method"] and ck["sparsity"] >= ck["level"] - 1e-6
+        assert tuple(ua.raw_forward(model, ua.example_input(tuple(IMGSZ))).shape[:2]) == (1, 7)
+    table = (run / "table.md").read_text()
+    assert "Full pipeline" in table and "Uniform magnitude" in table and "mAP50-95" in table
+    assert list((run / "tb").rglob("events.out.tfevents*"))
+    # re-running resumes: nothing is recomputed
+    mtime = (run / "uniform" / "s50" / "model.pt").stat().st_mtime
+    assert main(["--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--no-progress"]) == 0
+    assert (run / "uniform" / "s50" / "model.pt").stat().st_mtime == mtime
