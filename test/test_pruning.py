@@ -90,3 +90,16 @@ def test_unstructured_zeros_keep_shapes(dense: nn.Module) -> None:
     total = sum(c.weight.numel() for c in convs)
     assert 0.49 <= zeros / total <= 0.51
     assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in dense.parameters())
+
+
+@pytest.mark.parametrize("cfg", ["yolov8n.yaml", "yolo11n.yaml"])
+def test_c2f_family_models_prune_and_round_trip(cfg: str, tmp_path) -> None:
+    model = ua.build_model(cfg).eval()
+    space = PruningSpace(model, IMGSZ)
+    ratios = space.uniform(0.5)
+    pruned = apply_ratios(copy.deepcopy(model), space, ratios)
+    assert space.params(ratios) == pytest.approx(sum(p.numel() for p in pruned.parameters()))
+    ua.save_checkpoint(pruned, tmp_path / "p.pt")
+    back, _ = ua.load_checkpoint(tmp_path / "p.pt")
+    x = torch.rand(1, 3, *IMGSZ)
+    torch.testing.assert_close(ua.raw_forward(back, x), ua.raw_forward(pruned.eval(), x))
