@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-split", default="test", help="split to measure mAP on after training ('' to skip)")
     p.add_argument("--data-command", default="", help="the command that produced --data (recorded in the JSON)")
     p.add_argument("--fp32", dest="fp16", action="store_false", help="store FP32 weights (default: FP16 storage)")
+    p.add_argument("--save-every", type=int, default=200, help="steps between <out>.partial.pt snapshots (0: off)")
+    p.add_argument("--eval-only", action="store_true", help="only (re)measure the existing --out checkpoint")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -134,22 +136,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train-baseline: {exc}", file=sys.stderr)
         return 2
     names = _class_names(args.data)
-    model = ua.build_model(args.cfg, nc=len(names), class_names=names)
-    init = None
-    if args.init_from is not None:
-        init = init_from(model, args.init_from)
-        print(f"initialised from {args.init_from}: {init}", flush=True)
-    cfg = TrainConfig(epochs=args.epochs, steps=args.steps, imgsz=tuple(args.imgsz),
-                      crop_width=args.crop_width or None, batch=args.batch, lr0=args.lr0, seed=args.seed,
-                      max_images=args.max_images)
-    summary = train_detector(model, args.data, cfg, progress=not args.no_progress)
-    print(f"training done: {summary}", flush=True)
-    command = "pruning-tools train-baseline " + " ".join(shlex.quote(a) for a in (argv if argv is not None
-                                                                                     else sys.argv[1:]))
-    meta: dict[str, Any] = {"kind": "baseline", "cfg": args.cfg, "class_names": names, "train": summary,
-                            "train_config": {k: v for k, v in cfg.__dict__.items() if k != "extra"},
-                            "training_command": command, "data_command": args.data_command,
-                            "init_from": str(args.init_from.name) if args.init_from else None, "init": init}
+    if args.eval_only:
+        model, meta = ua.load_checkpoint(args.out)
+        meta = dict(meta)
+    else:
+        model = ua.build_model(args.cfg, nc=len(names), class_names=names)
+        init = None
+        if args.init_from is not None:
+            init = init_from(model, args.init_from)
+            print(f"initialised from {args.init_from}: {init}", flush=True)
+        cfg = TrainConfig(epochs=args.epochs, steps=args.steps, imgsz=tuple(args.imgsz),
+                          crop_width=args.crop_width or None, batch=args.batch, lr0=args.lr0, seed=args.seed,
+                          max_images=args.max_images)
+        snapshot = args.out.with_name(args.out.stem + ".partial.pt")
+
+        def save_partial(step: int, loss: float) -> None:
+            if args.save_every and (step + 1) % args.save_every == 0:
+                ua.save_checkpoint(model, snapshot, {"kind": "partial", "step": step + 1, "loss": loss})
+                model.train()
+
+        summary = train_detector(model, args.data, cfg, progress=not args.no_progress, on_step=save_partial)
+        snapshot.unlink(missing_ok=True)
+        print(f"training done: {summary}", flush=True)
+        command = "pruning-tools train-baseline " + " ".join(shlex.quote(a) for a in (argv if argv is not None
+                                                                                         else sys.argv[1:]))
+        meta = {"kind": "baseline", "cfg": args.cfg, "class_names": names, "train": summary,
+                "train_config": {k: v for k, v in cfg.__dict__.items() if k != "extra"},
+                "training_command": command, "data_command": args.data_command,
+                "init_from": str(args.init_from.name) if args.init_from else None, "init": init}
     # store FP16 (a few MB) and measure the model exactly as it is reloaded from the file
     ua.save_checkpoint(model, args.out, meta, half=args.fp16)
     model, _ = ua.load_checkpoint(args.out)
