@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--imgsz", type=int, nargs=2, default=(384, 1248))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--round-to", type=int, default=16, help="kept channels are multiples of this")
+    p.add_argument("--metric", choices=("params", "flops"), default="params",
+                   help="what the levels are fractions of (structured); unstructured always zeroes weights")
     p.add_argument("--runs", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None)
     a = p.parse_args(argv)
@@ -81,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"note: {a.model} missing; using a freshly built yolov5n (latency does not depend on weights)")
         model, source = ua.build_model("yolov5n.yaml", 3).eval(), "build_model('yolov5n.yaml')"
-    space = PruningSpace(model, imgsz, round_to=a.round_to)
+    space = PruningSpace(model, imgsz, round_to=a.round_to, metric=a.metric)
     t0 = time.monotonic()
     out: dict[str, object] = {"benchmark": "prune_speed", "model": source, "imgsz": list(imgsz),
-                              "threads": a.threads, "round_to": a.round_to, "runs": runs, "warmup": warmup, "machine": machine_info(),
+                              "threads": a.threads, "round_to": a.round_to, "metric": a.metric, "runs": runs, "warmup": warmup, "machine": machine_info(),
                               "sparsity_definition": "fraction of the dense model's parameters removed (structured)"
                                                      " / zeroed (unstructured, prunable convs)"}
     with tempfile.TemporaryDirectory(prefix="prune_speed_") as tmp:
@@ -100,8 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         dense = measure(model, "dense")
         out["dense"] = dense
         levels = []
+        from pruning_tools.pruning import PruningError
+
         for lv in a.levels:
-            ratios = space.uniform(lv, max_ratio=0.95)
+            try:
+                ratios = space.uniform(lv, max_ratio=0.95)
+            except PruningError as exc:
+                print(f"level {lv}: {exc}")
+                levels.append({"level": lv, "error": str(exc)})
+                continue
             s = copy.deepcopy(model)
             apply_ratios(s, space, ratios)
             st = measure(s, f"structured_{int(lv * 100)}")
@@ -129,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp_json, a.json)
     print(f"\n{'level':>6} {'lat ratio':>10} {'FLOPs ratio':>12} {'quotient':>9} {'unstruct':>9}")
     for lv in levels:
+        if "error" in lv:
+            continue
         s = lv["structured"]
         print(f"{lv['level']:>6.2f} {s['latency_ratio']:>10.2f} {s['flops_ratio']:>12.2f} "
               f"{s['latency_over_flops']:>9.2f} {lv['unstructured']['latency_ratio']:>9.2f}")

@@ -155,7 +155,7 @@ class Pipeline:
         (self.run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(c), sort_keys=False))
         data = self.dataset()
         dense = self.baseline()
-        space = PruningSpace(dense, c.data.imgsz, c.round_to)
+        space = PruningSpace(dense, c.data.imgsz, c.round_to, c.target_metric)
         for lv in c.levels:
             if space.max_sparsity(c.max_ratio) < lv:
                 raise ConfigError(f"level {lv} unreachable with max_ratio {c.max_ratio} "
@@ -242,7 +242,8 @@ class Pipeline:
                     meas = self.measure(model, data)
                     rec = {"method": method, "level": lv, "trial": trial, "seed": seed,
                            "sparsity": round(1 - meas["params"] / dense_res["params"], 4),
-                           "estimated_sparsity": round(space.sparsity(ratios), 4), **meas,
+                           "target_metric": c.target_metric, "achieved_target": round(space.sparsity(ratios), 4),
+                           "flops_reduction": round(1 - meas["gflops"] / dense_res["gflops"], 4), **meas,
                            "ratios": [round(float(r), 4) for r in ratios], "finetune": ft, "search": search_info,
                            "checkpoint": str((out / "model.pt").relative_to(self.run)),
                            "wall_s": round(time.monotonic() - t_m, 1)}

@@ -142,6 +142,7 @@ class PruneConfig:
     seed: int = 0
     max_ratio: float = 0.9
     round_to: int = 8
+    target_metric: str = "params"
     threads: int = 2
     data: DataConfig = field(default_factory=DataConfig)
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
@@ -162,6 +163,8 @@ class PruneConfig:
             raise ValueError(f"trials must be >= 1, got {self.trials}")
         if not 0.0 < self.max_ratio < 1.0:
             raise ValueError(f"max_ratio must be in (0, 1), got {self.max_ratio}")
+        if self.target_metric not in ("params", "flops"):
+            raise ValueError(f"target_metric must be 'params' or 'flops', got {self.target_metric!r}")
         if self.round_to < 1:
             raise ValueError(f"round_to must be >= 1, got {self.round_to}")
 

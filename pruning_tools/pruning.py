@@ -9,7 +9,8 @@ Vocabulary used across :mod:`pruning_tools`:
   multiple of ``round_to``, at least ``round_to``);
 * a model's **sparsity** is the fraction of the dense model's parameters removed. Targets of
   0.5/0.75/0.9 are parameter sparsities, directly comparable with unstructured sparsity (the
-  fraction of zeroed weights) in ``bench/prune_speed.py``.
+  fraction of zeroed weights) in ``bench/prune_speed.py``. ``PruningSpace(metric="flops")`` makes
+  the targets fractions of convolution FLOPs removed instead (a speed-oriented budget).
 
 :class:`PruningSpace` computes parameters and FLOPs for any ratio vector analytically (exact up to
 parameters outside convs/BNs), so budgets can be solved and the RL agent can clip its actions to
@@ -131,7 +132,11 @@ class PruningSpace:
     :param round_to: kept channels are multiples of this.
     """
 
-    def __init__(self, model: nn.Module, imgsz: tuple[int, int] = (384, 1248), round_to: int = 8) -> None:
+    def __init__(self, model: nn.Module, imgsz: tuple[int, int] = (384, 1248), round_to: int = 8,
+                 metric: str = "params") -> None:
+        if metric not in ("params", "flops"):
+            raise PruningError(f"target metric must be 'params' or 'flops', got {metric!r}")
+        self.metric = metric
         self.imgsz = (int(imgsz[0]), int(imgsz[1]))
         self.round_to = int(round_to)
         dg = build_graph(model)
@@ -237,6 +242,13 @@ class PruningSpace:
         return self._cost(self._check(ratios))[1]
 
     def sparsity(self, ratios: Sequence[float]) -> float:
+        """Fraction of the dense model's parameters removed by ``ratios`` (the targeted quantity;
+        with ``metric="flops"`` the fraction of convolution FLOPs removed instead)."""
+        if self.metric == "flops":
+            return 1.0 - self.flops(ratios) / self.dense_flops
+        return self.param_sparsity(ratios)
+
+    def param_sparsity(self, ratios: Sequence[float]) -> float:
         """Fraction of the dense model's parameters removed by ``ratios``."""
         return 1.0 - self.params(ratios) / self.total_params_dense
 
