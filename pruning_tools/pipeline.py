@@ -132,9 +132,11 @@ class Pipeline:
 
         c = self.cfg
         m = evaluate_model(model, data, "test", c.data.imgsz, max_images=c.data.test_images)
+        self.evaluator = m.get("evaluator", "?")
         gflops, params = count_flops(model, c.data.imgsz)
         lat = model_latency(model, c.data.imgsz, c.latency.threads, c.latency.warmup, c.latency.runs, keep=onnx_path)
-        return {"map50_95": float(m["map50_95"]), "map50": float(m["map50"]), "latency_ms": lat["median_ms"],
+        return {"map50_95": float(m["map50_95"]), "map50": float(m["map50"]), "evaluator": self.evaluator,
+                "latency_ms": lat["median_ms"],
                 "latency": lat, "gflops": round(gflops, 4), "params": params,
                 "size_mb": round(lat["onnx_bytes"] / 1e6, 3)}
 
@@ -274,7 +276,8 @@ class Pipeline:
                     row[k] = float(vals.mean())
                     row[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
                 agg.append(row)
-        results = {"config": config_to_dict(c), "baseline": str(self.baseline_path), "dense": dense_res,
+        results = {"config": config_to_dict(c), "baseline": str(self.baseline_path),
+                   "evaluator": getattr(self, "evaluator", dense_res.get("evaluator")), "dense": dense_res,
                    "records": records, "aggregate": agg, "layers": [l.name for l in space.layers],
                    "wall_s": round(time.monotonic() - self.t0, 1), "targets": self.targets(dense_res, agg)}
         _write_json(self.run / "results.json", results)
