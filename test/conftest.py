@@ -45,3 +45,15 @@ def shared_dir() -> Path:
 def ros_env() -> dict[str, str]:
     """The isolation variables this run uses (already in os.environ)."""
     return dict(ROS_ENV)
+
+
+@pytest.fixture(scope="session")
+def test_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real engine zoo (dense, s50, s75 ONNX at 96x320) with its manifest; returns manifest.json.
+
+    Shipped baseline weights when present, else untrained yolov5n (plumbing tests only);
+    pruned levels are real Torch-Pruning surgery. Built once per run (~20 s).
+    """
+    from helpers.zoo_builder import build_zoo
+
+    return build_zoo(tmp_path_factory.mktemp("test_zoo"), imgsz=(96, 320))

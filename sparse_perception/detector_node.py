@@ -1,0 +1,313 @@
+"""``detector``: lifecycle node serving a preloaded engine zoo with sparsity hot-swap.
+
+Thin ROS shell: callbacks convert messages with :mod:`sparse_perception.image_codec` and
+:mod:`sparse_perception.ros_convert`, run :class:`sparse_perception.runtime.EnginePool` and
+publish. Interface, QoS and semantics: docs/node.md.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from sparse_perception import ros_convert as rc
+from sparse_perception.image_codec import compressed_to_bgr, image_to_bgr
+from sparse_perception.node_config import FrameStats, NodeConfig
+from sparse_perception.runtime import EnginePool, RuntimeConfig, UnknownLevelError
+from sparse_perception_msgs.msg import Detection2DArray, DrivingCondition, EngineStatus
+from sparse_perception_msgs.srv import SetSparsity
+
+#: (name, default, description) of every parameter; types follow the defaults.
+PARAMS: tuple[tuple[str, Any, str], ...] = (
+    ("engine_manifest", "", "engine zoo manifest (manifest.json); exclusive with model_path"),
+    ("model_path", "", "single Ultralytics-layout detection ONNX; exclusive with engine_manifest"),
+    ("backend", "onnxruntime", "onnxruntime | tensorrt"),
+    ("precision", "", "fp32 | fp16 | int8; empty = the manifest's selected precision"),
+    ("initial_level", "", "level active after configure; empty = densest allowed level"),
+    ("allowed_levels", Parameter.Type.STRING_ARRAY, "levels to preload; empty = all in the manifest"),
+    ("confidence_threshold", 0.25, "minimum detection score, (0, 1)"),
+    ("iou_threshold", 0.45, "NMS IoU threshold, (0, 1)"),
+    ("max_detections", 300, "maximum detections per image"),
+    ("image_topic", "image_raw", "input topic (relative, remappable)"),
+    ("compressed", False, "subscribe to sensor_msgs/CompressedImage instead of Image"),
+    ("autostart", False, "configure and activate on start"),
+    ("policy_mode", "manual", "manual | auto (condition-driven policy chooses the level)"),
+    ("policy_path", "", "policy trained by `pruning-tools train-policy`"),
+    ("hysteresis", 0.02, "policy hysteresis (score margin before switching)"),
+    ("cooldown_s", 2.0, "minimum seconds between two policy switches"),
+    ("publish_debug_image", False, "publish debug_image with boxes drawn"),
+    ("sparsity_level", "", "setting it swaps the active level ('auto' = policy); read-only semantics in docs"),
+    ("threads", 2, "inference threads"),
+    ("diagnostics_period_s", 1.0, "period of /diagnostics"),
+)
+LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                     durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+SENSOR = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
+                    durability=qos_profile_sensor_data.durability, history=qos_profile_sensor_data.history)
+
+
+class DetectorNode(LifecycleNode):
+    """Lifecycle node ``detector``: preloads engines on configure, hot-swaps them while active."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("detector", **kwargs)
+        for name, default, desc in PARAMS:  # a Parameter.Type default declares a typed, unset parameter
+            self.declare_parameter(name, default, ParameterDescriptor(description=desc))
+        self._image_group = MutuallyExclusiveCallbackGroup()
+        self._control_group = MutuallyExclusiveCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._infer_lock = threading.Lock()  # held by inference and by cleanup, never by swaps
+        self._swap_lock = threading.Lock()  # serialises swaps and mode changes
+        self.cfg: NodeConfig | None = None
+        self.pool: EnginePool | None = None
+        self._controller: Any = None
+        self._mode = "manual"
+        self._last_condition: Any = None
+        self._last_swap_ns, self._last_swap_ms = 0, 0.0
+        self.stats = FrameStats()
+        self._subs: list[Any] = []
+        self._timer: Any = None
+        self._status_pub: Any = None
+        self._pubs: dict[str, Any] = {}
+        self.create_service(SetSparsity, "~/set_sparsity", self._on_set_sparsity, callback_group=self._control_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            params = {name: self._value(name) for name, _, _ in PARAMS}
+            cfg = NodeConfig.from_params(params)
+            rcfg = RuntimeConfig(conf_thres=cfg.confidence_threshold, iou_thres=cfg.iou_threshold,
+                                 max_det=cfg.max_detections, threads=cfg.threads)
+            if cfg.engine_manifest:
+                pool = EnginePool.from_manifest(cfg.engine_manifest, list(cfg.allowed_levels) or None, cfg.backend,
+                                                cfg.precision or None, rcfg)
+            else:
+                pool = EnginePool.from_model(cfg.model_path, rcfg)
+            initial = cfg.initial_level or (cfg.sparsity_level if cfg.sparsity_level != "auto" else "")
+            if initial:
+                pool.swap(initial)
+            controller = None
+            if cfg.policy_path:
+                from sparse_perception.policy import PolicyController, SparsityPolicy
+                controller = PolicyController(SparsityPolicy.load(cfg.policy_path), hysteresis=cfg.hysteresis,
+                                              cooldown_s=cfg.cooldown_s)
+        except Exception as exc:  # noqa: BLE001 - any failure is a FAILURE transition with its reason
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.cfg, self.pool, self._controller, self._mode = cfg, pool, controller, cfg.policy_mode
+        self._pubs["detections"] = self.create_lifecycle_publisher(Detection2DArray, "detections", 10)
+        if rc.VISION_MSGS is not None:
+            self._pubs["vision"] = self.create_lifecycle_publisher(rc.VISION_MSGS.Detection2DArray,
+                                                                   "detections_vision", 10)
+        if cfg.publish_debug_image:
+            self._pubs["debug"] = self.create_lifecycle_publisher(Image, "debug_image", qos_profile_sensor_data)
+        self._pubs["diagnostics"] = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._status_pub = self.create_publisher(EngineStatus, "engine_status", LATCHED)
+        self._publish_status()
+        self.get_logger().info(f"configured: levels {pool.levels()}, active {pool.active_level!r}, "
+                               f"mode {self._mode}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        assert self.cfg is not None
+        msg_type = CompressedImage if self.cfg.compressed else Image
+        self._subs = [
+            self.create_subscription(msg_type, self.cfg.image_topic, self._on_image, SENSOR,
+                                     callback_group=self._image_group),
+            self.create_subscription(DrivingCondition, "driving_condition", self._on_condition, 10,
+                                     callback_group=self._control_group),
+        ]
+        self._timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics,
+                                        callback_group=self._timer_group)
+        self.get_logger().info(f"active: subscribed to {self._subs[0].topic_name}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_io()
+        self.get_logger().info("inactive: I/O stopped, engines kept loaded")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_io()
+        self._release()
+        self.get_logger().info("cleaned up: engines freed")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_io()
+        self._release()
+        self.get_logger().info("shut down")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _value(self, name: str) -> Any:
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:  # typed parameter left unset (allowed_levels)
+            return []
+
+    def _stop_io(self) -> None:
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+
+    def _release(self) -> None:
+        with self._infer_lock:  # waits for a frame in flight
+            if self.pool is not None:
+                self.pool.close()
+            self.pool, self.cfg, self._controller = None, None, None
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        if self._status_pub is not None:
+            self.destroy_publisher(self._status_pub)
+            self._status_pub = None
+
+    # ------------------------------------------------------------------ data path
+    def _on_image(self, msg: Image | CompressedImage, info: Any) -> None:
+        t0 = time.perf_counter()
+        gid = info.get("publisher_gid") if isinstance(info, dict) else None
+        self.stats.on_received(str(gid), info.get("publication_sequence_number") if isinstance(info, dict) else None)
+        try:
+            if isinstance(msg, CompressedImage):
+                img = compressed_to_bgr(msg.format, msg.data)
+            else:
+                img = image_to_bgr(msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian)
+        except ValueError as exc:
+            self.stats.on_error()
+            stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
+            self.get_logger().error(f"bad image (stamp {stamp}, frame_id {msg.header.frame_id!r}) skipped: {exc}")
+            return
+        with self._infer_lock:
+            if self.pool is None:
+                return
+            result = self.pool.detect(img)
+        self._pubs["detections"].publish(rc.to_detections(result, msg.header))
+        if "vision" in self._pubs:
+            self._pubs["vision"].publish(rc.to_vision_detections(result, msg.header))
+        if "debug" in self._pubs:
+            self._pubs["debug"].publish(rc.bgr_to_image(rc.draw_boxes(img, result), msg.header))
+        infer_ms = float(result.timing.get("total", sum(result.timing.values()))) if result.timing else 0.0
+        self.stats.on_processed((time.perf_counter() - t0) * 1e3, infer_ms)
+
+    def _on_condition(self, msg: DrivingCondition) -> None:
+        try:
+            self._last_condition = rc.condition_from_msg(msg)
+        except ValueError as exc:
+            self.get_logger().error(f"bad driving_condition ignored: {exc}")
+            return
+        if self._mode == "auto":
+            self._apply_policy()
+
+    def _apply_policy(self) -> None:
+        if self._controller is None or self._last_condition is None or self.pool is None:
+            return
+        level = self._controller.update(self._last_condition, time.monotonic())
+        if level and level != self.pool.active_level:
+            ok, message, _ = self._swap(level, None, "auto")
+            self.get_logger().info(f"policy ({self._last_condition.key}): {message}")
+
+    # ------------------------------------------------------------------ swapping
+    def _swap(self, level: str, sparsity: float | None, mode: str) -> tuple[bool, str, float]:
+        """Swap to ``level`` (or the level closest to ``sparsity``); returns (ok, message, ms)."""
+        with self._swap_lock:
+            if self.pool is None:
+                return False, "node not configured: no engines loaded (configure it first)", 0.0
+            try:
+                if sparsity is not None:
+                    level = self.pool.closest_level(sparsity)
+                before = self.pool.active_level
+                ms = float(self.pool.swap(level)) if level != before else 0.0
+            except UnknownLevelError as exc:
+                return False, str(exc), 0.0
+            self._mode = mode
+            if ms or level != before:
+                self._last_swap_ns, self._last_swap_ms = time.time_ns(), ms
+            self._publish_status()
+            return True, f"active level {level!r} ({mode})" + (f", swapped in {ms:.3f} ms" if ms else ""), ms
+
+    def _set_auto(self) -> tuple[bool, str]:
+        with self._swap_lock:
+            if self._controller is None:
+                return False, "auto mode needs a policy: set the 'policy_path' parameter and reconfigure"
+            self._mode = "auto"
+            self._publish_status()
+        self._apply_policy()
+        return True, "auto mode: the condition-driven policy chooses the level"
+
+    def _on_set_sparsity(self, req: SetSparsity.Request, resp: SetSparsity.Response) -> SetSparsity.Response:
+        if req.level == "auto":
+            resp.success, resp.message = self._set_auto()
+        elif req.level or req.sparsity >= 0:
+            resp.success, resp.message, resp.swap_time_ms = self._swap(
+                req.level, None if req.level else float(req.sparsity), "manual")
+        else:
+            resp.success, resp.message = False, "give a level name, 'auto', or a sparsity in [0, 1)"
+        resp.active_level = self.pool.active_level if self.pool is not None else ""
+        (self.get_logger().info if resp.success else self.get_logger().warning)(f"set_sparsity: {resp.message}")
+        return resp
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for p in params:
+            if p.name == "sparsity_level" and self.pool is not None and p.value:
+                ok, message = self._set_auto() if p.value == "auto" else self._swap(p.value, None, "manual")[:2]
+                if not ok:
+                    return SetParametersResult(successful=False, reason=message)
+            elif p.name != "sparsity_level" and self.pool is not None:
+                return SetParametersResult(successful=False, reason=f"{p.name!r} applies on configure: "
+                                           "deactivate and clean up first")
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ status
+    def _publish_status(self) -> None:
+        if self._status_pub is None or self.pool is None:
+            return
+        status = dict(self.pool.status())
+        status["mean_inference_ms"] = self.stats.mean_inference_ms()
+        self._status_pub.publish(rc.engine_status(status, self._mode, self.pool.levels(), self._last_swap_ns,
+                                                  self._last_swap_ms))
+
+    def _publish_diagnostics(self) -> None:
+        if self.pool is None:
+            return
+        values: dict[str, Any] = {**self.stats.snapshot(), "active_level": self.pool.active_level,
+                                  "mode": self._mode}
+        level = DiagnosticStatus.WARN if values["frames_dropped"] or values["frames_bad"] else DiagnosticStatus.OK
+        self._pubs["diagnostics"].publish(rc.diagnostics(f"{self.get_fully_qualified_name()}: detector", "cpu",
+                                                         values, level, f"level {self.pool.active_level}"))
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``detector_node`` / ``sparse-perception node``."""
+    if args is not None:  # `sparse-perception node ARGS`: rcl expects the program name first
+        args = ["detector_node", *args]
+    try:
+        with rclpy.init(args=args):
+            node = DetectorNode()
+            if node.get_parameter("autostart").value:
+                if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                    node.trigger_activate()
+            executor = MultiThreadedExecutor(num_threads=4)
+            executor.add_node(node)
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    main()

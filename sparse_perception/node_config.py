@@ -1,0 +1,159 @@
+"""Typed configuration of the detector node and its frame accounting (no ``rclpy``).
+
+The node declares ROS parameters and converts them at the edge into :class:`NodeConfig`
+(frozen, validated in ``__post_init__``); :class:`FrameStats` keeps the numbers that
+``/diagnostics`` reports.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+BACKENDS = ("onnxruntime", "tensorrt")
+PRECISIONS = ("", "fp32", "fp16", "int8")
+POLICY_MODES = ("manual", "auto")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Detector node settings (one field per ROS parameter; see docs/node.md).
+
+    :raises ValueError: naming the parameter when a value is out of range or inconsistent.
+    """
+
+    engine_manifest: str = ""
+    model_path: str = ""
+    backend: str = "onnxruntime"
+    precision: str = ""
+    initial_level: str = ""
+    allowed_levels: tuple[str, ...] = ()
+    confidence_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 300
+    image_topic: str = "image_raw"
+    compressed: bool = False
+    autostart: bool = False
+    policy_mode: str = "manual"
+    policy_path: str = ""
+    hysteresis: float = 0.02
+    cooldown_s: float = 2.0
+    publish_debug_image: bool = False
+    sparsity_level: str = ""
+    threads: int = 2
+    diagnostics_period_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if bool(self.engine_manifest) == bool(self.model_path):
+            raise ValueError("set exactly one of the parameters 'engine_manifest' (engine zoo) and 'model_path' "
+                             f"(single ONNX), got engine_manifest={self.engine_manifest!r}, "
+                             f"model_path={self.model_path!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"parameter 'backend' must be one of {BACKENDS}, got {self.backend!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"parameter 'precision' must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("confidence_threshold", "iou_threshold"):
+            v = getattr(self, name)
+            if not 0.0 < v < 1.0:
+                raise ValueError(f"parameter {name!r} must be in (0, 1), got {v}")
+        if self.max_detections < 1:
+            raise ValueError(f"parameter 'max_detections' must be >= 1, got {self.max_detections}")
+        if not self.image_topic:
+            raise ValueError("parameter 'image_topic' must not be empty")
+        if self.policy_mode not in POLICY_MODES:
+            raise ValueError(f"parameter 'policy_mode' must be one of {POLICY_MODES}, got {self.policy_mode!r}")
+        if self.policy_mode == "auto" and not self.policy_path:
+            raise ValueError("parameter 'policy_path' is required when policy_mode is 'auto'")
+        if self.policy_mode == "auto" and self.model_path:
+            raise ValueError("policy_mode 'auto' needs an engine zoo ('engine_manifest'), not a single model_path")
+        if self.hysteresis < 0 or self.cooldown_s < 0:
+            raise ValueError(f"parameters 'hysteresis' and 'cooldown_s' must be >= 0, got {self.hysteresis}, "
+                             f"{self.cooldown_s}")
+        if self.threads < 1:
+            raise ValueError(f"parameter 'threads' must be >= 1, got {self.threads}")
+        if self.diagnostics_period_s <= 0:
+            raise ValueError(f"parameter 'diagnostics_period_s' must be > 0, got {self.diagnostics_period_s}")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "NodeConfig":
+        """Build from a ``{name: value}`` dict of ROS parameter values (unknown keys rejected)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise ValueError(f"unknown detector parameters: {unknown}")
+        values = dict(params)
+        if "allowed_levels" in values:
+            values["allowed_levels"] = tuple(str(v) for v in values["allowed_levels"] if str(v))
+        return cls(**values)
+
+
+class FrameStats:
+    """Thread-safe frame accounting: received, processed, dropped, errors, latency and fps.
+
+    Drops are detected from gaps in each publisher's publication sequence numbers (a depth-1
+    queue overwrites frames the node had no time for: those never reach a callback) and from
+    frames that could not be processed (decode errors count as ``errors``, not drops).
+
+    :param window: how many recent frames the latency percentiles and fps use.
+    """
+
+    def __init__(self, window: int = 200) -> None:
+        self._lock = threading.Lock()
+        self._last_seq: dict[Any, int] = {}
+        self._latency: deque[float] = deque(maxlen=window)
+        self._infer: deque[float] = deque(maxlen=window)
+        self._done: deque[float] = deque(maxlen=window)
+        self.received = 0
+        self.processed = 0
+        self.dropped = 0
+        self.errors = 0
+
+    def on_received(self, publisher: Any, sequence: int | None) -> None:
+        """Count a frame taken from the queue; ``sequence`` gaps per ``publisher`` are drops."""
+        with self._lock:
+            self.received += 1
+            if sequence is None or sequence <= 0:
+                return
+            last = self._last_seq.get(publisher)
+            if last is not None and sequence > last + 1:
+                self.dropped += sequence - last - 1
+            if last is None or sequence > last:
+                self._last_seq[publisher] = sequence
+
+    def on_processed(self, latency_ms: float, inference_ms: float) -> None:
+        """Count a frame whose detections were published."""
+        with self._lock:
+            self.processed += 1
+            self._latency.append(latency_ms)
+            self._infer.append(inference_ms)
+            self._done.append(time.monotonic())
+
+    def on_error(self) -> None:
+        """Count a frame that could not be decoded or processed."""
+        with self._lock:
+            self.errors += 1
+
+    def mean_inference_ms(self) -> float:
+        with self._lock:
+            return float(np.mean(self._infer)) if self._infer else 0.0
+
+    def snapshot(self) -> dict[str, float | int]:
+        """Current figures (latency = callback entry to publish, ms)."""
+        with self._lock:
+            lat = np.asarray(self._latency, dtype=np.float64)
+            done = list(self._done)
+            fps = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
+            return {
+                "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else 0.0,
+                "latency_p95_ms": float(np.percentile(lat, 95)) if lat.size else 0.0,
+                "inference_mean_ms": float(np.mean(self._infer)) if self._infer else 0.0,
+                "fps": float(fps),
+                "frames_received": self.received,
+                "frames_processed": self.processed,
+                "frames_dropped": self.dropped,
+                "frames_bad": self.errors,
+            }
