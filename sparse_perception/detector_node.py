@@ -76,6 +76,7 @@ class DetectorNode(LifecycleNode):
         self._last_condition: Any = None
         self._last_swap_ns, self._last_swap_ms = 0, 0.0
         self.stats = FrameStats()
+        self.finalized = False
         self._subs: list[Any] = []
         self._timer: Any = None
         self._status_pub: Any = None
@@ -148,6 +149,7 @@ class DetectorNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_io()
         self._release()
+        self.finalized = True  # main() stops spinning and the process exits with 0
         self.get_logger().info("shut down")
         return TransitionCallbackReturn.SUCCESS
 
@@ -303,7 +305,9 @@ def main(args: list[str] | None = None) -> int:
                     node.trigger_activate()
             executor = MultiThreadedExecutor(num_threads=4)
             executor.add_node(node)
-            executor.spin()
+            while not node.finalized:
+                executor.spin_once(timeout_sec=0.1)
+            node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     return 0
