@@ -36,7 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pruning_tools.pruning import PruningSpace, apply_ratios
-from pruning_tools.training import BatchStream, make_optimizer, train_steps
+from pruning_tools.training import BatchStream, make_optimizer, recalibrate_bn, train_steps
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class FinetuneConfig:
     :param batch: images per batch.
     :param lr0: learning rate (reduced w.r.t. training from scratch).
     :param checkpoint_every: batches between work checkpoints.
+    :param bn_batches: BatchNorm re-estimation batches after each pruning increment and at the end
+        (pruning shifts activation statistics; a few fine-tune batches at BN momentum 0.03 would not).
     :param seed: data order/augmentation seed.
     """
 
@@ -58,6 +60,7 @@ class FinetuneConfig:
     batch: int = 4
     lr0: float = 0.002
     checkpoint_every: int = 10
+    bn_batches: int = 8
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -130,6 +133,7 @@ def prune_and_finetune(dense: nn.Module, space: PruningSpace, ratios: Sequence[f
     if model is None:
         model = copy.deepcopy(dense)
         apply_ratios(model, space, ratios * (1 / cfg.prune_steps), channel_scores)
+        recalibrate_bn(model, stream, cfg.bn_batches, start=50_000)
     total = sum(cfg.steps_at(k) for k in range(cfg.prune_steps))
     done_before = sum(cfg.steps_at(k) for k in range(start_k)) + start_i
     bar = tqdm(total=total, initial=done_before, desc=desc, unit="batch", disable=not progress, mininterval=1.0)
@@ -163,10 +167,12 @@ def prune_and_finetune(dense: nn.Module, space: PruningSpace, ratios: Sequence[f
             break
         k, i = k + 1, 0
         apply_ratios(model, space, ratios * ((k + 1) / cfg.prune_steps), channel_scores)
+        recalibrate_bn(model, stream, cfg.bn_batches, start=100_000 * k + 50_000)
         prog = {"prune_step": k, "iter": 0, "ratios_key": key}
         save_checkpoint(model, work_path, {"progress": prog, **(meta or {})})
         _write_json(out_dir / "state.json", {**prog, "total_batches": total, "updated": time.time()})
     bar.close()
+    recalibrate_bn(model, stream, cfg.bn_batches, start=100_000 * cfg.prune_steps + 50_000)
     model.eval()
     summary = {"config": asdict(cfg), "batches": total, "resumed_from": done_before, "wall_s": round(time.monotonic() - t0, 1),
                "final_loss": float(np.mean(losses[-5:])) if losses else None}
@@ -196,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--checkpoint-every", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bn-batches", type=int, default=2)
     p.add_argument("--sleep", type=float, default=0.0, help="pause per batch (tests use it to kill mid-run)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -214,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
         stream.get = slow_get  # type: ignore[method-assign]
     cfg = FinetuneConfig(prune_steps=a.prune_steps, steps_per_prune=a.steps_per_prune, final_steps=a.final_steps,
-                         batch=a.batch, checkpoint_every=a.checkpoint_every, seed=a.seed)
+                         batch=a.batch, checkpoint_every=a.checkpoint_every, bn_batches=a.bn_batches,
+                         seed=a.seed)
     _, summary = prune_and_finetune(dense, space, ratios, stream, a.out, cfg, progress=False)
     print(json.dumps(summary))
     return 0

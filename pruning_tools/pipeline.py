@@ -233,7 +233,8 @@ class Pipeline:
                         _write_json(out / "search.json", {**search_info, "history": sr.history, "ratios": ratios})
                     fcfg = FinetuneConfig(prune_steps=c.finetune.prune_steps, steps_per_prune=c.finetune.steps_per_prune,
                                           final_steps=c.finetune.final_steps, batch=c.finetune.batch,
-                                          lr0=c.finetune.lr0, checkpoint_every=c.finetune.checkpoint_every, seed=seed)
+                                          lr0=c.finetune.lr0, checkpoint_every=c.finetune.checkpoint_every,
+                                          bn_batches=c.finetune.bn_batches, seed=seed)
                     meta = {"kind": "pruned", "method": method, "level": lv, "trial": trial, "seed": seed,
                             "baseline": str(self.baseline_path.name), "ratios": [float(r) for r in ratios],
                             "layers": [l.name for l in space.layers], "round_to": c.round_to}

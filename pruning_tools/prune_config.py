@@ -106,8 +106,11 @@ class FinetuneSection:
     lr0: float = 0.002
     crop_width: int | None = 640
     checkpoint_every: int = 10
+    bn_batches: int = 8
 
     def __post_init__(self) -> None:
+        if self.bn_batches < 0:
+            raise ValueError(f"finetune.bn_batches must be >= 0, got {self.bn_batches}")
         if self.prune_steps < 1:
             raise ValueError(f"finetune.prune_steps must be >= 1, got {self.prune_steps}")
         if self.steps_per_prune < 0 or self.final_steps < 0 or self.batch < 1:
