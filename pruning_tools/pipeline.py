@@ -227,7 +227,11 @@ class Pipeline:
                         sr = search(env, budgets[lv], acfg, self.run / "tb" / f"s{int(lv * 100)}_t{trial}",
                                     self.progress, desc=f"stage 2: PPO s{int(lv * 100)}")
                         ratios = sr.ratios
+                        rerank = self.rerank(dense, space, calib, data, sr.history, budgets[lv], seed)
+                        if rerank:
+                            ratios = np.asarray(rerank[0]["ratios"])
                         search_info = {"best_reward": sr.reward, "best_proxy_map": sr.map, "episodes": len(sr.history),
+                                       "rerank": [{k: v for k, v in r.items() if k != "ratios"} for r in rerank],
                                        "proxy_evaluations": sr.proxy_evaluations, "wall_s": sr.wall_s,
                                        "dense_val_map": dense_val}
                         _write_json(out / "search.json", {**search_info, "history": sr.history, "ratios": ratios})
@@ -261,6 +265,38 @@ class Pipeline:
                     self.log(f"{method} s{int(lv * 100)} t{trial}: mAP50-95 {meas['map50_95']:.4f} "
                              f"mAP50 {meas['map50']:.4f} {meas['latency_ms']:.1f} ms sparsity {rec['sparsity']:.3f}")
         return self.report(dense_res, records, space)
+
+    def rerank(self, dense: torch.nn.Module, space: Any, calib: Any, data: Path, history: list[dict[str, Any]],
+               prior: np.ndarray, seed: int) -> list[dict[str, Any]]:
+        """Re-score the prior and the best episodes with a more careful proxy; best first."""
+        from pruning_tools.measure import evaluate_model
+        from pruning_tools.rl_env import RewardProxy
+
+        c = self.cfg.rl
+        if c.rerank_top <= 0:
+            return []
+        cands: list[tuple[str, list[float]]] = [("prior", [float(r) for r in prior])]
+        seen = set()
+        for h in sorted(history, key=lambda h: -h["reward"]):
+            key = tuple(space.kept(i, r) for i, r in enumerate(h["ratios"]))
+            if key in seen:
+                continue
+            seen.add(key)
+            cands.append((f"episode {h['episode']} ({h['kind']})", h["ratios"]))
+            if len(cands) > c.rerank_top:
+                break
+
+        def careful(model: torch.nn.Module) -> float:
+            return float(evaluate_model(model, data, "val", self.cfg.data.imgsz,
+                                        max_images=c.rerank_val_images)["map50_95"])
+
+        proxy = RewardProxy(dense, space, calib, careful, c.bn_batches, c.rerank_ft_steps, c.ft_lr)
+        out = []
+        for name, ratios in cands:
+            out.append({"candidate": name, "map": proxy(ratios), "ratios": ratios})
+        out.sort(key=lambda r: -r["map"])
+        self.log("rerank: " + ", ".join(f"{r['candidate']}={r['map']:.4f}" for r in out))
+        return out
 
     # ------------------------------------------------------------------ outputs
     def report(self, dense_res: dict[str, Any], records: list[dict[str, Any]], space: Any) -> dict[str, Any]:

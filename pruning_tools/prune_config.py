@@ -68,7 +68,12 @@ class ImportanceConfig:
 
 @dataclass(frozen=True)
 class RLConfig:
-    """Stage 2 (see :mod:`pruning_tools.rl_env`, :mod:`pruning_tools.agent`)."""
+    """Stage 2 (see :mod:`pruning_tools.rl_env`, :mod:`pruning_tools.agent`).
+
+    ``rerank_top``: the best episodes by proxy reward (plus the stage-1 prior) are re-scored with a
+    more careful proxy (``rerank_ft_steps`` fine-tune batches, ``rerank_val_images`` val images,
+    ``None``: the whole val split) and the best of those is kept (0: keep the best episode).
+    """
 
     episodes: int = 20
     warmup_episodes: int = 4
@@ -83,8 +88,13 @@ class RLConfig:
     bn_batch: int = 4
     ft_steps: int = 0
     ft_lr: float = 0.002
+    rerank_top: int = 3
+    rerank_ft_steps: int = 8
+    rerank_val_images: int | None = None
 
     def __post_init__(self) -> None:
+        if self.rerank_top < 0 or self.rerank_ft_steps < 0:
+            raise ValueError("rl.rerank_top and rl.rerank_ft_steps must be >= 0")
         if self.episodes < 0 or self.warmup_episodes < 0:
             raise ValueError("rl.episodes and rl.warmup_episodes must be >= 0")
         if self.episodes + self.warmup_episodes < 1:
