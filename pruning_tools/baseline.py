@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp32", dest="fp16", action="store_false", help="store FP32 weights (default: FP16 storage)")
     p.add_argument("--save-every", type=int, default=200, help="steps between <out>.partial.pt snapshots (0: off)")
     p.add_argument("--eval-only", action="store_true", help="only (re)measure the existing --out checkpoint")
+    p.add_argument("--note", default="", help="free text recorded in the JSON")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.eval_only:
         model, meta = ua.load_checkpoint(args.out)
         meta = dict(meta)
+        if args.data_command:
+            meta["data_command"] = args.data_command
     else:
         model = ua.build_model(args.cfg, nc=len(names), class_names=names)
         init = None
@@ -164,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                 "train_config": {k: v for k, v in cfg.__dict__.items() if k != "extra"},
                 "training_command": command, "data_command": args.data_command,
                 "init_from": str(args.init_from.name) if args.init_from else None, "init": init}
+    if args.note:
+        meta["note"] = args.note
     # store FP16 (a few MB) and measure the model exactly as it is reloaded from the file
     ua.save_checkpoint(model, args.out, meta, half=args.fp16)
     model, _ = ua.load_checkpoint(args.out)
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         from pruning_tools.measure import evaluate_model
 
         metrics = evaluate_model(model, args.data, args.eval_split, tuple(args.imgsz))
-        keep = {k: v for k, v in metrics.items() if k in ("map50_95", "map50", "per_class", "images", "n_images")}
+        keep = {k: v for k, v in metrics.items() if k in ("map50_95", "map50", "per_class", "images", "n_images", "evaluator")}
         meta["metrics"] = {"split": args.eval_split, "imgsz": list(args.imgsz), **keep}
         print(f"{args.eval_split}: mAP50-95 {metrics['map50_95']:.4f} mAP50 {metrics['map50']:.4f}", flush=True)
         ua.save_checkpoint(model, args.out, meta, half=args.fp16)
