@@ -30,6 +30,8 @@ Layout of a manifest (``schema_version`` 1)::
         source_checkpoint: runs/prune/full_s75/best.pt
         created: "2026-11-24T12:00:00+00:00"
         fallback_layers: [model.24.m.0]   # layers kept in higher precision (int8 only)
+        accepted: true             # optional: within the search's mAP-drop bound (false: listed, not admitted)
+        map_drop_points: 0.4       # optional: mAP50-95 drop vs the level's FP32 artifact, in points
         tensorrt: {version: "10.x", gpu: "NVIDIA H100", compute_capability: "9.0"}  # tensorrt only
 
 Errors name the manifest file and the field path (``artifacts[2].sha256``).
@@ -69,6 +71,8 @@ ARTIFACT_SCHEMA: dict[str, Any] = {
         "input_shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 4, "maxItems": 4},
         "class_names": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
         "selected": {"type": "boolean"},
+        "accepted": {"type": "boolean"},
+        "map_drop_points": {"type": ["number", "null"]},
         "map50_95": _MAP,
         "map50": _MAP,
         "map_by_condition": {"type": "object", "additionalProperties": _MAP_PAIR},
