@@ -128,7 +128,7 @@ class DetectorNode(LifecycleNode):
             self.create_subscription(msg_type, self.cfg.image_topic, self._on_image, SENSOR,
                                      callback_group=self._image_group),
             self.create_subscription(DrivingCondition, "driving_condition", self._on_condition, 10,
-                                     callback_group=self._control_group),
+                                     callback_group=self._timer_group),
         ]
         self._timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics,
                                         callback_group=self._timer_group)
@@ -229,12 +229,14 @@ class DetectorNode(LifecycleNode):
         with self._swap_lock:
             if self.pool is None:
                 return False, "node not configured: no engines loaded (configure it first)", 0.0
+            before = self.pool.active_level
             try:
                 if sparsity is not None:
-                    level = self.pool.closest_level(sparsity)
-                before = self.pool.active_level
-                ms = float(self.pool.swap(level)) if level != before else 0.0
-            except UnknownLevelError as exc:
+                    ms = float(self.pool.swap_to_sparsity(sparsity))
+                    level = self.pool.active_level
+                else:
+                    ms = float(self.pool.swap(level)) if level != before else 0.0
+            except (UnknownLevelError, ValueError) as exc:
                 return False, str(exc), 0.0
             self._mode = mode
             if ms or level != before:
@@ -260,7 +262,10 @@ class DetectorNode(LifecycleNode):
         else:
             resp.success, resp.message = False, "give a level name, 'auto', or a sparsity in [0, 1)"
         resp.active_level = self.pool.active_level if self.pool is not None else ""
-        (self.get_logger().info if resp.success else self.get_logger().warning)(f"set_sparsity: {resp.message}")
+        if resp.success:  # one severity per call site (rclpy's logger rule)
+            self.get_logger().info(f"set_sparsity: {resp.message}")
+        else:
+            self.get_logger().warning(f"set_sparsity rejected: {resp.message}")
         return resp
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:

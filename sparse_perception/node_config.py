@@ -151,6 +151,7 @@ class FrameStats:
                 "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else 0.0,
                 "latency_p95_ms": float(np.percentile(lat, 95)) if lat.size else 0.0,
                 "inference_mean_ms": float(np.mean(self._infer)) if self._infer else 0.0,
+                "inference_p50_ms": float(np.median(self._infer)) if self._infer else 0.0,
                 "fps": float(fps),
                 "frames_received": self.received,
                 "frames_processed": self.processed,

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("rclpy")
 from helpers import detector_checks as checks  # noqa: E402
 from helpers.detector_checks import frame  # noqa: E402
-from helpers.detector_client import DetectorClient, image_msg, wait_until  # noqa: E402
+from sparse_perception.node_client import DetectorClient, image_msg, wait_until  # noqa: E402
 
 from sparse_perception.testing import ManagedProcess, managed_process, python_cmd  # noqa: E402
 

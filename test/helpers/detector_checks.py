@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from helpers.detector_client import DetectorClient, image_msg, stamp_ns, wait_until
+from sparse_perception.node_client import DetectorClient, image_msg, stamp_ns, wait_until
 from sparse_perception_msgs.srv import SetSparsity
 
 WaitLog = Callable[[str, float], bool]

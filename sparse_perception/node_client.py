@@ -1,4 +1,4 @@
-"""Drive a running ``detector`` node over real DDS from a test process.
+"""Drive a running ``detector`` node over real DDS from another process (tests, benchmarks).
 
 One rclpy context per client, spun by a background executor thread, so tests can wait on
 plain Python conditions. Shared by the process-level twins (test_detector_node.py), the
@@ -63,7 +63,7 @@ class DetectorClient:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(name, context=self.context)
-        self.detections: list[tuple[float, Detection2DArray]] = []
+        self.detections: list[tuple[int, Detection2DArray]] = []  # (wall-clock receipt ns, message)
         self.statuses: list[EngineStatus] = []
         self._lock = threading.Lock()
         n, p = self.node, self.prefix
@@ -95,7 +95,7 @@ class DetectorClient:
 
     def _on_det(self, msg: Detection2DArray) -> None:
         with self._lock:
-            self.detections.append((time.monotonic(), msg))
+            self.detections.append((time.time_ns(), msg))
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0)
@@ -143,18 +143,23 @@ class DetectorClient:
             return [m for _, m in self.detections]
 
     def wait_for_stamp(self, ns: int, timeout: float = 10.0) -> Detection2DArray | None:
-        """Wait for the detections of the frame stamped ``ns``."""
-        found: list[Detection2DArray] = []
+        """Wait for the detections of the frame stamped ``ns`` (among the 5 latest)."""
+        found = self.wait_for_stamp_receipt(ns, timeout)
+        return found[1] if found else None
+
+    def wait_for_stamp_receipt(self, ns: int, timeout: float = 10.0) -> tuple[int, Detection2DArray] | None:
+        """Like :meth:`wait_for_stamp`; :return: (wall-clock receipt ns, message) or None."""
+        found: list[tuple[int, Detection2DArray]] = []
 
         def check() -> bool:
             with self._lock:
-                for _, m in reversed(self.detections[-5:]):
+                for t, m in reversed(self.detections[-5:]):
                     if stamp_ns(m.header) == ns:
-                        found.append(m)
+                        found.append((t, m))
                         return True
             return False
 
-        return found[0] if wait_until(check, timeout, period=0.001) else None
+        return found[0] if wait_until(check, timeout, period=0.0005) else None
 
     def latest_status(self) -> EngineStatus | None:
         return self.statuses[-1] if self.statuses else None

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Detector node end to end: overhead over inference, swap time, drops at 10 Hz, RSS over a soak.
+
+In one run, against a real ``detector_node`` subprocess over real DDS (this process publishes
+1242x375 bgr8 frames and subscribes to the detections):
+
+* **overhead**: lock-step frames; end-to-end latency = receipt of the detections here minus the
+  image stamp (publish time), minus the node's own inference time (pre-processing + engine +
+  decode, median from ``/diagnostics``). Target <= 3 ms/frame.
+* **swap**: ``~/set_sparsity`` round robin over the preloaded levels; ``swap_time_ms`` as the node
+  reports it (the pointer exchange) and the service round trip. Target <= 1 ms.
+* **drops**: free-running publisher at 10 Hz with the 75 % level active; frames without
+  detections and the node's own drop counter. Target 0.
+* **RSS**: node resident memory after warm-up and after the soak (10,000 frames; ``--quick``:
+  1,000, said so in the JSON). Target growth <= 5 %.
+
+    .venv/bin/python bench/node_bench.py --json bench/results/node_bench.json [--quick]
+
+Zoo: ``--manifest`` or a fresh one (dense/s50/s75 at 384x1248 from the shipped baseline, or
+untrained yolov5n where the baseline is absent: speed does not depend on the weights).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "test"))  # helpers.zoo_builder
+
+TARGETS = {"overhead_ms": 3.0, "swap_ms": 1.0, "drops_at_10hz": 0, "rss_growth_pct": 5.0}
+W, H = 1242, 375
+
+
+def machine_info() -> dict[str, object]:
+    import onnxruntime
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from importlib.metadata import version
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+            "onnxruntime": onnxruntime.__version__, "rclpy": version("rclpy"), "numpy": np.__version__,
+            "rmw": os.environ.get("RMW_IMPLEMENTATION", "")}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+class Diagnostics:
+    """Latest /diagnostics values of the detector."""
+
+    def __init__(self, client) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.values: dict[str, str] = {}
+        client.node.create_subscription(DiagnosticArray, "/diagnostics", self._on, 10)
+
+    def _on(self, msg) -> None:
+        for st in msg.status:
+            if "detector" in st.name:
+                self.values = {kv.key: kv.value for kv in st.values}
+
+    def get(self, key: str) -> float:
+        return float(self.values.get(key, "nan"))
+
+
+def lockstep(client, frames: int, img: np.ndarray, on_frame=None) -> list[float]:
+    """Publish ``frames`` frames one at a time; :return: per-frame end-to-end latency in ms."""
+    from sparse_perception.node_client import image_msg
+
+    lat = []
+    for i in range(frames):
+        ns = time.time_ns()
+        client.publish(image_msg(img, ns))
+        got = client.wait_for_stamp_receipt(ns, timeout=10)
+        if got is None:
+            raise RuntimeError(f"frame {i} got no detections within 10 s")
+        lat.append((got[0] - ns) / 1e6)
+        if on_frame is not None:
+            on_frame(i)
+    return lat
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "node_bench.json")
+    p.add_argument("--quick", action="store_true", help="1,000-frame soak, shorter phases (about 3 min)")
+    p.add_argument("--manifest", type=Path, help="engine zoo to serve (default: build one at 384x1248)")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+
+    from sparse_perception.testing import apply_ros_isolation, managed_process, python_cmd
+
+    apply_ros_isolation()
+    from sparse_perception.node_client import DetectorClient, image_msg, stamp_ns
+
+    work = Path(tempfile.mkdtemp(prefix="node_bench_"))
+    if a.manifest is None:
+        from helpers.zoo_builder import build_zoo
+        print("building a 384x1248 zoo (dense/s50/s75) ...", flush=True)
+        a.manifest = build_zoo(work / "zoo", imgsz=(384, 1248))
+    n_overhead, n_swaps, n_10hz, n_soak = (100, 100, 150, 1000) if a.quick else (300, 200, 600, 10_000)
+    img = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    cmd = python_cmd("-m", "sparse_perception.detector_node", "--ros-args", "-p", f"engine_manifest:={a.manifest}",
+                     "-p", "autostart:=true", "-p", "initial_level:=s75", "-p", f"threads:={a.threads}",
+                     "-p", "diagnostics_period_s:=0.5", "--log-level", "detector:=warn")
+    result: dict[str, object] = {"machine": machine_info(), "quick": a.quick, "image": [H, W],
+                                 "manifest": str(a.manifest), "targets": TARGETS}
+    with managed_process(cmd, log_path=work / "node.log") as node:
+        client = DetectorClient(name="node_bench")
+        diag = Diagnostics(client)
+        try:
+            if not client.wait_for_subscriber(120):
+                raise RuntimeError(f"detector did not come up:\n{node.output()[-3000:]}")
+            lockstep(client, 20, img)  # warm-up
+            # 1) overhead at every level
+            overhead = {}
+            for level in ("dense", "s50", "s75"):
+                assert client.set_sparsity(level).success
+                e2e = lockstep(client, n_overhead, img)
+                time.sleep(1.2)  # a diagnostics period covering only this level's frames
+                infer = diag.get("inference_p50_ms")
+                overhead[level] = {"e2e_p50_ms": float(np.median(e2e)), "e2e_p95_ms": float(np.percentile(e2e, 95)),
+                                   "inference_p50_ms": infer, "overhead_ms": float(np.median(e2e)) - infer,
+                                   "node_callback_p50_ms": diag.get("latency_p50_ms")}
+                print(level, overhead[level], flush=True)
+            result["overhead"] = overhead
+            # 2) swap time
+            levels = ["dense", "s50", "s75"]
+            swap_ms, rtt_ms = [], []
+            for i in range(n_swaps):
+                t0 = time.perf_counter()
+                r = client.set_sparsity(levels[i % 3])
+                rtt_ms.append((time.perf_counter() - t0) * 1e3)
+                assert r.success, r.message
+                swap_ms.append(r.swap_time_ms)
+            result["swap"] = {"n": n_swaps, "swap_ms_median": float(np.median(swap_ms)),
+                              "swap_ms_max": float(np.max(swap_ms)), "service_rtt_ms_median": float(np.median(rtt_ms))}
+            print(result["swap"], flush=True)
+            # 3) drops at 10 Hz, s75
+            assert client.set_sparsity("s75").success
+            time.sleep(1.0)
+            dropped_before = diag.get("frames_dropped")
+            first = len(client.received())
+            sent = []
+            t_next = time.monotonic()
+            for i in range(n_10hz):
+                ns = time.time_ns()
+                client.publish(image_msg(img, ns))
+                sent.append(ns)
+                t_next += 0.1
+                time.sleep(max(0.0, t_next - time.monotonic()))
+            time.sleep(1.5)
+            got = {stamp_ns(m.header) for m in client.received()[first:]}
+            result["drops_10hz"] = {"level": "s75", "frames": n_10hz, "missing_detections": len(set(sent) - got),
+                                    "node_dropped_counter_delta": diag.get("frames_dropped") - dropped_before}
+            print(result["drops_10hz"], flush=True)
+            # 4) RSS soak (lock-step, s75)
+            rss0 = rss_mb(node.pid)
+            samples = [(0, rss0)]
+            t0 = time.monotonic()
+
+            def sample(i: int) -> None:
+                if (i + 1) % max(1, n_soak // 20) == 0:
+                    samples.append((i + 1, rss_mb(node.pid)))
+
+            lockstep(client, n_soak, img, on_frame=sample)
+            rss1 = rss_mb(node.pid)
+            result["rss_soak"] = {"frames": n_soak, "quick_mode_reduced": a.quick, "rss_start_mb": rss0,
+                                  "rss_end_mb": rss1, "growth_pct": 100.0 * (rss1 - rss0) / rss0,
+                                  "seconds": time.monotonic() - t0, "samples": samples}
+            print({k: v for k, v in result["rss_soak"].items() if k != "samples"}, flush=True)
+        finally:
+            client.close()
+    o75 = result["overhead"]["s75"]["overhead_ms"]  # type: ignore[index]
+    result["met"] = {
+        "overhead_ms": o75 <= TARGETS["overhead_ms"],
+        "swap_ms": result["swap"]["swap_ms_max"] <= TARGETS["swap_ms"],  # type: ignore[index]
+        "drops_at_10hz": result["drops_10hz"]["missing_detections"] == 0,  # type: ignore[index]
+        "rss_growth_pct": result["rss_soak"]["growth_pct"] <= TARGETS["rss_growth_pct"],  # type: ignore[index]
+    }
+    a.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = a.json.with_name(a.json.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(a.json)
+    print(json.dumps(result["met"]), "->", a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
