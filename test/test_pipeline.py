@@ -16,7 +16,6 @@ IMGSZ = [64, 192]
 
 @pytest.mark.slow
 def test_tiny_prune_run_end_to_end(tmp_path: Path) -> None:
-    pytest.importorskip("pruning_tools.evaluate")
     from pruning_tools.pipeline import main
 
     data = make_yolo_dataset(tmp_path / "ds", n_train=6, n_val=2, n_test=2, size=tuple(IMGSZ))
