@@ -123,7 +123,7 @@ class Pipeline:
 
         path = Path(self.cfg.baseline) if self.cfg.baseline else DEFAULT_BASELINE
         model, _ = load_checkpoint(path)
-        self.baseline_path = path
+        self.baseline_path = path.resolve()
         return model
 
     # ------------------------------------------------------------------ measurements
