@@ -194,16 +194,22 @@ class DetectorNode(LifecycleNode):
             stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
             self.get_logger().error(f"bad image (stamp {stamp}, frame_id {msg.header.frame_id!r}) skipped: {exc}")
             return
-        with self._infer_lock:
+        with self._infer_lock:  # cleanup waits for this frame; publishers live as long as the pool
             if self.pool is None:
                 return
-            result = self.pool.detect(img)
-        self._pubs["detections"].publish(rc.to_detections(result, msg.header))
-        if "vision" in self._pubs:
-            self._pubs["vision"].publish(rc.to_vision_detections(result, msg.header))
-        if "debug" in self._pubs:
-            self._pubs["debug"].publish(rc.bgr_to_image(rc.draw_boxes(img, result), msg.header))
-        infer_ms = float(result.timing.get("total", sum(result.timing.values()))) if result.timing else 0.0
+            try:
+                result = self.pool.detect(img)
+            except Exception as exc:  # noqa: BLE001 - one failing frame must not take the node down
+                self.stats.on_error()
+                self.get_logger().error(f"inference failed on stamp {msg.header.stamp.sec}: {exc}")
+                return
+            self._pubs["detections"].publish(rc.to_detections(result, msg.header))
+            if "vision" in self._pubs:
+                self._pubs["vision"].publish(rc.to_vision_detections(result, msg.header))
+            if "debug" in self._pubs:
+                self._pubs["debug"].publish(rc.bgr_to_image(rc.draw_boxes(img, result), msg.header))
+        timing = dict(result.timing or {})
+        infer_ms = float(timing.get("total_ms", timing.get("total", sum(timing.values()))))
         self.stats.on_processed((time.perf_counter() - t0) * 1e3, infer_ms)
 
     def _on_condition(self, msg: DrivingCondition) -> None:
