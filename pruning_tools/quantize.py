@@ -13,7 +13,8 @@
   it is cheap and a single int8 scale cannot hold pixel boxes and 0..1 scores at once.
 
 The same QDQ graph serves TensorRT (explicit quantisation, no calibrator) when built with
-``target="tensorrt"``: symmetric int8 activations (TensorRT requires zero points of 0), while the
+``target="tensorrt"``: symmetric int8 activations (TensorRT requires zero points of 0) and float
+biases (no int32 bias Q/DQ), while the
 ONNX Runtime CPU target uses asymmetric uint8 activations with int8 weights (U8S8), the layout ONNX
 Runtime recommends for x86 CPUs (VNNI or not, ``reduce_range`` off by default).
 
@@ -347,7 +348,9 @@ def quantize_int8(src: str | Path, dst: str | Path, reader: CalibrationImages | 
     exclude = sorted(set(decode_tail_nodes(src)) | set(fallback))
     symmetric = cfg.target == "tensorrt"
     act = QuantType.QInt8 if symmetric else QuantType.QUInt8
-    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+             # TensorRT fuses float biases into its int8 convolutions; int32 bias Q/DQ is an ORT-only idiom
+             "QuantizeBias": not symmetric}
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     if reader is not None:
         reader.rewind()

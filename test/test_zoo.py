@@ -1,0 +1,86 @@
+"""Manifest schema: errors name the field path; JSON and YAML manifests; sha256 tamper detection."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sparse_perception.zoo import ManifestError, load_manifest, sha256_file, write_manifest
+
+
+def _manifest(tmp: Path) -> dict:
+    arts = []
+    for i, (level, prec) in enumerate([("dense", "fp32"), ("s75", "int8")]):
+        f = tmp / level / f"model_{prec}.onnx"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(bytes([i]) * 100)
+        arts.append({"level": level, "sparsity": 0.75 * i, "precision": prec, "backend": "onnxruntime",
+                     "path": f"{level}/{f.name}", "sha256": sha256_file(f), "size_bytes": 100,
+                     "input_shape": [1, 3, 384, 1248], "class_names": ["Car", "Pedestrian", "Cyclist"],
+                     "selected": True, "accepted": True, "map_drop_points": 0.3, "map50_95": 0.4, "map50": 0.7,
+                     "map_by_condition": {"night_fog": {"map50_95": 0.2, "map50": None}},
+                     "latency_ms": {"median": 12.0, "p95": 13.0, "backend": "onnxruntime", "device": "cpu: x",
+                                    "threads": 2},
+                     "fallback_layers": ["model.24.cv3.0.2"] if prec == "int8" else []})
+    return {"schema_version": 1, "class_names": ["Car", "Pedestrian", "Cyclist"], "artifacts": arts}
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_json_and_yaml_load(tmp_path: Path, suffix: str) -> None:
+    data = _manifest(tmp_path)
+    path = tmp_path / f"manifest{suffix}"
+    if suffix == ".json":
+        write_manifest(path, data)
+    else:
+        path.write_text(yaml.safe_dump(data))
+    m = load_manifest(path, verify=True)
+    assert m.levels() == ["dense", "s75"]
+    a = m.select("s75", "onnxruntime")
+    assert a.precision == "int8" and a.fallback_layers == ("model.24.cv3.0.2",) and a.raw["accepted"] is True
+
+
+@pytest.mark.parametrize("mutate,field", [
+    (lambda d: d["artifacts"][1].update(precision="int4"), "artifacts[1].precision"),
+    (lambda d: d["artifacts"][0].update(sha256="abc"), "artifacts[0].sha256"),
+    (lambda d: d["artifacts"][1]["latency_ms"].update(median=-1), "artifacts[1].latency_ms.median"),
+    (lambda d: d["artifacts"][0].update(input_shape=[1, 3, 384]), "artifacts[0].input_shape"),
+    (lambda d: d["artifacts"][1].update(accepted="yes"), "artifacts[1].accepted"),
+    (lambda d: d["artifacts"][1].update(backend="tensorrt"), "artifacts[1].tensorrt"),
+    (lambda d: d["artifacts"][1].update(level="dense", precision="fp32"), "artifacts[1]"),
+    (lambda d: d.pop("class_names"), "<root>"),
+])
+def test_bad_field_named(tmp_path: Path, mutate, field: str) -> None:
+    data = copy.deepcopy(_manifest(tmp_path))
+    mutate(data)
+    path = tmp_path / "manifest.json"
+    with pytest.raises(ManifestError, match="invalid field") as err:
+        write_manifest(path, data)
+    assert field in str(err.value)
+    assert not path.exists()  # nothing half-written
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError) as err2:
+        load_manifest(path)
+    assert str(path) in str(err2.value) and field in str(err2.value)
+
+
+def test_tampered_artifact(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path / "manifest.json", _manifest(tmp_path))
+    (tmp_path / "s75" / "model_int8.onnx").write_bytes(b"\x01" * 99 + b"\x02")
+    m = load_manifest(path)
+    m.select("dense", "onnxruntime").verify()
+    with pytest.raises(ManifestError, match="sha256"):
+        m.select("s75", "onnxruntime").verify()
+    with pytest.raises(ManifestError, match="model_int8.onnx"):
+        load_manifest(path, verify=True)
+
+
+def test_unreadable(tmp_path: Path) -> None:
+    bad = tmp_path / "manifest.yaml"
+    bad.write_text("artifacts: [\n")
+    with pytest.raises(ManifestError, match="not valid YAML"):
+        load_manifest(bad)
+    with pytest.raises(ManifestError, match="cannot read"):
+        load_manifest(tmp_path / "nope.json")
