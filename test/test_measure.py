@@ -1,0 +1,46 @@
+"""Measurements: built-in mAP fallback sanity, FLOPs/params, ONNX Runtime latency."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers.tiny_data import make_yolo_dataset
+from pruning_tools import ultralytics_adapter as ua
+from pruning_tools.measure import builtin_map, count_flops, model_latency
+from pruning_tools.training import YoloDataset
+
+IMGSZ = (96, 320)
+
+
+def _oracle(data: Path, jitter: float):
+    ds = YoloDataset(data, "test", IMGSZ)
+    it = iter(range(len(ds)))
+
+    def infer(_: np.ndarray) -> np.ndarray:
+        _, lab = ds.load(next(it))
+        raw = np.zeros((1, 7, 50), np.float32)
+        for k, (c, x1, y1, x2, y2) in enumerate(lab):
+            w, h = (x2 - x1) * (1 + jitter), (y2 - y1) * (1 + jitter)
+            raw[0, :4, k] = [(x1 + x2) / 2, (y1 + y2) / 2, w, h]
+            raw[0, 4 + int(c), k] = 0.9
+        return raw
+
+    return infer
+
+
+def test_builtin_map_perfect_and_degraded(tmp_path: Path) -> None:
+    data = make_yolo_dataset(tmp_path / "ds", n_train=1, n_val=1, n_test=5, size=IMGSZ)
+    perfect = builtin_map(_oracle(data, 0.0), data, "test", IMGSZ)
+    assert perfect["map50_95"] == pytest.approx(1.0) and perfect["map50"] == pytest.approx(1.0)
+    loose = builtin_map(_oracle(data, 0.2), data, "test", IMGSZ)  # boxes 1.2x: IoU 0.69, matches at .50-.65 only
+    assert loose["map50"] == pytest.approx(1.0) and loose["map50_95"] == pytest.approx(0.4)
+
+
+def test_flops_and_latency(tmp_path: Path) -> None:
+    model = ua.build_model("yolov5n.yaml").eval()
+    gflops, params = count_flops(model, IMGSZ)
+    assert params == sum(p.numel() for p in model.parameters()) and gflops > 0.1
+    lat = model_latency(model, IMGSZ, threads=1, warmup=1, runs=2, keep=tmp_path / "m.onnx")
+    assert lat["median_ms"] > 0 and (tmp_path / "m.onnx").is_file() and lat["onnx_bytes"] > 1e6
