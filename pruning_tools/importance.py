@@ -18,7 +18,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch_pruning as tp
 from torch import nn
 from tqdm import tqdm
 

@@ -187,11 +187,9 @@ class Pipeline:
             stream = BatchStream(train_ds, c.finetune.batch, seed, c.finetune.crop_width)
             imp_path = self.run / f"importance_t{trial}.json"
             need_imp = any(m in c.methods for m in ("importance", "full"))
-            importance = None
             if need_imp:
                 imp_stream = BatchStream(train_ds, c.importance.batch, seed + 1000, c.finetune.crop_width)
                 res = compute_importance(dense, space, imp_stream, c.importance.batches, self.progress)
-                importance = res
                 budgets = {lv: budgets_from_importance(space, res.layer_importance, lv, c.max_ratio, c.importance.beta)
                            for lv in c.levels}
                 _write_json(imp_path, {"batches": c.importance.batches, "layers": [l.name for l in space.layers],
@@ -242,8 +240,7 @@ class Pipeline:
                     meta = {"kind": "pruned", "method": method, "level": lv, "trial": trial, "seed": seed,
                             "baseline": str(self.baseline_path.name), "ratios": [float(r) for r in ratios],
                             "layers": [l.name for l in space.layers], "round_to": c.round_to}
-                    scores = importance.channel_scores if (importance is not None and method != "uniform") else None
-                    del scores  # channel choice: L2 magnitude for every method (methods differ in ratios only)
+                    # channel choice inside a layer: L2 magnitude for every method (methods differ in ratios only)
                     model, ft = prune_and_finetune(dense, space, ratios, stream, out, fcfg, meta, None, self.progress,
                                                    desc=f"stage 3: {method} s{int(lv * 100)}")
                     meas = self.measure(model, data)

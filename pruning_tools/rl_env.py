@@ -147,11 +147,9 @@ class PruningEnv(gym.Env):
     def _obs(self) -> np.ndarray:
         t = min(self.t, self.n - 1)
         cur = self.space.sparsity(self.ratios)
-        done_frac = self.space.sparsity(np.where(np.arange(self.n) < self.t, self.max_ratio, 0.0))
         remaining = max(0.0, self.target - cur) / self.target
         obs = np.array([t / max(1, self.n - 1), self.prev / self.max_ratio, min(1.0, cur / self.target),
                         self.dense_map, remaining, *self.desc[t]], dtype=np.float32)
-        del done_frac
         return np.clip(obs, 0.0, 1.0)
 
     def ratio_to_action(self, ratios: np.ndarray) -> np.ndarray:
