@@ -28,33 +28,15 @@ from sparse_perception.runtime import EnginePool, RuntimeConfig, UnknownLevelErr
 from sparse_perception_msgs.msg import Detection2DArray, DrivingCondition, EngineStatus
 from sparse_perception_msgs.srv import SetSparsity
 
-#: (name, default, description) of every parameter; types follow the defaults.
-PARAMS: tuple[tuple[str, Any, str], ...] = (
-    ("engine_manifest", "", "engine zoo manifest (manifest.json); exclusive with model_path"),
-    ("model_path", "", "single Ultralytics-layout detection ONNX; exclusive with engine_manifest"),
-    ("backend", "onnxruntime", "onnxruntime | tensorrt"),
-    ("precision", "", "fp32 | fp16 | int8; empty = the manifest's selected precision"),
-    ("initial_level", "", "level active after configure; empty = densest allowed level"),
-    ("allowed_levels", Parameter.Type.STRING_ARRAY, "levels to preload; empty = all in the manifest"),
-    ("confidence_threshold", 0.25, "minimum detection score, (0, 1)"),
-    ("iou_threshold", 0.45, "NMS IoU threshold, (0, 1)"),
-    ("max_detections", 300, "maximum detections per image"),
-    ("image_topic", "image_raw", "input topic (relative, remappable)"),
-    ("compressed", False, "subscribe to sensor_msgs/CompressedImage instead of Image"),
-    ("autostart", False, "configure and activate on start"),
-    ("policy_mode", "manual", "manual | auto (condition-driven policy chooses the level)"),
-    ("policy_path", "", "policy trained by `pruning-tools train-policy`"),
-    ("hysteresis", 0.02, "policy hysteresis (score margin before switching)"),
-    ("cooldown_s", 2.0, "minimum seconds between two policy switches"),
-    ("publish_debug_image", False, "publish debug_image with boxes drawn"),
-    ("sparsity_level", "", "setting it swaps the active level ('auto' = policy); read-only semantics in docs"),
-    ("threads", 2, "inference threads"),
-    ("diagnostics_period_s", 1.0, "period of /diagnostics"),
-)
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
                      durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-SENSOR = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
-                    durability=qos_profile_sensor_data.durability, history=qos_profile_sensor_data.history)
+
+
+def image_qos(reliability: str) -> QoSProfile:
+    """Sensor-data QoS keeping only the newest frame (depth 1), best effort or reliable."""
+    return QoSProfile(depth=1, history=qos_profile_sensor_data.history, durability=qos_profile_sensor_data.durability,
+                      reliability=QoSReliabilityPolicy.RELIABLE if reliability == "reliable"
+                      else QoSReliabilityPolicy.BEST_EFFORT)
 
 
 class DetectorNode(LifecycleNode):
@@ -62,8 +44,9 @@ class DetectorNode(LifecycleNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("detector", **kwargs)
-        for name, default, desc in PARAMS:  # a Parameter.Type default declares a typed, unset parameter
-            self.declare_parameter(name, default, ParameterDescriptor(description=desc))
+        for name, default, desc in NodeConfig.parameters():  # () declares a typed, unset string array
+            self.declare_parameter(name, Parameter.Type.STRING_ARRAY if default == () else default,
+                                   ParameterDescriptor(description=desc))
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._control_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
@@ -87,7 +70,7 @@ class DetectorNode(LifecycleNode):
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            params = {name: self._value(name) for name, _, _ in PARAMS}
+            params = {name: self._value(name) for name, _, _ in NodeConfig.parameters()}
             cfg = NodeConfig.from_params(params)
             rcfg = RuntimeConfig(conf_thres=cfg.confidence_threshold, iou_thres=cfg.iou_threshold,
                                  max_det=cfg.max_detections, threads=cfg.threads)
@@ -125,7 +108,8 @@ class DetectorNode(LifecycleNode):
         assert self.cfg is not None
         msg_type = CompressedImage if self.cfg.compressed else Image
         self._subs = [
-            self.create_subscription(msg_type, self.cfg.image_topic, self._on_image, SENSOR,
+            self.create_subscription(msg_type, self.cfg.image_topic, self._on_image,
+                                     image_qos(self.cfg.image_reliability),
                                      callback_group=self._image_group),
             self.create_subscription(DrivingCondition, "driving_condition", self._on_condition, 10,
                                      callback_group=self._timer_group),

@@ -135,6 +135,24 @@ class DetectorClient:
     def wait_for_subscriber(self, timeout: float = 20.0) -> bool:
         return wait_until(lambda: self.image_pub.get_subscription_count() > 0, timeout)
 
+    def wait_ready(self, timeout: float = 60.0, shape: tuple[int, int] = (32, 96)) -> bool:
+        """Wait until the node is subscribed *and* answers: probe frames (stamp 1 s + k ns) every 0.2 s.
+
+        A best-effort subscriber can miss the first frames while discovery completes on its side,
+        so seeing a matched subscription is not enough before lock-step publishing.
+        """
+        if not self.wait_for_subscriber(timeout):
+            return False
+        probe = np.zeros((*shape, 3), np.uint8)
+        deadline = time.monotonic() + timeout
+        k = 0
+        while time.monotonic() < deadline:
+            k += 1
+            self.publish(image_msg(probe, 1_000_000_000 + k))
+            if self.wait_for_stamp(1_000_000_000 + k, timeout=0.2) is not None:
+                return True
+        return False
+
     def publish(self, msg: Image) -> None:
         self.image_pub.publish(msg)
 

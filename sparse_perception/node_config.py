@@ -17,6 +17,30 @@ import numpy as np
 BACKENDS = ("onnxruntime", "tensorrt")
 PRECISIONS = ("", "fp32", "fp16", "int8")
 POLICY_MODES = ("manual", "auto")
+#: ROS parameter descriptions (the node declares one parameter per :class:`NodeConfig` field).
+DESCRIPTIONS: dict[str, str] = {
+    "engine_manifest": "engine zoo manifest (manifest.json); exclusive with model_path",
+    "model_path": "single Ultralytics-layout detection ONNX; exclusive with engine_manifest",
+    "backend": "onnxruntime | tensorrt",
+    "precision": "fp32 | fp16 | int8; empty = the manifest's selected precision",
+    "initial_level": "level active after configure; empty = densest allowed level",
+    "allowed_levels": "levels to preload; empty = all in the manifest",
+    "confidence_threshold": "minimum detection score, (0, 1)",
+    "iou_threshold": "NMS IoU threshold, (0, 1)",
+    "max_detections": "maximum detections per image",
+    "image_topic": "input topic (relative, remappable)",
+    "compressed": "subscribe to sensor_msgs/CompressedImage instead of Image",
+    "image_reliability": "best_effort (sensor data) | reliable; both keep only the newest frame",
+    "autostart": "configure and activate on start",
+    "policy_mode": "manual | auto (the condition-driven policy chooses the level)",
+    "policy_path": "policy trained by `pruning-tools train-policy`",
+    "hysteresis": "policy hysteresis (margin before switching)",
+    "cooldown_s": "minimum seconds between two policy switches",
+    "publish_debug_image": "publish debug_image with the boxes drawn",
+    "sparsity_level": "setting it swaps the active level ('auto' = policy); engine_status has the active one",
+    "threads": "inference threads",
+    "diagnostics_period_s": "period of /diagnostics in seconds",
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +61,7 @@ class NodeConfig:
     max_detections: int = 300
     image_topic: str = "image_raw"
     compressed: bool = False
+    image_reliability: str = "best_effort"
     autostart: bool = False
     policy_mode: str = "manual"
     policy_path: str = ""
@@ -64,6 +89,9 @@ class NodeConfig:
             raise ValueError(f"parameter 'max_detections' must be >= 1, got {self.max_detections}")
         if not self.image_topic:
             raise ValueError("parameter 'image_topic' must not be empty")
+        if self.image_reliability not in ("best_effort", "reliable"):
+            raise ValueError("parameter 'image_reliability' must be best_effort or reliable, "
+                             f"got {self.image_reliability!r}")
         if self.policy_mode not in POLICY_MODES:
             raise ValueError(f"parameter 'policy_mode' must be one of {POLICY_MODES}, got {self.policy_mode!r}")
         if self.policy_mode == "auto" and not self.policy_path:
@@ -77,6 +105,11 @@ class NodeConfig:
             raise ValueError(f"parameter 'threads' must be >= 1, got {self.threads}")
         if self.diagnostics_period_s <= 0:
             raise ValueError(f"parameter 'diagnostics_period_s' must be > 0, got {self.diagnostics_period_s}")
+
+    @classmethod
+    def parameters(cls) -> list[tuple[str, Any, str]]:
+        """(name, default, description) of every field, in declaration order."""
+        return [(f.name, f.default, DESCRIPTIONS[f.name]) for f in fields(cls)]
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "NodeConfig":

@@ -67,7 +67,7 @@ def test_lifecycle_transitions_keep_engines_through_deactivate(test_zoo: Path, c
         assert wait_until(lambda: client.latest_status() is not None, 10), "no latched engine_status"
         assert sorted(client.latest_status().available_levels) == ["dense", "s50", "s75"]
         assert client.change_state("activate") and client.state() == "active"
-        assert client.wait_for_subscriber()
+        assert client.wait_ready(), _fail(proc, "no detections while active")
         client.publish(image_msg(frame(1), 1_000))
         assert client.wait_for_stamp(1_000) is not None, _fail(proc, "no detections while active")
         assert client.change_state("deactivate") and client.state() == "inactive"
@@ -77,7 +77,7 @@ def test_lifecycle_transitions_keep_engines_through_deactivate(test_zoo: Path, c
         client.publish(image_msg(frame(2), 2_000))
         assert client.wait_for_stamp(2_000, timeout=1.5) is None, "inactive node published detections"
         assert client.change_state("activate")
-        assert client.wait_for_subscriber()
+        assert client.wait_ready(), _fail(proc, "no detections after reactivation")
         client.publish(image_msg(frame(3), 3_000))
         assert client.wait_for_stamp(3_000) is not None
         assert wait_until(lambda: client.latest_status().level == "s75", 5)
@@ -136,7 +136,7 @@ def test_diagnostics_report_latency_fps_and_drops(active_node: ManagedProcess) -
 
     try:
         client.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-        assert client.wait_for_subscriber()
+        assert client.wait_ready()
         for i in range(5):
             client.publish(image_msg(frame(i, 32, 96), 9_000_000_000 + i))
             client.wait_for_stamp(9_000_000_000 + i)

@@ -32,7 +32,7 @@ def check_swaps_lossless(client: DetectorClient, frames: int = 1000, swaps: int 
     measure the DDS queue, not the swap). Swap requests are sent asynchronously and answered
     while frames keep flowing.
     """
-    assert client.wait_for_subscriber(), "detector never subscribed to the image topic"
+    assert client.wait_ready(), "detector never answered a probe frame"
     every = frames // swaps
     pending, sent = [], []
     for i in range(frames):
@@ -70,7 +70,7 @@ def malformed_images(good: np.ndarray) -> dict[str, object]:
 
 def check_malformed_images(client: DetectorClient, wait_log: WaitLog, is_alive: Callable[[], bool]) -> None:
     """Each malformed frame logs an error naming its stamp; the next good frame is processed."""
-    assert client.wait_for_subscriber()
+    assert client.wait_ready(), "detector never answered a probe frame"
     good = frame(5)
     for k, (what, msg) in enumerate(malformed_images(good).items()):
         msg.header.stamp.sec = 5000 + k
