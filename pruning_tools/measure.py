@@ -47,7 +47,14 @@ def evaluate_model(model: nn.Module, data: str | Path, split: str, imgsz: tuple[
         return {**res, "evaluator": "builtin"}
     if max_images is not None:
         kwargs["max_images"] = max_images
-    res = _jsonable(evaluate_detector(torch_infer_fn(model), Path(data), split, tuple(imgsz), **kwargs))
+    try:
+        raw = evaluate_detector(torch_infer_fn(model), Path(data), split, tuple(imgsz), **kwargs)
+    except TypeError as exc:  # an evaluator without image caps: evaluate the whole split
+        if "max_images" not in str(exc):
+            raise
+        kwargs.pop("max_images", None)
+        raw = evaluate_detector(torch_infer_fn(model), Path(data), split, tuple(imgsz), **kwargs)
+    res = _jsonable(raw)
     if isinstance(res, dict):
         res.setdefault("evaluator", "pruning_tools.evaluate")
     return res
