@@ -31,7 +31,7 @@ def torch_infer_fn(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def evaluate_model(model: nn.Module, data: str | Path, split: str, imgsz: tuple[int, int] = (384, 1248),
-                   max_images: int | None = None, **kwargs: Any) -> dict[str, Any]:
+                   max_images: int | None = None, progress: bool = False, **kwargs: Any) -> dict[str, Any]:
     """mAP of a torch model on a dataset split.
 
     Computed by the project's evaluator :func:`pruning_tools.evaluate.evaluate_detector`; only where
@@ -43,7 +43,8 @@ def evaluate_model(model: nn.Module, data: str | Path, split: str, imgsz: tuple[
     try:
         from pruning_tools.evaluate import evaluate_detector
     except ImportError:
-        res = builtin_map(torch_infer_fn(model), Path(data), split, tuple(imgsz), max_images=max_images)
+        res = builtin_map(torch_infer_fn(model), Path(data), split, tuple(imgsz), max_images=max_images,
+                          progress=progress)
         return {**res, "evaluator": "builtin"}
     if max_images is not None:
         kwargs["max_images"] = max_images
@@ -71,7 +72,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def builtin_map(infer: Callable[[np.ndarray], np.ndarray], data: Path, split: str, imgsz: tuple[int, int],
                 max_images: int | None = None, conf_thres: float = 0.001, iou_thres: float = 0.6,
-                max_det: int = 300) -> dict[str, Any]:
+                max_det: int = 300, progress: bool = False) -> dict[str, Any]:
     """COCO-style mAP (101-point, IoU .50:.05:.95) in letterbox pixels; fallback evaluator only."""
     import torchvision
 
@@ -82,7 +83,9 @@ def builtin_map(infer: Callable[[np.ndarray], np.ndarray], data: Path, split: st
     thr = np.linspace(0.5, 0.95, 10)
     per_class: dict[int, list[tuple[float, np.ndarray]]] = {}
     n_gt: dict[int, int] = {}
-    for i in range(n):
+    from tqdm import tqdm
+
+    for i in tqdm(range(n), desc=f"mAP {split}", unit="img", disable=not progress, leave=False):
         img, lab = ds.load(i)
         raw = infer(img.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)[0]
         boxes_cxcywh, scores = raw[:4].T, raw[4:].T

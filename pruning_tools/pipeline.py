@@ -131,7 +131,7 @@ class Pipeline:
         from pruning_tools.measure import count_flops, evaluate_model, model_latency
 
         c = self.cfg
-        m = evaluate_model(model, data, "test", c.data.imgsz, max_images=c.data.test_images)
+        m = evaluate_model(model, data, "test", c.data.imgsz, max_images=c.data.test_images, progress=self.progress)
         self.evaluator = m.get("evaluator", "?")
         gflops, params = count_flops(model, c.data.imgsz)
         lat = model_latency(model, c.data.imgsz, c.latency.threads, c.latency.warmup, c.latency.runs, keep=onnx_path)
