@@ -22,9 +22,16 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos
 from sensor_msgs.msg import CompressedImage, Image
 
 from sparse_perception import ros_convert as rc
-from sparse_perception.image_codec import compressed_to_bgr, image_to_bgr
 from sparse_perception.node_config import FrameStats, NodeConfig
-from sparse_perception.runtime import EnginePool, RuntimeConfig, UnknownLevelError
+
+try:  # the runtime core; node_fallback keeps the node usable where it is not installed yet
+    from sparse_perception.image_codec import compressed_to_bgr, image_to_bgr
+    from sparse_perception.runtime import EnginePool, RuntimeConfig, UnknownLevelError
+except ModuleNotFoundError as _exc:  # pragma: no cover - depends on the checkout
+    if _exc.name not in ("sparse_perception.image_codec", "sparse_perception.runtime"):
+        raise
+    from sparse_perception.node_fallback import (EnginePool, RuntimeConfig, UnknownLevelError,  # type: ignore
+                                                 compressed_to_bgr, image_to_bgr)
 from sparse_perception_msgs.msg import Detection2DArray, DrivingCondition, EngineStatus
 from sparse_perception_msgs.srv import SetSparsity
 
