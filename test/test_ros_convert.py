@@ -1,0 +1,94 @@
+"""Converters and node configuration without a ROS graph (no DDS, no processes)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sparse_perception_msgs")
+from std_msgs.msg import Header  # noqa: E402
+
+from sparse_perception import ros_convert as rc  # noqa: E402
+from sparse_perception.conditions import Condition  # noqa: E402
+from sparse_perception.node_config import FrameStats, NodeConfig  # noqa: E402
+
+
+def _result(boxes, scores, ids):
+    return SimpleNamespace(boxes=np.asarray(boxes, np.float32).reshape(-1, 4), scores=np.asarray(scores, np.float32),
+                           class_ids=np.asarray(ids, np.int64), class_names=("Car", "Pedestrian", "Cyclist"))
+
+
+def test_detections_keep_header_class_names_and_boxes() -> None:
+    header = Header(frame_id="cam")
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    arr = rc.to_detections(_result([[10, 20, 30, 60], [0, 0, 4, 2]], [0.9, 0.5], [0, 2]), header)
+    assert arr.header.frame_id == "cam" and arr.header.stamp.nanosec == 345
+    assert [d.results[0].class_id for d in arr.detections] == ["Car", "Cyclist"]
+    assert all(d.header.stamp.sec == 12 for d in arr.detections)
+    d = arr.detections[0].bbox
+    assert (d.center_x, d.center_y, d.size_x, d.size_y, d.theta) == (20.0, 40.0, 20.0, 40.0, 0.0)
+    boxes, scores, names = rc.detections_from_msg(arr)
+    np.testing.assert_allclose(boxes, [[10, 20, 30, 60], [0, 0, 4, 2]])
+    np.testing.assert_allclose(scores, [0.9, 0.5], rtol=1e-6)
+    assert names == ["Car", "Cyclist"]
+
+
+def test_empty_result_still_gives_an_array() -> None:
+    arr = rc.to_detections(_result(np.zeros((0, 4)), [], []), Header(frame_id="x"))
+    assert arr.detections == [] and arr.header.frame_id == "x"
+
+
+def test_condition_round_trip_and_bad_codes() -> None:
+    cond = Condition("night", "fog", visibility_m=80.0, ambient_light=0.1, ego_speed_mps=12.0, scene_density=3.0)
+    back = rc.condition_from_msg(rc.condition_to_msg(cond))
+    assert back.key == "night_fog" and back.visibility_m == pytest.approx(80.0)
+    msg = rc.condition_to_msg(cond)
+    msg.weather = 7
+    with pytest.raises(ValueError, match="weather"):
+        rc.condition_from_msg(msg)
+
+
+def test_engine_status_and_diagnostics_fields() -> None:
+    st = rc.engine_status({"level": "s75", "sparsity": 0.75, "precision": "fp32", "backend": "onnxruntime",
+                           "device": "cpu", "sha256": "a" * 64}, "auto", ["dense", "s75"], 1_500_000_000, 0.01)
+    assert (st.level, st.mode, st.artifact_sha256, st.available_levels) == ("s75", "auto", "a" * 64, ["dense", "s75"])
+    assert st.last_swap_time.sec == 1 and st.last_swap_time.nanosec == 500_000_000
+    diag = rc.diagnostics("detector", "cpu", {"fps": 9.87654, "frames_dropped": 0})
+    values = {kv.key: kv.value for kv in diag.status[0].values}
+    assert values == {"fps": "9.877", "frames_dropped": "0"}
+
+
+@pytest.mark.parametrize("params, match", [
+    ({}, "exactly one"),
+    ({"engine_manifest": "a", "model_path": "b"}, "exactly one"),
+    ({"model_path": "m", "backend": "tflite"}, "backend"),
+    ({"model_path": "m", "confidence_threshold": 1.5}, "confidence_threshold"),
+    ({"model_path": "m", "policy_mode": "auto", "policy_path": "p"}, "engine zoo"),
+    ({"engine_manifest": "z", "policy_mode": "auto"}, "policy_path"),
+    ({"model_path": "m", "image_reliability": "sometimes"}, "image_reliability"),
+    ({"model_path": "m", "unknown_key": 1}, "unknown detector parameters"),
+])
+def test_node_config_rejects_bad_parameters(params: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        NodeConfig.from_params(params)
+
+
+def test_node_config_declares_every_field() -> None:
+    cfg = NodeConfig.from_params({"engine_manifest": "z", "allowed_levels": ["", "s50"]})
+    assert cfg.allowed_levels == ("s50",)
+    names = [n for n, _, _ in NodeConfig.parameters()]
+    assert "sparsity_level" in names and len(names) == len(set(names))
+
+
+def test_frame_stats_counts_sequence_gaps_as_drops() -> None:
+    stats = FrameStats()
+    for seq in (1, 2, 5, 6, 6, 10):  # 3,4 and 7,8,9 overwritten in the depth-1 queue; 6 repeated
+        stats.on_received("pub", seq)
+    stats.on_received("other", 1)
+    stats.on_error()
+    for ms in (10.0, 20.0, 30.0):
+        stats.on_processed(ms, ms - 2)
+    snap = stats.snapshot()
+    assert (snap["frames_received"], snap["frames_dropped"], snap["frames_bad"]) == (7, 5, 1)
+    assert snap["latency_p50_ms"] == pytest.approx(20.0) and snap["inference_p50_ms"] == pytest.approx(18.0)
