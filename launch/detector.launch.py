@@ -57,6 +57,7 @@ def _entities(context: LaunchContext) -> list:
     condition_topic = arg["condition_topic"]
     if arg["bag"]:
         overrides.setdefault("image_topic", BAG_IMAGE_TOPIC)
+        overrides["image_reliability"] = "reliable"  # bag players publish reliably; 1.4 MB frames need it
         condition_topic = condition_topic or "/driving_condition"
     remappings = [("driving_condition", condition_topic)] if condition_topic else []
     entities: list = [LifecycleNode(

@@ -6,6 +6,7 @@ publish. Interface, QoS and semantics: docs/node.md.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any
@@ -62,6 +63,7 @@ class DetectorNode(LifecycleNode):
         self.cfg: NodeConfig | None = None
         self.pool: EnginePool | None = None
         self._controller: Any = None
+        self._new_controller: Any = None
         self._mode = "manual"
         self._last_condition: Any = None
         self._last_swap_ns, self._last_swap_ms = 0, 0.0
@@ -91,13 +93,20 @@ class DetectorNode(LifecycleNode):
                 pool.swap(initial)
             controller = None
             if cfg.policy_path:
-                from sparse_perception.policy import PolicyController, SparsityPolicy
-                controller = PolicyController(SparsityPolicy.load(cfg.policy_path), hysteresis=cfg.hysteresis,
-                                              cooldown_s=cfg.cooldown_s)
+                try:
+                    from sparse_perception.policy import PolicyController, SparsityPolicy
+                except ModuleNotFoundError as exc:  # pragma: no cover - depends on the checkout
+                    if exc.name != "sparse_perception.policy":
+                        raise
+                    from sparse_perception.node_fallback import PolicyController, SparsityPolicy  # type: ignore
+                controller = functools.partial(PolicyController, SparsityPolicy.load(cfg.policy_path),
+                                               hysteresis=cfg.hysteresis, cooldown_s=cfg.cooldown_s)
         except Exception as exc:  # noqa: BLE001 - any failure is a FAILURE transition with its reason
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.cfg, self.pool, self._controller, self._mode = cfg, pool, controller, cfg.policy_mode
+        self.cfg, self.pool, self._mode = cfg, pool, cfg.policy_mode
+        self._new_controller = controller  # a fresh controller (hysteresis/cooldown state) per auto period
+        self._controller = controller() if controller is not None and self._mode == "auto" else None
         self._pubs["detections"] = self.create_lifecycle_publisher(Detection2DArray, "detections", 10)
         if rc.VISION_MSGS is not None:
             self._pubs["vision"] = self.create_lifecycle_publisher(rc.VISION_MSGS.Detection2DArray,
@@ -119,7 +128,7 @@ class DetectorNode(LifecycleNode):
                                      image_qos(self.cfg.image_reliability),
                                      callback_group=self._image_group),
             self.create_subscription(DrivingCondition, "driving_condition", self._on_condition, 10,
-                                     callback_group=self._timer_group),
+                                     callback_group=self._control_group),
         ]
         self._timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics,
                                         callback_group=self._timer_group)
@@ -162,7 +171,7 @@ class DetectorNode(LifecycleNode):
         with self._infer_lock:  # waits for a frame in flight
             if self.pool is not None:
                 self.pool.close()
-            self.pool, self.cfg, self._controller = None, None, None
+            self.pool, self.cfg, self._controller, self._new_controller = None, None, None, None
         for pub in self._pubs.values():
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
@@ -226,6 +235,8 @@ class DetectorNode(LifecycleNode):
         with self._swap_lock:
             if self.pool is None:
                 return False, "node not configured: no engines loaded (configure it first)", 0.0
+            if mode == "auto" and self._mode != "auto":  # a manual request won the race
+                return False, "manual mode: policy proposal ignored", 0.0
             before = self.pool.active_level
             try:
                 if sparsity is not None:
@@ -243,8 +254,10 @@ class DetectorNode(LifecycleNode):
 
     def _set_auto(self) -> tuple[bool, str]:
         with self._swap_lock:
-            if self._controller is None:
+            if self._new_controller is None:
                 return False, "auto mode needs a policy: set the 'policy_path' parameter and reconfigure"
+            if self._mode != "auto":
+                self._controller = self._new_controller()
             self._mode = "auto"
             self._publish_status()
         self._apply_policy()

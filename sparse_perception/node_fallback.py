@@ -202,3 +202,59 @@ class EnginePool:
         return DetectionResult(xyxy, s[idx].astype(np.float32), c[idx].astype(np.int64), eng.names,
                                {"preprocess_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3,
                                 "postprocess_ms": (t3 - t2) * 1e3, "total_ms": (t3 - t0) * 1e3})
+
+
+# ------------------------------------------------------------------------------------ policy
+class SparsityPolicy:
+    """Table policy: per condition key, a score per level (higher is better).
+
+    File (JSON): ``{"kind": "score_table", "levels": [...], "scores": {"day_clear": {"s75": 0.9, ...}}}``.
+    Stand-in for the trained policy of ``sparse_perception.policy`` while it is not installed.
+    """
+
+    def __init__(self, levels: Sequence[str], scores: dict[str, dict[str, float]]) -> None:
+        self.levels = list(levels)
+        self.scores = {k: {lv: float(v) for lv, v in row.items()} for k, row in scores.items()}
+        for key, row in self.scores.items():
+            unknown = sorted(set(row) - set(self.levels))
+            if unknown:
+                raise ValueError(f"policy scores for {key!r} name unknown levels {unknown}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SparsityPolicy":
+        import json
+
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+            if data.get("kind") != "score_table":
+                raise ValueError(f"kind must be 'score_table', got {data.get('kind')!r}")
+            return cls(data["levels"], data["scores"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: not a usable policy file: {exc}") from exc
+
+    def scores_for(self, condition: Any) -> dict[str, float]:
+        return self.scores.get(condition.key, {})
+
+
+class PolicyController:
+    """Switches only when the best level beats the current one by ``hysteresis`` and the last
+    switch is at least ``cooldown_s`` old; :meth:`update` returns the level to switch to or None.
+    """
+
+    def __init__(self, policy: SparsityPolicy, hysteresis: float = 0.02, cooldown_s: float = 2.0) -> None:
+        self.policy, self.hysteresis, self.cooldown_s = policy, float(hysteresis), float(cooldown_s)
+        self.current: str | None = None
+        self._last_switch = -float("inf")
+
+    def update(self, condition: Any, now: float) -> str | None:
+        scores = self.policy.scores_for(condition)
+        if not scores:
+            return None
+        best = max(scores, key=lambda lv: scores[lv])
+        if best == self.current or now - self._last_switch < self.cooldown_s:
+            return None
+        if self.current in scores and scores[best] - scores[self.current] <= self.hysteresis:
+            return None
+        self.current, self._last_switch = best, now
+        return best

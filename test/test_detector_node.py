@@ -232,3 +232,52 @@ def test_detections_match_ground_truth_on_replayed_sequence(tmp_path: Path, gt_m
     print(f"GT: frames {len(matched)}, gt boxes {n_gt}, predictions {n_pred}, tp {tp}, recall@0.5 {recall:.3f}, "
           f"precision {tp / max(n_pred, 1):.3f}")
     assert recall >= GT_RECALL_FLOOR, f"recall@0.5 {recall:.3f} < floor {GT_RECALL_FLOOR}"
+
+
+# ---------------------------------------------------------------------------------- auto mode
+def test_auto_mode_follows_driving_condition_until_a_manual_call(test_zoo: Path, tmp_path: Path) -> None:
+    """Policy: dense at night in fog, s75 on clear days; manual call pins the level until 'auto'."""
+    import json
+
+    from sparse_perception.conditions import Condition
+    from sparse_perception.ros_convert import condition_to_msg
+
+    try:  # the trained-policy module when installed, else the node's score-table stand-in
+        import sparse_perception.policy  # noqa: F401
+        pytest.skip("sparse_perception.policy is installed: build its policy file here (see docs/node.md)")
+    except ModuleNotFoundError:
+        pass
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"kind": "score_table", "levels": ["dense", "s50", "s75"], "scores": {
+        "day_clear": {"dense": 0.5, "s50": 0.6, "s75": 0.9}, "night_fog": {"dense": 0.9, "s50": 0.5, "s75": 0.2},
+        "dusk_rain": {"dense": 0.55, "s50": 0.6, "s75": 0.3}}}))
+    with managed_process(node_cmd(f"engine_manifest:={test_zoo}", "autostart:=true", "policy_mode:=auto",
+                                  f"policy_path:={policy}", "cooldown_s:=0.0", "hysteresis:=0.02",
+                                  "initial_level:=s50")) as node:
+        client = DetectorClient(name="auto_client")
+        try:
+            assert wait_until(lambda: client.latest_status() is not None, 20), _fail(node, "no engine_status")
+            assert client.latest_status().mode == "auto"
+
+            def drive(key: str, expect: str) -> None:
+                msg = condition_to_msg(Condition.from_key(key))
+                assert wait_until(lambda: (client.condition_pub.publish(msg), client.latest_status().level)[1]
+                                  == expect, 10, period=0.2), _fail(node, f"{key}: level stayed "
+                                                                          f"{client.latest_status().level}")
+                assert client.latest_status().mode == "auto"
+
+            drive("day_clear", "s75")
+            drive("night_fog", "dense")
+            assert client.set_sparsity("s50").success  # manual call: policy no longer in charge
+            assert client.latest_status().mode == "manual"
+            for _ in range(5):
+                client.condition_pub.publish(condition_to_msg(Condition.from_key("day_clear")))
+                time.sleep(0.1)
+            time.sleep(0.5)
+            assert client.latest_status().level == "s50", "policy overrode a manual choice"
+            resp = client.set_sparsity("auto")
+            assert resp.success, resp.message
+            assert wait_until(lambda: client.latest_status().level == "s75", 5), "auto did not resume"
+            drive("dusk_rain", "s50")
+        finally:
+            client.close()
