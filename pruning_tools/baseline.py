@@ -70,18 +70,28 @@ def load_yolov5_repo_state(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in model.state_dict().items()}
 
 
-def init_from(model: nn.Module, path: str | Path) -> dict[str, int]:
+def init_from(model: nn.Module, path: str | Path, trust_pickle: bool = False) -> dict[str, int]:
     """Copy matching tensors (same name and shape) from ``path`` into ``model``.
 
+    Sources tried in order: this project's checkpoint (``weights_only``), a YOLOv5-repository
+    checkpoint (restricted unpickler), and — only with ``trust_pickle`` — an Ultralytics ``.pt``.
+
     :return: counts ``{"copied": n, "skipped": m}``.
+    :raises pickle.UnpicklingError: for a file that needs full unpickling without ``trust_pickle``.
     """
-    from pruning_tools.ultralytics_adapter import AdapterError, load_checkpoint
+    from pruning_tools.ultralytics_adapter import AdapterError, load_checkpoint, load_user_checkpoint
 
     try:
         src_model, _ = load_checkpoint(path)
         src = src_model.state_dict()
     except AdapterError:
-        src = load_yolov5_repo_state(path)
+        try:
+            src = load_yolov5_repo_state(path)
+        except pickle.UnpicklingError as exc:
+            if not trust_pickle:
+                raise pickle.UnpicklingError(
+                    f"{path}: {exc}. If it is an Ultralytics checkpoint you trust, pass --trust-pickle") from None
+            src = load_user_checkpoint(path, trust_pickle=True)[0].state_dict()
     dst = model.state_dict()
     copied = {k: v for k, v in src.items() if k in dst and dst[k].shape == v.shape}
     dst.update(copied)
@@ -106,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", default="yolov5n.yaml", help="model YAML (yolov5n.yaml, yolov8n.yaml, yolo11n.yaml)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from this checkpoint (this project's format or a YOLOv5-repository .pt)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow full unpickling of an Ultralytics .pt given to --init-from (trusted files only)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--steps", type=int, default=None, help="exact optimiser steps (overrides --epochs)")
     p.add_argument("--batch", type=int, default=8)
@@ -146,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         model = ua.build_model(args.cfg, nc=len(names), class_names=names)
         init = None
         if args.init_from is not None:
-            init = init_from(model, args.init_from)
+            init = init_from(model, args.init_from, trust_pickle=args.trust_pickle)
             print(f"initialised from {args.init_from}: {init}", flush=True)
         cfg = TrainConfig(epochs=args.epochs, steps=args.steps, imgsz=tuple(args.imgsz),
                           crop_width=args.crop_width or None, batch=args.batch, lr0=args.lr0, seed=args.seed,

@@ -68,3 +68,14 @@ def test_shipped_baseline_is_consistent() -> None:
     assert 0.0 < side["metrics"]["map50_95"] <= side["metrics"]["map50"] <= 1.0
     y = ua.raw_forward(model, ua.example_input((384, 1248)))
     assert tuple(y.shape) == (1, 7, 9828)
+
+
+def test_init_from_ultralytics_pickle_needs_trust(tmp_path: Path) -> None:
+    from ultralytics.nn.tasks import DetectionModel
+
+    path = tmp_path / "u.pt"
+    torch.save({"model": DetectionModel("yolov8n.yaml", nc=3, verbose=False)}, path)
+    model = ua.build_model("yolov8n.yaml")
+    with pytest.raises(pickle.UnpicklingError, match="--trust-pickle"):
+        baseline.init_from(model, path)
+    assert baseline.init_from(model, path, trust_pickle=True)["copied"] > 300
