@@ -6,7 +6,6 @@ publish. Interface, QoS and semantics: docs/node.md.
 """
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from typing import Any
@@ -23,16 +22,8 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos
 from sensor_msgs.msg import CompressedImage, Image
 
 from sparse_perception import ros_convert as rc
-from sparse_perception.node_config import FrameStats, NodeConfig
+from sparse_perception.node_config import FrameStats, NodeConfig, UnknownLevelError, build_pool, policy_factory
 
-try:  # the runtime core; node_fallback keeps the node usable where it is not installed yet
-    from sparse_perception.image_codec import compressed_to_bgr, image_to_bgr
-    from sparse_perception.runtime import EnginePool, RuntimeConfig, UnknownLevelError
-except ModuleNotFoundError as _exc:  # pragma: no cover - depends on the checkout
-    if _exc.name not in ("sparse_perception.image_codec", "sparse_perception.runtime"):
-        raise
-    from sparse_perception.node_fallback import (EnginePool, RuntimeConfig, UnknownLevelError,  # type: ignore
-                                                 compressed_to_bgr, image_to_bgr)
 from sparse_perception_msgs.msg import Detection2DArray, DrivingCondition, EngineStatus
 from sparse_perception_msgs.srv import SetSparsity
 
@@ -61,7 +52,7 @@ class DetectorNode(LifecycleNode):
         self._infer_lock = threading.Lock()  # held by inference and by cleanup, never by swaps
         self._swap_lock = threading.Lock()  # serialises swaps and mode changes
         self.cfg: NodeConfig | None = None
-        self.pool: EnginePool | None = None
+        self.pool: Any = None  # runtime EnginePool while configured
         self._controller: Any = None
         self._new_controller: Any = None
         self._mode = "manual"
@@ -81,26 +72,8 @@ class DetectorNode(LifecycleNode):
         try:
             params = {name: self._value(name) for name, _, _ in NodeConfig.parameters()}
             cfg = NodeConfig.from_params(params)
-            rcfg = RuntimeConfig(conf_thres=cfg.confidence_threshold, iou_thres=cfg.iou_threshold,
-                                 max_det=cfg.max_detections, threads=cfg.threads)
-            if cfg.engine_manifest:
-                pool = EnginePool.from_manifest(cfg.engine_manifest, list(cfg.allowed_levels) or None, cfg.backend,
-                                                cfg.precision or None, rcfg)
-            else:
-                pool = EnginePool.from_model(cfg.model_path, rcfg)
-            initial = cfg.initial_level or (cfg.sparsity_level if cfg.sparsity_level != "auto" else "")
-            if initial:
-                pool.swap(initial)
-            controller = None
-            if cfg.policy_path:
-                try:
-                    from sparse_perception.policy import PolicyController, SparsityPolicy
-                except ModuleNotFoundError as exc:  # pragma: no cover - depends on the checkout
-                    if exc.name != "sparse_perception.policy":
-                        raise
-                    from sparse_perception.node_fallback import PolicyController, SparsityPolicy  # type: ignore
-                controller = functools.partial(PolicyController, SparsityPolicy.load(cfg.policy_path),
-                                               hysteresis=cfg.hysteresis, cooldown_s=cfg.cooldown_s)
+            pool = build_pool(cfg)
+            controller = policy_factory(cfg)
         except Exception as exc:  # noqa: BLE001 - any failure is a FAILURE transition with its reason
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -185,10 +158,7 @@ class DetectorNode(LifecycleNode):
         gid = info.get("publisher_gid") if isinstance(info, dict) else None
         self.stats.on_received(str(gid), info.get("publication_sequence_number") if isinstance(info, dict) else None)
         try:
-            if isinstance(msg, CompressedImage):
-                img = compressed_to_bgr(msg.format, msg.data)
-            else:
-                img = image_to_bgr(msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian)
+            img = rc.image_to_bgr(msg)
         except ValueError as exc:
             self.stats.on_error()
             stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"

@@ -67,7 +67,7 @@ class DetectorClient:
         self.statuses: list[EngineStatus] = []
         self._lock = threading.Lock()
         n, p = self.node, self.prefix
-        self.image_pub = n.create_publisher(Image, p + image_topic, 10)
+        self.image_pub = n.create_publisher(Image, image_topic if image_topic.startswith("/") else p + image_topic, 10)
         self.condition_pub = n.create_publisher(DrivingCondition, p + "driving_condition", 10)
         n.create_subscription(Detection2DArray, p + "detections", self._on_det, 100)
         if subscribe_status:

@@ -1,18 +1,26 @@
-"""Typed configuration of the detector node and its frame accounting (no ``rclpy``).
+"""Typed configuration of the detector node, its core wiring and frame accounting (no ``rclpy``).
 
 The node declares ROS parameters and converts them at the edge into :class:`NodeConfig`
-(frozen, validated in ``__post_init__``); :class:`FrameStats` keeps the numbers that
-``/diagnostics`` reports.
+(frozen, validated in ``__post_init__``); :func:`build_pool` / :func:`policy_factory` build the
+runtime objects from it; :class:`FrameStats` keeps the numbers that ``/diagnostics`` reports.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+
+try:  # the runtime core; node_fallback keeps the node usable where it is not installed yet
+    from sparse_perception.runtime import EnginePool, RuntimeConfig, UnknownLevelError
+except ModuleNotFoundError as _exc:  # pragma: no cover - depends on the checkout
+    if _exc.name != "sparse_perception.runtime":
+        raise
+    from sparse_perception.node_fallback import EnginePool, RuntimeConfig, UnknownLevelError  # type: ignore
 
 BACKENDS = ("onnxruntime", "tensorrt")
 PRECISIONS = ("", "fp32", "fp16", "int8")
@@ -122,6 +130,40 @@ class NodeConfig:
         if "allowed_levels" in values:
             values["allowed_levels"] = tuple(str(v) for v in values["allowed_levels"] if str(v))
         return cls(**values)
+
+
+def build_pool(cfg: NodeConfig) -> Any:
+    """Preload (sha256-verified, warmed up) every allowed engine and activate the initial level.
+
+    :return: the runtime ``EnginePool``.
+    :raises Exception: whatever the runtime raises for a bad manifest/model/level (the node
+        turns it into a FAILURE transition with the message logged).
+    """
+    rcfg = RuntimeConfig(conf_thres=cfg.confidence_threshold, iou_thres=cfg.iou_threshold,
+                         max_det=cfg.max_detections, threads=cfg.threads)
+    if cfg.engine_manifest:
+        pool = EnginePool.from_manifest(cfg.engine_manifest, list(cfg.allowed_levels) or None, cfg.backend,
+                                        cfg.precision or None, rcfg)
+    else:
+        pool = EnginePool.from_model(cfg.model_path, rcfg)
+    initial = cfg.initial_level or (cfg.sparsity_level if cfg.sparsity_level != "auto" else "")
+    if initial:
+        pool.swap(initial)
+    return pool
+
+
+def policy_factory(cfg: NodeConfig) -> Callable[[], Any] | None:
+    """Load ``cfg.policy_path``; :return: a factory of fresh ``PolicyController`` s, or None without a policy."""
+    if not cfg.policy_path:
+        return None
+    try:
+        from sparse_perception.policy import PolicyController, SparsityPolicy
+    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the checkout
+        if exc.name != "sparse_perception.policy":
+            raise
+        from sparse_perception.node_fallback import PolicyController, SparsityPolicy  # type: ignore
+    return functools.partial(PolicyController, SparsityPolicy.load(cfg.policy_path), hysteresis=cfg.hysteresis,
+                             cooldown_s=cfg.cooldown_s)
 
 
 class FrameStats:

@@ -24,9 +24,11 @@ from sparse_perception.testing import ManagedProcess, managed_process, python_cm
 pytestmark = pytest.mark.ros
 
 
-def node_cmd(*params: str, params_file: Path | None = None) -> list[str]:
-    """``detector_node --ros-args -p k:=v ...`` for this interpreter."""
+def node_cmd(*params: str, params_file: Path | None = None, namespace: str = "") -> list[str]:
+    """``detector_node --ros-args -p k:=v ...`` for this interpreter (in ``namespace`` when given)."""
     args = ["--ros-args", "--log-level", "detector:=info"]
+    if namespace:
+        args += ["-r", f"__ns:={namespace}"]
     if params_file is not None:
         args += ["--params-file", str(params_file)]
     for p in params:
@@ -208,8 +210,8 @@ def test_detections_match_ground_truth_on_replayed_sequence(tmp_path: Path, gt_m
     drive = kitti.generate_dataset(tmp_path / "seq", frames=40, seed=11, sequence=True)
     bag = kitti.raw_drive_to_bag(drive, tmp_path / "bag")
     with managed_process(node_cmd(f"model_path:={gt_model}", "autostart:=true", "image_reliability:=reliable",
-                                  "image_topic:=/kitti/camera_color_left/image_raw")) as node:
-        client = DetectorClient(name="gt_client", image_topic="/kitti/camera_color_left/image_raw")
+                                  "image_topic:=/kitti/camera_color_left/image_raw", namespace="/gt")) as node:
+        client = DetectorClient(namespace="/gt", name="gt_client", image_topic="/kitti/camera_color_left/image_raw")
         gts: dict[int, Detection2DArray] = {}
         client.node.create_subscription(Detection2DArray, "/kitti/ground_truth",
                                         lambda m: gts.__setitem__(stamp_ns(m.header), m), 100)
@@ -253,8 +255,8 @@ def test_auto_mode_follows_driving_condition_until_a_manual_call(test_zoo: Path,
         "dusk_rain": {"dense": 0.55, "s50": 0.6, "s75": 0.3}}}))
     with managed_process(node_cmd(f"engine_manifest:={test_zoo}", "autostart:=true", "policy_mode:=auto",
                                   f"policy_path:={policy}", "cooldown_s:=0.0", "hysteresis:=0.02",
-                                  "initial_level:=s50")) as node:
-        client = DetectorClient(name="auto_client")
+                                  "initial_level:=s50", namespace="/auto")) as node:
+        client = DetectorClient(namespace="/auto", name="auto_client")
         try:
             assert wait_until(lambda: client.latest_status() is not None, 20), _fail(node, "no engine_status")
             assert client.latest_status().mode == "auto"
