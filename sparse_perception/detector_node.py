@@ -77,7 +77,7 @@ class DetectorNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - any failure is a FAILURE transition with its reason
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.cfg, self.pool, self._mode = cfg, pool, cfg.policy_mode
+        self.cfg, self.pool, self._mode, self.stats = cfg, pool, cfg.policy_mode, FrameStats()
         self._new_controller = controller  # a fresh controller (hysteresis/cooldown state) per auto period
         self._controller = controller() if controller is not None and self._mode == "auto" else None
         self._pubs["detections"] = self.create_lifecycle_publisher(Detection2DArray, "detections", 10)
@@ -142,8 +142,8 @@ class DetectorNode(LifecycleNode):
 
     def _release(self) -> None:
         with self._infer_lock:  # waits for a frame in flight
-            if self.pool is not None:
-                self.pool.close()
+            if self.pool is not None and hasattr(self.pool, "close"):
+                self.pool.close()  # else dropping the last reference frees the sessions
             self.pool, self.cfg, self._controller, self._new_controller = None, None, None, None
         for pub in self._pubs.values():
             self.destroy_lifecycle_publisher(pub)
