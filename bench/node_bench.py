@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="1,000-frame soak, shorter phases (about 3 min)")
     p.add_argument("--manifest", type=Path, help="engine zoo to serve (default: build one at 384x1248)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--soak", type=int, help="soak frames (default 10,000; 1,000 with --quick)")
     a = p.parse_args(argv)
 
     from sparse_perception.testing import apply_ros_isolation, managed_process, python_cmd
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print("building a 384x1248 zoo (dense/s50/s75) ...", flush=True)
         a.manifest = build_zoo(work / "zoo", imgsz=(384, 1248))
     n_overhead, n_swaps, n_10hz, n_soak = (100, 100, 150, 1000) if a.quick else (300, 200, 600, 10_000)
+    n_soak = a.soak or n_soak
     img = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
     cmd = python_cmd("-m", "sparse_perception.detector_node", "--ros-args", "-p", f"engine_manifest:={a.manifest}",
                      "-p", "autostart:=true", "-p", "initial_level:=s75", "-p", f"threads:={a.threads}",
@@ -194,10 +196,12 @@ def main(argv: list[str] | None = None) -> int:
             def sample(i: int) -> None:
                 if (i + 1) % max(1, n_soak // 20) == 0:
                     samples.append((i + 1, rss_mb(node.pid)))
+                    print(f"soak {i + 1}/{n_soak} frames, {time.monotonic() - t0:.0f} s, rss {samples[-1][1]:.1f} MB",
+                          flush=True)
 
             lockstep(client, n_soak, img, on_frame=sample)
             rss1 = rss_mb(node.pid)
-            result["rss_soak"] = {"frames": n_soak, "quick_mode_reduced": a.quick, "rss_start_mb": rss0,
+            result["rss_soak"] = {"frames": n_soak, "quick_mode_reduced": n_soak < 10_000, "rss_start_mb": rss0,
                                   "rss_end_mb": rss1, "growth_pct": 100.0 * (rss1 - rss0) / rss0,
                                   "seconds": time.monotonic() - t0, "samples": samples}
             print({k: v for k, v in result["rss_soak"].items() if k != "samples"}, flush=True)
