@@ -1,0 +1,106 @@
+"""ONNX Runtime backend (CPU by default) for Ultralytics-layout detection ONNX models."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["OnnxRuntimeBackend", "parse_names"]
+
+DEFAULT_HW = (384, 1248)
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """Class names from Ultralytics' ONNX metadata (``"{0: 'person', ...}"``) or a list literal.
+
+    :raises ValueError: not a dict/list literal.
+    """
+    try:
+        val = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as exc:
+        raise ValueError(f"ONNX metadata 'names' is not a dict/list literal: {text[:80]!r}") from exc
+    if isinstance(val, dict):
+        return tuple(str(val[k]) for k in sorted(val, key=int))
+    if isinstance(val, (list, tuple)):
+        return tuple(str(v) for v in val)
+    raise ValueError(f"ONNX metadata 'names' must be a dict or list, got {type(val).__name__}")
+
+
+class OnnxRuntimeBackend:
+    """A real ONNX Runtime session.
+
+    :param path: ``.onnx`` file.
+    :param threads: intra-op threads.
+    :param expected: optional ``class_names`` / ``input_shape`` / ``precision`` from the manifest.
+    :param providers: execution providers (default CPU; CUDA used only where available).
+    :raises FileNotFoundError: missing file.
+    :raises ValueError: unusable model (input/output layout, names).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int = 2, expected: dict[str, Any] | None = None,
+                 providers: tuple[str, ...] | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: ONNX model not found")
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        expected = dict(expected or {})
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        avail = ort.get_available_providers()
+        provs = [p for p in (providers or ("CPUExecutionProvider",)) if p in avail] or ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), so, providers=provs)
+        self.path = path
+        self.device = "cuda" if provs[0] == "CUDAExecutionProvider" else "cpu"
+        inp = self.session.get_inputs()
+        if len(inp) != 1 or len(inp[0].shape) != 4:
+            raise ValueError(f"{path}: expected one 4-D image input, got {[(i.name, i.shape) for i in inp]}")
+        self._input = inp[0].name
+        shape = inp[0].shape
+        if shape[1] not in (3, "3") and isinstance(shape[1], int):
+            raise ValueError(f"{path}: input must have 3 channels, got shape {shape}")
+        exp_shape = expected.get("input_shape")
+        if isinstance(shape[2], int) and isinstance(shape[3], int):
+            hw = (shape[2], shape[3])
+        elif exp_shape:
+            hw = (int(exp_shape[2]), int(exp_shape[3]))
+        else:
+            hw = DEFAULT_HW
+        self.input_shape = (1, 3, int(hw[0]), int(hw[1]))
+        self._fp16 = inp[0].type == "tensor(float16)"
+        self.precision = str(expected.get("precision") or ("fp16" if self._fp16 else "fp32"))
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "names" in meta:
+            self.class_names = parse_names(meta["names"])
+        elif expected.get("class_names"):
+            self.class_names = tuple(str(n) for n in expected["class_names"])
+        else:
+            raise ValueError(f"{path}: no class names (ONNX metadata 'names' or manifest class_names)")
+        outs = self.session.get_outputs()
+        self._output = outs[0].name
+        oshape = outs[0].shape
+        if len(oshape) != 3 or (isinstance(oshape[1], int) and oshape[1] != 4 + len(self.class_names)):
+            raise ValueError(f"{path}: output shape {oshape} does not fit (1, 4+{len(self.class_names)}, N)")
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch (1, 3, H, W) float32 -> raw (1, 4 + nc, N) float32."""
+        if batch.shape != self.input_shape:
+            raise ValueError(f"input batch shape {batch.shape} != model input {self.input_shape}")
+        x = batch.astype(np.float16) if self._fp16 else np.ascontiguousarray(batch, np.float32)
+        out = self.session.run([self._output], {self._input: x})[0]
+        if out.ndim != 3 or out.shape[1] != 4 + len(self.class_names):
+            raise ValueError(f"{self.path}: output shape {out.shape} does not fit (1, 4+{len(self.class_names)}, N)")
+        return out.astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        """Drop the session."""
+        self.session = None  # type: ignore[assignment]
