@@ -16,23 +16,23 @@ NAMES = ("Car", "Pedestrian", "Cyclist")
 class TinyDet(nn.Module):
     """Conv stride 32 -> (1, 4+nc, N); boxes from a sigmoid, scaled to network pixels."""
 
-    def __init__(self, width: int = 8, nc: int = 3, seed: int = 0) -> None:
+    def __init__(self, width: int = 8, nc: int = 3, seed: int = 0, imgsz: tuple[int, int] = (384, 1248)) -> None:
         super().__init__()
+        h, w = imgsz
+        self.register_buffer("scale", torch.tensor([w, h, w / 4.0, h / 4.0]).view(1, 4, 1))
         torch.manual_seed(seed)
         self.body = nn.Sequential(nn.Conv2d(3, width, 3, 4, 1), nn.ReLU(), nn.Conv2d(width, width, 3, 8, 1), nn.ReLU(),
                                   nn.Conv2d(width, 4 + nc, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.body(x).flatten(2).sigmoid()
-        h, w = x.shape[2], x.shape[3]
-        scale = torch.tensor([float(w), float(h), w / 4.0, h / 4.0], dtype=y.dtype)
-        return torch.cat([y[:, :4] * scale.view(1, 4, 1), y[:, 4:]], 1)
+        return torch.cat([y[:, :4] * self.scale, y[:, 4:]], 1)
 
 
 def export_tiny(path: Path, width: int = 8, imgsz: tuple[int, int] = (384, 1248), dynamic: bool = False,
                 names: tuple[str, ...] = NAMES, seed: int = 0) -> Path:
     """Export a :class:`TinyDet` to ONNX with Ultralytics-style ``names`` metadata."""
-    model = TinyDet(width, len(names), seed).eval()
+    model = TinyDet(width, len(names), seed, imgsz).eval()
     x = torch.zeros(1, 3, *imgsz)
     kw = {"dynamic_axes": {"images": {2: "h", 3: "w"}, "output0": {2: "n"}}} if dynamic else {}
     torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["output0"], opset_version=17,
