@@ -110,12 +110,13 @@ def _iou_one(box: np.ndarray, boxes: np.ndarray, areas: np.ndarray, area: float)
     return inter / np.maximum(area + areas - inter, 1e-9)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float, max_keep: int | None = None) -> np.ndarray:
     """Greedy non-maximum suppression.
 
     :param boxes: (N, 4) xyxy.
     :param scores: (N,).
     :param iou_thres: a box overlapping a kept higher-scoring box by IoU > ``iou_thres`` is dropped.
+    :param max_keep: stop once this many boxes are kept (exact: kept boxes come in score order).
     :return: kept indices (int64) in descending score order.
     """
     boxes = np.asarray(boxes, dtype=np.float32)
@@ -130,7 +131,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float) -> np.ndarray:
     while order.size:
         i = int(order[0])
         keep.append(i)
-        if order.size == 1:
+        if order.size == 1 or (max_keep is not None and len(keep) >= max_keep):
             break
         rest = order[1:]
         iou = _iou_one(boxes[i], boxes[rest], areas[rest], float(areas[i]))
@@ -175,15 +176,15 @@ def decode(raw: np.ndarray, conf_thres: float = 0.25, iou_thres: float = 0.45, m
     half_w, half_h = xywh[2] * 0.5, xywh[3] * 0.5
     boxes = np.stack([xywh[0] - half_w, xywh[1] - half_h, xywh[0] + half_w, xywh[1] + half_h], axis=1)
     # pre-NMS cap: keep the top candidates only
-    max_nms = 30000
+    max_nms = 10000
     if scores.size > max_nms:
         top = np.argpartition(-scores, max_nms)[:max_nms]
         boxes, scores, class_ids = boxes[top], scores[top], class_ids[top]
     if agnostic:
-        keep = nms(boxes, scores, iou_thres)
+        keep = nms(boxes, scores, iou_thres, max_det)
     else:
         offset = float(np.abs(boxes).max()) + 1.0 if boxes.size else 0.0
-        keep = nms(boxes + (class_ids.astype(np.float32) * offset)[:, None], scores, iou_thres)
+        keep = nms(boxes + (class_ids.astype(np.float32) * offset)[:, None], scores, iou_thres, max_det)
     keep = keep[:max_det]
     boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
     if info is not None:

@@ -1,0 +1,75 @@
+"""Runtime micro-benchmark at 384x1248: letterbox, decode+NMS, EnginePool swap (medians).
+
+Usage: ``python bench/runtime_bench.py [--quick] --json OUT``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+
+
+def _median_ms(fn, runs: int) -> float:
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(ts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", required=True)
+    args = ap.parse_args(argv)
+    import cv2
+    import onnxruntime
+
+    from runtime_models import tiny_zoo
+    from sparse_perception.postprocess import decode, letterbox
+    from sparse_perception.runtime import EnginePool, RuntimeConfig
+
+    runs = 30 if args.quick else 200
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (375, 1242, 3), np.uint8)
+    _, info = letterbox(img)
+    n = 3 * (48 * 156 + 24 * 78 + 12 * 39)  # YOLOv5 anchors at 384x1248
+    raw = np.zeros((1, 7, n), np.float32)
+    raw[0, 0] = rng.uniform(0, 1248, n)
+    raw[0, 1] = rng.uniform(0, 384, n)
+    raw[0, 2:4] = rng.uniform(5, 100, (2, n))
+    raw[0, 4:] = rng.uniform(0, 0.3, (3, n)) ** 2
+    raw[0, 4:, rng.choice(n, 200, replace=False)] = rng.uniform(0.3, 1.0, (3, 200)).T
+    res = {"letterbox_ms": _median_ms(lambda: letterbox(img), runs),
+           "decode_nms_ms_conf0.25": _median_ms(lambda: decode(raw, 0.25, 0.45, 100, info), runs),
+           "decode_nms_ms_conf0.001": _median_ms(lambda: decode(raw, 0.001, 0.6, 300, info), max(5, runs // 5)),
+           "anchors": n}
+    with tempfile.TemporaryDirectory() as d:
+        pool = EnginePool.from_manifest(tiny_zoo(Path(d)), cfg=RuntimeConfig(warmup_runs=0, threads=1))
+        swaps = [pool.swap(lv) for _ in range(runs) for lv in ("s75", "dense")]
+        res["swap_ms_median"] = statistics.median(swaps)
+        res["swap_ms_max"] = max(swaps)
+        pool.close()
+    res["machine"] = {"python": platform.python_version(), "platform": platform.platform(),
+                      "processor": platform.processor(), "numpy": np.__version__, "opencv": cv2.__version__,
+                      "onnxruntime": onnxruntime.__version__}
+    res["quick"] = args.quick
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
