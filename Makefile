@@ -64,7 +64,7 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
 demo: setup
-	@if [ -f pruning_tools/demo.py ]; then $(PY) -m pruning_tools.demo $(DEMO_ARGS); else echo "demo: not built yet"; fi
+	$(PY) -m pruning_tools.demo $(DEMO_ARGS)
 
 table: setup
 	$(PY) -m pruning_tools.demo --profile full $(DEMO_ARGS)

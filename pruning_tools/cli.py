@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("pruning_tools.pipeline", "three-stage structured pruning (--config FILE)"),
     "export": ("pruning_tools.export", "quantise and export a prune run into an engine zoo"),
     "train-policy": ("pruning_tools.policy_train", "train the condition-driven sparsity policy on a zoo"),
+    "demo": ("pruning_tools.demo", "the whole pipeline and the live node end to end, with a report"),
 }
 
 

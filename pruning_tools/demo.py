@@ -1,0 +1,220 @@
+"""``make demo`` / ``make table``: the whole product, end to end, on embedded defaults.
+
+Stages (each resumable: rerunning the same command skips finished stages; a failure stops with
+the stage's name and the cause)::
+
+    data     generate a KITTI-format dataset (or convert a real KITTI root) -> YOLO dataset;
+             generate a driving sequence with changing conditions -> rosbag2
+    prune    pruning-tools prune: stages 1-3 at 50/75/90 %, uniform / stage-1 only / full pipeline
+    export   pruning-tools export: FP32/FP16/INT8 bisection -> engine zoo + manifest
+    policy   pruning-tools train-policy: PPO condition policy on the zoo's measured figures
+    live     detector node (real process) <- replayed bag; manual swaps, then the policy;
+             detections recorded into a bag
+    report   report.md + report.json + PNG plots in the run folder
+
+    python -m pruning_tools.demo [--profile quick|full] [--run-dir DIR] [--kitti-root DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pruning_tools.demo_stages import Stage, StageError, StageRunner
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+#: Conditions of the demo drive, one per segment, in order (night and fog are the hard ones).
+SEQUENCE_CONDITIONS = ("day_clear", "dusk_rain", "night_clear", "day_fog", "night_fog", "day_clear")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of one demo profile.
+
+    :param prune_config: file in ``pruning_tools/configs``.
+    :param frames: generated object frames (train/val/test 80/10/10).
+    :param sequence_frames: frames of the generated drive (10 Hz).
+    :param segment_frames: frames per driving-condition segment of the drive.
+    :param export_quick: ``pruning-tools export --quick`` (fewer calibration/eval images).
+    :param policy_timesteps: PPO timesteps of the condition policy.
+    :param manual_fraction: share of the drive driven by manual swaps before the policy takes over.
+    """
+
+    name: str
+    prune_config: str
+    frames: int
+    sequence_frames: int
+    segment_frames: int
+    export_quick: bool
+    policy_timesteps: int
+    manual_fraction: float = 0.4
+    swap_period_s: float = 2.0
+
+
+PROFILES = {
+    "quick": Profile("quick", "quick.yaml", frames=480, sequence_frames=300, segment_frames=50,
+                     export_quick=True, policy_timesteps=6000),
+    "full": Profile("full", "full.yaml", frames=3000, sequence_frames=900, segment_frames=150,
+                    export_quick=False, policy_timesteps=100_000),
+}
+
+
+class Demo:
+    """The demo's stages over one run folder.
+
+    :param run_dir: run folder (resumable).
+    :param profile: sizes.
+    :param kitti_root: a real KITTI object root to prune/evaluate on instead of generated scenes.
+    :param seed: seed of the generated data.
+    """
+
+    def __init__(self, run_dir: Path, profile: Profile, kitti_root: Path | None = None, seed: int = 0) -> None:
+        self.run_dir, self.profile, self.kitti_root, self.seed = Path(run_dir), profile, kitti_root, seed
+        self.py = sys.executable
+        env = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false", "YOLO_VERBOSE": "false",
+               "YOLO_CONFIG_DIR": str(self.run_dir / ".ultralytics"), "MPLBACKEND": "Agg"}
+        self.runner = StageRunner(self.run_dir, self.stages(), env=env)
+
+    def stages(self) -> list[Stage]:
+        return [
+            Stage("data", "KITTI-format dataset and a driving-sequence bag", self.stage_data),
+            Stage("prune", "three-stage pruning at 50/75/90 % (uniform, stage 1 only, full)", self.stage_prune),
+            Stage("export", "quantise (FP32/FP16/INT8 bisection) and export the engine zoo", self.stage_export),
+            Stage("policy", "train the condition-driven sparsity policy (PPO)", self.stage_policy),
+            Stage("live", "detector node on the replayed drive: swaps, then the policy", self.stage_live),
+            Stage("report", "report (markdown, JSON, PNG)", self.stage_report),
+        ]
+
+    # ------------------------------------------------------------------------------------ paths
+    @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "data"
+
+    def cli(self, *args: str) -> list[str]:
+        return [self.py, "-m", "pruning_tools.cli", *args]
+
+    # ------------------------------------------------------------------------------------ stages
+    def stage_data(self, r: StageRunner) -> dict[str, Any]:
+        from pruning_tools.kitti import convert_kitti, generate_dataset, raw_drive_to_bag
+
+        p = self.profile
+        yolo = self.data_dir / "yolo"
+        for d in (yolo, self.data_dir / "kitti", self.data_dir / "sequence", self.data_dir / "sequence_bag"):
+            if d.exists():  # a half-finished earlier attempt: start this stage over
+                shutil.rmtree(d)
+        if self.kitti_root is not None:
+            source = f"real KITTI object data at {self.kitti_root}"
+            r.log(f"converting {source}")
+            convert_kitti(self.kitti_root, yolo)
+        else:
+            source = f"generated KITTI-format scenes ({p.frames} frames, seed {self.seed})"
+            r.log(f"generating {p.frames} scenes")
+            generate_dataset(self.data_dir / "kitti", frames=p.frames, seed=self.seed)
+            convert_kitti(self.data_dir / "kitti", yolo)
+        r.log(f"generating a {p.sequence_frames}-frame drive: {' -> '.join(SEQUENCE_CONDITIONS)}")
+        drive = generate_dataset(self.data_dir / "sequence", frames=p.sequence_frames, seed=self.seed + 1000,
+                                 sequence=True, conditions=list(SEQUENCE_CONDITIONS),
+                                 segment_frames=p.segment_frames)
+        bag = raw_drive_to_bag(drive, self.data_dir / "sequence_bag")
+        splits = json.loads((yolo / "splits.json").read_text()) if (yolo / "splits.json").is_file() else {}
+        return {"source": source, "dataset": str(yolo), "drive": str(drive), "bag": str(bag),
+                "split_sizes": {k: len(v) for k, v in splits.items() if isinstance(v, list)},
+                "sequence_frames": p.sequence_frames, "sequence_conditions": list(SEQUENCE_CONDITIONS)}
+
+    def stage_prune(self, r: StageRunner) -> dict[str, Any]:
+        data = r.result("data")
+        run = self.run_dir / "prune"
+        r.sh(self.cli("prune", "--config", str(CONFIGS / self.profile.prune_config), "--out", str(run),
+                      "--data", data["dataset"]), "prune")
+        res = json.loads((run / "results.json").read_text())
+        return {"run": str(run), "targets": res.get("targets", {}), "wall_s": res.get("wall_s"),
+                "evaluator": res.get("evaluator")}
+
+    def stage_export(self, r: StageRunner) -> dict[str, Any]:
+        run, zoo = r.result("prune")["run"], self.run_dir / "zoo"
+        args = ["export", "--run", run, "--zoo", str(zoo), "--overwrite"]
+        if self.profile.export_quick:
+            args.append("--quick")
+        r.sh(self.cli(*args), "export")
+        manifest = json.loads((zoo / "manifest.json").read_text())
+        return {"zoo": str(zoo), "manifest": str(zoo / "manifest.json"),
+                "artifacts": len(manifest.get("artifacts", []))}
+
+    def stage_policy(self, r: StageRunner) -> dict[str, Any]:
+        manifest = r.result("export")["manifest"]
+        out = self.run_dir / "policy" / "policy.zip"
+        r.sh(self.cli("train-policy", "--zoo", manifest, "--out", str(out), "--timesteps",
+                      str(self.profile.policy_timesteps), "--seed", str(self.seed)), "policy")
+        side = json.loads(out.with_suffix(".json").read_text())
+        return {"policy": str(out), "mean_reward_per_step": side.get("mean_reward_per_step"),
+                "latency_budget_ms": side.get("latency_budget_ms"), "timesteps": side.get("timesteps")}
+
+    def stage_live(self, r: StageRunner) -> dict[str, Any]:
+        from sparse_perception.testing import apply_ros_isolation
+
+        # This process and its children (node, replay, recorder) get their own DDS domain.
+        env = apply_ros_isolation(ros_home=self.run_dir / "ros_home")
+        r.log(f"ROS isolation: ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, localhost discovery")
+        from sparse_perception.live_session import LiveConfig, run_live_session
+
+        p = self.profile
+        cfg = LiveConfig(manifest=Path(r.result("export")["manifest"]), bag=Path(r.result("data")["bag"]),
+                         out=self.run_dir / "live", policy=Path(r.result("policy")["policy"]),
+                         manual_fraction=p.manual_fraction, swap_period_s=p.swap_period_s)
+        res = run_live_session(cfg, log=r.log)
+        return {"live_json": str(self.run_dir / "live" / "live.json"), "frames": res["frames"],
+                "swaps": {k: v for k, v in res["swaps"].items() if k != "calls"}}
+
+    def stage_report(self, r: StageRunner) -> dict[str, Any]:
+        from pruning_tools.demo_report import write_report
+
+        paths = write_report(self.run_dir, {s.name: r.result(s.name) for s in self.stages() if s.name != "report"},
+                             profile=asdict(self.profile), wall_times=r.wall_times())
+        return {k: str(v) for k, v in paths.items()}
+
+    def run(self, fresh_from: str | None = None) -> dict[str, Any]:
+        results = self.runner.run(fresh_from=fresh_from)
+        report = Path(results["report"]["markdown"])
+        print("\n" + report.read_text())
+        print(f"report: {report} (JSON and PNG plots beside it)")
+        return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (``pruning-tools demo`` and ``python -m pruning_tools.demo``)."""
+    ap = argparse.ArgumentParser(prog="pruning-tools demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="quick",
+                    help="quick (default, ~15 min on 2 cores) or full (the seed's Table 1 setting; hours)")
+    ap.add_argument("--run-dir", type=Path, help="run folder (default demo_runs/<profile>); rerun to resume")
+    ap.add_argument("--kitti-root", type=Path, help="real KITTI object root (training/image_2, label_2) "
+                                                    "to prune and evaluate on instead of generated scenes")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
+    ap.add_argument("--fresh-from", choices=[s for s in ("data", "prune", "export", "policy", "live", "report")],
+                    help="forget this stage and the later ones, then run")
+    args = ap.parse_args(argv)
+    for k, v in {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false", "YOLO_VERBOSE": "false"}.items():
+        os.environ.setdefault(k, v)
+    if args.kitti_root is not None and not (args.kitti_root / "training" / "label_2").is_dir() \
+            and not (args.kitti_root / "label_2").is_dir():
+        print(f"demo: --kitti-root {args.kitti_root} has no training/label_2 folder", file=sys.stderr)
+        return 2
+    run_dir = args.run_dir or Path("demo_runs") / args.profile
+    try:
+        Demo(run_dir, PROFILES[args.profile], args.kitti_root, args.seed).run(args.fresh_from)
+    except StageError as exc:
+        print(f"\ndemo stopped: {exc}\nFix the cause and rerun the same command: finished stages are kept.",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndemo interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
