@@ -22,7 +22,9 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos
 from sensor_msgs.msg import CompressedImage, Image
 
 from sparse_perception import ros_convert as rc
-from sparse_perception.node_config import FrameStats, NodeConfig, UnknownLevelError, build_pool, policy_factory
+from sparse_perception.node_config import FrameStats, NodeConfig, UnknownLevelError, build_controller, build_pool
+from sparse_perception.policy import PolicyController
+from sparse_perception.runtime import EnginePool
 
 from sparse_perception_msgs.msg import Detection2DArray, DrivingCondition, EngineStatus
 from sparse_perception_msgs.srv import SetSparsity
@@ -50,11 +52,10 @@ class DetectorNode(LifecycleNode):
         self._control_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._infer_lock = threading.Lock()  # held by inference and by cleanup, never by swaps
-        self._swap_lock = threading.Lock()  # serialises swaps and mode changes
+        self._swap_lock = threading.RLock()  # serialises swaps, mode changes and policy updates
         self.cfg: NodeConfig | None = None
-        self.pool: Any = None  # runtime EnginePool while configured
-        self._controller: Any = None
-        self._new_controller: Any = None
+        self.pool: EnginePool | None = None  # while configured
+        self._controller: PolicyController | None = None  # while configured with a policy_path
         self._mode = "manual"
         self._last_condition: Any = None
         self._last_swap_ns, self._last_swap_ms = 0, 0.0
@@ -73,13 +74,17 @@ class DetectorNode(LifecycleNode):
             params = {name: self._value(name) for name, _, _ in NodeConfig.parameters()}
             cfg = NodeConfig.from_params(params)
             pool = build_pool(cfg)
-            controller = policy_factory(cfg)
         except Exception as exc:  # noqa: BLE001 - any failure is a FAILURE transition with its reason
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
+        try:
+            controller = build_controller(cfg, pool.levels(), pool.active_level)
+        except Exception as exc:  # noqa: BLE001
+            pool.close()
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
         self.cfg, self.pool, self._mode, self.stats = cfg, pool, cfg.policy_mode, FrameStats()
-        self._new_controller = controller  # a fresh controller (hysteresis/cooldown state) per auto period
-        self._controller = controller() if controller is not None and self._mode == "auto" else None
+        self._controller = controller
         self._pubs["detections"] = self.create_lifecycle_publisher(Detection2DArray, "detections", 10)
         if rc.VISION_MSGS is not None:
             self._pubs["vision"] = self.create_lifecycle_publisher(rc.VISION_MSGS.Detection2DArray,
@@ -142,9 +147,10 @@ class DetectorNode(LifecycleNode):
 
     def _release(self) -> None:
         with self._infer_lock:  # waits for a frame in flight
-            if self.pool is not None and hasattr(self.pool, "close"):
-                self.pool.close()  # else dropping the last reference frees the sessions
-            self.pool, self.cfg, self._controller, self._new_controller = None, None, None, None
+            with self._swap_lock:
+                if self.pool is not None:
+                    self.pool.close()
+                self.pool, self.cfg, self._controller = None, None, None
         for pub in self._pubs.values():
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
@@ -178,9 +184,8 @@ class DetectorNode(LifecycleNode):
                 self._pubs["vision"].publish(rc.to_vision_detections(result, msg.header))
             if "debug" in self._pubs:
                 self._pubs["debug"].publish(rc.bgr_to_image(rc.draw_boxes(img, result), msg.header))
-        timing = dict(result.timing or {})
-        infer_ms = float(timing.get("total_ms", timing.get("total", sum(timing.values()))))
-        self.stats.on_processed((time.perf_counter() - t0) * 1e3, infer_ms)
+        # engine time = letterbox + inference + decode/NMS (runtime.DetectionResult.timing)
+        self.stats.on_processed((time.perf_counter() - t0) * 1e3, float(result.timing["total_ms"]))
 
     def _on_condition(self, msg: DrivingCondition) -> None:
         try:
@@ -192,12 +197,17 @@ class DetectorNode(LifecycleNode):
             self._apply_policy()
 
     def _apply_policy(self) -> None:
-        if self._controller is None or self._last_condition is None or self.pool is None:
-            return
-        level = self._controller.update(self._last_condition, time.monotonic())
-        if level and level != self.pool.active_level:
-            ok, message, _ = self._swap(level, None, "auto")
-            self.get_logger().info(f"policy ({self._last_condition.key}): {message}")
+        """Feed the latest condition to the controller (auto mode) and swap when it proposes a level."""
+        with self._swap_lock:
+            if self._controller is None or self._last_condition is None or self.pool is None or self._mode != "auto":
+                return
+            level = self._controller.update(self._last_condition, time.monotonic(), self.stats.mean_inference_ms())
+            if level and level != self.pool.active_level:
+                ok, message, _ = self._swap(level, None, "auto")
+                if ok:
+                    self.get_logger().info(f"policy ({self._last_condition.key}): {message}")
+                else:
+                    self.get_logger().error(f"policy ({self._last_condition.key}) proposal failed: {message}")
 
     # ------------------------------------------------------------------ swapping
     def _swap(self, level: str, sparsity: float | None, mode: str) -> tuple[bool, str, float]:
@@ -216,6 +226,8 @@ class DetectorNode(LifecycleNode):
                     ms = float(self.pool.swap(level)) if level != before else 0.0
             except (UnknownLevelError, ValueError) as exc:
                 return False, str(exc), 0.0
+            if mode == "manual" and self._controller is not None:
+                self._controller.manual()  # a manual choice holds until 'auto'
             self._mode = mode
             if ms or level != before:
                 self._last_swap_ns, self._last_swap_ms = time.time_ns(), ms
@@ -224,13 +236,15 @@ class DetectorNode(LifecycleNode):
 
     def _set_auto(self) -> tuple[bool, str]:
         with self._swap_lock:
-            if self._new_controller is None:
+            if self.pool is None:
+                return False, "node not configured: no engines loaded (configure it first)"
+            if self._controller is None:
                 return False, "auto mode needs a policy: set the 'policy_path' parameter and reconfigure"
             if self._mode != "auto":
-                self._controller = self._new_controller()
+                self._controller.auto(self.pool.active_level)
             self._mode = "auto"
             self._publish_status()
-        self._apply_policy()
+            self._apply_policy()
         return True, "auto mode: the condition-driven policy chooses the level"
 
     def _on_set_sparsity(self, req: SetSparsity.Request, resp: SetSparsity.Response) -> SetSparsity.Response:

@@ -22,6 +22,7 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from sparse_perception.ros_convert import bgr_to_image, time_from_ns
 from sparse_perception_msgs.msg import Detection2DArray, DrivingCondition, EngineStatus
 from sparse_perception_msgs.srv import SetSparsity
 
@@ -41,13 +42,8 @@ def stamp_ns(header: Header) -> int:
 
 
 def image_msg(img: np.ndarray, ns: int, frame_id: str = "camera", encoding: str = "bgr8") -> Image:
-    """``sensor_msgs/Image`` of an HxWx3 uint8 array with stamp ``ns``."""
-    h, w = img.shape[:2]
-    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=0, step=w * img.shape[2] if img.ndim == 3 else w,
-                data=np.ascontiguousarray(img).tobytes())
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(ns), 1_000_000_000)
-    msg.header.frame_id = frame_id
-    return msg
+    """``sensor_msgs/Image`` of an HxWx3 uint8 array with stamp ``ns`` (:func:`ros_convert.bgr_to_image`)."""
+    return bgr_to_image(img, Header(stamp=time_from_ns(int(ns)), frame_id=frame_id), encoding)
 
 
 class DetectorClient:

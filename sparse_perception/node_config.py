@@ -1,26 +1,23 @@
 """Typed configuration of the detector node, its core wiring and frame accounting (no ``rclpy``).
 
 The node declares ROS parameters and converts them at the edge into :class:`NodeConfig`
-(frozen, validated in ``__post_init__``); :func:`build_pool` / :func:`policy_factory` build the
-runtime objects from it; :class:`FrameStats` keeps the numbers that ``/diagnostics`` reports.
+(frozen, validated in ``__post_init__``); :func:`build_pool` / :func:`build_controller` build the
+runtime objects from it (:mod:`sparse_perception.runtime`, :mod:`sparse_perception.policy`); :class:`FrameStats` keeps the numbers that ``/diagnostics`` reports.
 """
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-try:  # the runtime core; node_fallback keeps the node usable where it is not installed yet
-    from sparse_perception.runtime import EnginePool, RuntimeConfig, UnknownLevelError
-except ModuleNotFoundError as _exc:  # pragma: no cover - depends on the checkout
-    if _exc.name != "sparse_perception.runtime":
-        raise
-    from sparse_perception.node_fallback import EnginePool, RuntimeConfig, UnknownLevelError  # type: ignore
+from sparse_perception.policy import PolicyController, SparsityPolicy
+from sparse_perception.runtime import EnginePool, RuntimeConfig, UnknownLevelError
+
+__all__ = ["FrameStats", "NodeConfig", "UnknownLevelError", "build_controller", "build_pool"]
 
 BACKENDS = ("onnxruntime", "tensorrt")
 PRECISIONS = ("", "fp32", "fp16", "int8")
@@ -42,7 +39,7 @@ DESCRIPTIONS: dict[str, str] = {
     "autostart": "configure and activate on start",
     "policy_mode": "manual | auto (the condition-driven policy chooses the level)",
     "policy_path": "policy trained by `pruning-tools train-policy`",
-    "hysteresis": "policy hysteresis (margin before switching)",
+    "hysteresis": "consecutive agreeing policy decisions needed before a switch (>= 1)",
     "cooldown_s": "minimum seconds between two policy switches",
     "publish_debug_image": "publish debug_image with the boxes drawn",
     "sparsity_level": "setting it swaps the active level ('auto' = policy); engine_status has the active one",
@@ -73,7 +70,7 @@ class NodeConfig:
     autostart: bool = False
     policy_mode: str = "manual"
     policy_path: str = ""
-    hysteresis: float = 0.02
+    hysteresis: int = 3
     cooldown_s: float = 2.0
     publish_debug_image: bool = False
     sparsity_level: str = ""
@@ -106,9 +103,11 @@ class NodeConfig:
             raise ValueError("parameter 'policy_path' is required when policy_mode is 'auto'")
         if self.policy_mode == "auto" and self.model_path:
             raise ValueError("policy_mode 'auto' needs an engine zoo ('engine_manifest'), not a single model_path")
-        if self.hysteresis < 0 or self.cooldown_s < 0:
-            raise ValueError(f"parameters 'hysteresis' and 'cooldown_s' must be >= 0, got {self.hysteresis}, "
-                             f"{self.cooldown_s}")
+        if isinstance(self.hysteresis, bool) or not isinstance(self.hysteresis, int) or self.hysteresis < 1:
+            raise ValueError(f"parameter 'hysteresis' must be an integer >= 1 (consecutive policy decisions), "
+                             f"got {self.hysteresis!r}")
+        if self.cooldown_s < 0:
+            raise ValueError(f"parameter 'cooldown_s' must be >= 0, got {self.cooldown_s}")
         if self.threads < 1:
             raise ValueError(f"parameter 'threads' must be >= 1, got {self.threads}")
         if self.diagnostics_period_s <= 0:
@@ -132,14 +131,14 @@ class NodeConfig:
         return cls(**values)
 
 
-def build_pool(cfg: NodeConfig) -> Any:
+def build_pool(cfg: NodeConfig) -> EnginePool:
     """Preload (sha256-verified, warmed up) every allowed engine and activate the initial level.
 
-    :return: the runtime ``EnginePool``.
+    :return: the runtime :class:`~sparse_perception.runtime.EnginePool`.
     :raises Exception: whatever the runtime raises for a bad manifest/model/level (the node
         turns it into a FAILURE transition with the message logged).
     """
-    rcfg = RuntimeConfig(conf_thres=cfg.confidence_threshold, iou_thres=cfg.iou_threshold,
+    rcfg = RuntimeConfig(backend=cfg.backend, conf_thres=cfg.confidence_threshold, iou_thres=cfg.iou_threshold,
                          max_det=cfg.max_detections, threads=cfg.threads)
     if cfg.engine_manifest:
         pool = EnginePool.from_manifest(cfg.engine_manifest, list(cfg.allowed_levels) or None, cfg.backend,
@@ -147,23 +146,35 @@ def build_pool(cfg: NodeConfig) -> Any:
     else:
         pool = EnginePool.from_model(cfg.model_path, rcfg)
     initial = cfg.initial_level or (cfg.sparsity_level if cfg.sparsity_level != "auto" else "")
-    if initial:
-        pool.swap(initial)
+    try:
+        if initial:
+            pool.swap(initial)
+    except BaseException:
+        pool.close()
+        raise
     return pool
 
 
-def policy_factory(cfg: NodeConfig) -> Callable[[], Any] | None:
-    """Load ``cfg.policy_path``; :return: a factory of fresh ``PolicyController`` s, or None without a policy."""
+def build_controller(cfg: NodeConfig, levels: list[str], current: str) -> PolicyController | None:
+    """Load ``cfg.policy_path`` (:meth:`SparsityPolicy.load`: score table or PPO zip + sidecar, sha256 checked).
+
+    :param levels: the preloaded levels; every level the policy can choose must be among them.
+    :param current: the active level (the controller's starting point).
+    :return: a :class:`PolicyController` (in manual mode unless ``cfg.policy_mode`` is ``auto``),
+        or None without a policy.
+    :raises ValueError: unusable policy file, or a policy level that is not preloaded.
+    """
     if not cfg.policy_path:
         return None
-    try:
-        from sparse_perception.policy import PolicyController, SparsityPolicy
-    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the checkout
-        if exc.name != "sparse_perception.policy":
-            raise
-        from sparse_perception.node_fallback import PolicyController, SparsityPolicy  # type: ignore
-    return functools.partial(PolicyController, SparsityPolicy.load(cfg.policy_path), hysteresis=cfg.hysteresis,
-                             cooldown_s=cfg.cooldown_s)
+    policy = SparsityPolicy.load(cfg.policy_path)
+    missing = [lv for lv in policy.levels if lv not in levels]
+    if missing:
+        raise ValueError(f"{cfg.policy_path}: policy levels {missing} are not preloaded (preloaded: {levels}); "
+                         "check 'allowed_levels' and the manifest the policy was trained on")
+    controller = PolicyController(policy, hysteresis=cfg.hysteresis, cooldown_s=cfg.cooldown_s, current=current)
+    if cfg.policy_mode != "auto":
+        controller.manual()
+    return controller
 
 
 class FrameStats:

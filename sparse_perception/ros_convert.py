@@ -19,12 +19,7 @@ from sparse_perception.conditions import Condition
 from sparse_perception_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, DrivingCondition,
                                         EngineStatus, ObjectHypothesis)
 
-try:  # the runtime core's decoder; node_fallback keeps the node usable where it is not installed yet
-    from sparse_perception.image_codec import compressed_to_bgr, image_to_bgr as _raw_to_bgr
-except ModuleNotFoundError as _exc:  # pragma: no cover - depends on the checkout
-    if _exc.name != "sparse_perception.image_codec":
-        raise
-    from sparse_perception.node_fallback import compressed_to_bgr, image_to_bgr as _raw_to_bgr  # type: ignore
+from sparse_perception.image_codec import compressed_to_bgr, image_to_bgr as _raw_to_bgr
 
 try:  # optional: present on full ROS 2 installs with vision_msgs
     import vision_msgs.msg as VISION_MSGS  # type: ignore[import-not-found]
@@ -33,7 +28,7 @@ except ImportError:  # pragma: no cover - depends on the install
 
 
 def image_to_bgr(msg: Image | CompressedImage) -> np.ndarray:
-    """``sensor_msgs/Image`` or ``CompressedImage`` -> HxWx3 uint8 BGR.
+    """``sensor_msgs/Image`` or ``CompressedImage`` -> HxWx3 uint8 BGR via :mod:`sparse_perception.image_codec`.
 
     :raises ValueError: on a malformed message (the codec names the field).
     """
@@ -159,11 +154,16 @@ def diagnostics(name: str, hardware_id: str, values: dict[str, Any], level: byte
     return arr
 
 
-def bgr_to_image(img: np.ndarray, header: Header) -> Image:
-    """``sensor_msgs/Image`` (bgr8) from an HxWx3 uint8 array."""
+def bgr_to_image(img: np.ndarray, header: Header, encoding: str = "bgr8") -> Image:
+    """``sensor_msgs/Image`` from an HxWxC (or HxW) uint8 array, rows unpadded.
+
+    :param encoding: written as is (the array's channel order must match it; tests send wrong
+        ones on purpose).
+    """
     img = np.ascontiguousarray(img, dtype=np.uint8)
     h, w = img.shape[:2]
-    return Image(header=header, height=h, width=w, encoding="bgr8", is_bigendian=0, step=w * 3,
+    channels = img.shape[2] if img.ndim == 3 else 1
+    return Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0, step=w * channels,
                  data=img.tobytes())
 
 

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
-launch = pytest.importorskip("launch", reason="launch (ROS 2) is not installed: run on a full ROS 2 install")
-launch_ros = pytest.importorskip("launch_ros", reason="launch_ros is not installed")
-launch_testing = pytest.importorskip("launch_testing", reason="launch_testing is not installed")
+# launch_testing first: from the repository root, the `launch/` folder imports as an (empty) namespace
+# package named `launch`, so importorskip("launch") alone would not skip where ROS 2 launch is absent.
+launch_testing = pytest.importorskip("launch_testing", reason="launch_testing (ROS 2) is not installed: run on a "
+                                     "full ROS 2 install; twin: test/test_detector_node.py")
+launch_ros = pytest.importorskip("launch_ros", reason="launch_ros (ROS 2) is not installed")
+import launch  # noqa: E402
 import launch.actions  # noqa: E402
 import launch.event_handlers  # noqa: E402
 import launch.events  # noqa: E402
@@ -25,6 +28,7 @@ import launch_ros.event_handlers  # noqa: E402
 import launch_ros.events.lifecycle  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
+import launch_testing.markers  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -44,6 +48,7 @@ def _on(node, start: str, goal: str, *entities):
 
 
 @pytest.mark.launch_test
+@launch_testing.markers.keep_alive  # the node exits on its own after `shutdown`; the tests must still run
 def generate_test_description():
     zoo = build_zoo(Path(tempfile.mkdtemp(prefix="sp_launch_zoo_")), imgsz=(96, 320))
     detector = launch_ros.actions.LifecycleNode(

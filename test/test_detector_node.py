@@ -159,21 +159,15 @@ def test_diagnostics_report_latency_fps_and_drops(active_node: ManagedProcess) -
 GT_RECALL_FLOOR = 0.30
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(-1)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
-
-
 def match_counts(pred: tuple, gt: tuple, iou_thres: float = 0.5) -> tuple[int, int, int]:
     """Greedy same-class matching by score: (true positives, predictions, ground-truth boxes)."""
     pb, ps, pn = pred
     gb, _, gn = gt
     if not len(gb) or not len(pb):
         return 0, len(pb), len(gb)
-    iou = _iou(pb, gb)
+    from sparse_perception.metrics import box_iou
+
+    iou = box_iou(pb, gb)
     used, tp = set(), 0
     for i in np.argsort(-ps):
         for j in np.argsort(-iou[i]):
@@ -237,49 +231,87 @@ def test_detections_match_ground_truth_on_replayed_sequence(tmp_path: Path, gt_m
 
 
 # ---------------------------------------------------------------------------------- auto mode
-def test_auto_mode_follows_driving_condition_until_a_manual_call(test_zoo: Path, tmp_path: Path) -> None:
-    """Policy: dense at night in fog, s75 on clear days; manual call pins the level until 'auto'."""
+#: Score-table policy of the auto-mode test: s75 on clear days, dense at night in fog, s50 at dusk in rain.
+AUTO_SCORES = {"day_clear": {"dense": 0.5, "s50": 0.6, "s75": 0.9},
+               "night_fog": {"dense": 0.9, "s50": 0.5, "s75": 0.2},
+               "dusk_rain": {"dense": 0.55, "s50": 0.6, "s75": 0.3}}
+
+
+def write_score_table(path: Path, levels: tuple[str, ...], scores: dict[str, dict[str, float]]) -> Path:
+    """Write a ``score_table`` policy and check that :meth:`SparsityPolicy.load` reads it back as written."""
     import json
 
     from sparse_perception.conditions import Condition
+    from sparse_perception.policy import SparsityPolicy
+
+    path.write_text(json.dumps({"kind": "score_table", "levels": list(levels), "scores": scores}))
+    policy = SparsityPolicy.load(path)
+    assert policy.kind == "score_table" and policy.levels == list(levels)
+    for key, row in scores.items():
+        assert policy.decide(Condition.from_key(key), levels[0]) == max(row, key=row.get), key
+    return path
+
+
+def test_auto_mode_follows_driving_condition_until_a_manual_call(test_zoo: Path, tmp_path: Path) -> None:
+    """Policy (``sparse_perception.policy`` score table, hysteresis 2): day_clear -> s75, night_fog ->
+    dense, dusk_rain -> s50; one disagreeing decision does not switch; a manual call pins the level
+    until ``level: "auto"``."""
+    from sparse_perception.conditions import Condition
     from sparse_perception.ros_convert import condition_to_msg
 
-    try:  # the trained-policy module when installed, else the node's score-table stand-in
-        import sparse_perception.policy  # noqa: F401
-        pytest.skip("sparse_perception.policy is installed: build its policy file here (see docs/node.md)")
-    except ModuleNotFoundError:
-        pass
-    policy = tmp_path / "policy.json"
-    policy.write_text(json.dumps({"kind": "score_table", "levels": ["dense", "s50", "s75"], "scores": {
-        "day_clear": {"dense": 0.5, "s50": 0.6, "s75": 0.9}, "night_fog": {"dense": 0.9, "s50": 0.5, "s75": 0.2},
-        "dusk_rain": {"dense": 0.55, "s50": 0.6, "s75": 0.3}}}))
+    policy = write_score_table(tmp_path / "policy.json", checks.LEVELS, AUTO_SCORES)
     with managed_process(node_cmd(f"engine_manifest:={test_zoo}", "autostart:=true", "policy_mode:=auto",
-                                  f"policy_path:={policy}", "cooldown_s:=0.0", "hysteresis:=0.02",
+                                  f"policy_path:={policy}", "cooldown_s:=0.0", "hysteresis:=2",
                                   "initial_level:=s50", namespace="/auto")) as node:
         client = DetectorClient(namespace="/auto", name="auto_client")
         try:
             assert wait_until(lambda: client.latest_status() is not None, 20), _fail(node, "no engine_status")
-            assert client.latest_status().mode == "auto"
+            assert client.latest_status().mode == "auto" and client.latest_status().level == "s50"
+
+            def send(key: str) -> None:
+                client.condition_pub.publish(condition_to_msg(Condition.from_key(key)))
 
             def drive(key: str, expect: str) -> None:
-                msg = condition_to_msg(Condition.from_key(key))
-                assert wait_until(lambda: (client.condition_pub.publish(msg), client.latest_status().level)[1]
-                                  == expect, 10, period=0.2), _fail(node, f"{key}: level stayed "
-                                                                          f"{client.latest_status().level}")
+                assert wait_until(lambda: (send(key), client.latest_status().level)[1] == expect, 10, period=0.2), \
+                    _fail(node, f"{key}: level stayed {client.latest_status().level}")
                 assert client.latest_status().mode == "auto"
 
             drive("day_clear", "s75")
-            drive("night_fog", "dense")
+            # hysteresis 2: one night_fog decision is not enough, the second one switches
+            time.sleep(0.5)  # let any day_clear still in flight arrive first
+            send("night_fog")
+            assert not node.wait_for_output("policy (night_fog)", 1.5), _fail(node, "switched on one decision")
+            assert client.latest_status().level == "s75"
+            send("night_fog")
+            assert wait_until(lambda: client.latest_status().level == "dense", 5), _fail(node, "no switch on the 2nd")
             assert client.set_sparsity("s50").success  # manual call: policy no longer in charge
             assert client.latest_status().mode == "manual"
             for _ in range(5):
-                client.condition_pub.publish(condition_to_msg(Condition.from_key("day_clear")))
+                send("day_clear")
                 time.sleep(0.1)
             time.sleep(0.5)
             assert client.latest_status().level == "s50", "policy overrode a manual choice"
             resp = client.set_sparsity("auto")
             assert resp.success, resp.message
-            assert wait_until(lambda: client.latest_status().level == "s75", 5), "auto did not resume"
+            assert wait_until(lambda: client.latest_status().mode == "auto", 5), "mode not back to auto"
+            drive("day_clear", "s75")
             drive("dusk_rain", "s50")
+        finally:
+            client.close()
+        # what launch does on shutdown: SIGINT to the active node -> clean exit with 0 (twin of assertExitCodes)
+        code = node.stop()
+        assert code == 0, f"exit code {code} after SIGINT; output:\n{node.log_path.read_text()[-3000:]}"
+
+
+def test_configure_fails_when_the_policy_names_levels_not_preloaded(test_zoo: Path, tmp_path: Path) -> None:
+    policy = write_score_table(tmp_path / "policy.json", checks.LEVELS, AUTO_SCORES)
+    with managed_process(node_cmd(f"engine_manifest:={test_zoo}", "allowed_levels:=[dense, s50]",
+                                  "policy_mode:=auto", f"policy_path:={policy}", namespace="/polcfg")) as proc:
+        client = DetectorClient(namespace="/polcfg", name="policy_cfg_client")
+        try:
+            assert not client.change_state("configure")
+            assert proc.wait_for_output("configure failed", 10), _fail(proc, "no configure error logged")
+            assert "policy levels ['s75'] are not preloaded" in proc.output(), _fail(proc, "reason not logged")
+            assert client.state() == "unconfigured"
         finally:
             client.close()

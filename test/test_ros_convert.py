@@ -11,7 +11,7 @@ from std_msgs.msg import Header  # noqa: E402
 
 from sparse_perception import ros_convert as rc  # noqa: E402
 from sparse_perception.conditions import Condition  # noqa: E402
-from sparse_perception.node_config import FrameStats, NodeConfig  # noqa: E402
+from sparse_perception.node_config import FrameStats, NodeConfig, build_controller  # noqa: E402
 
 
 def _result(boxes, scores, ids):
@@ -67,6 +67,9 @@ def test_engine_status_and_diagnostics_fields() -> None:
     ({"model_path": "m", "policy_mode": "auto", "policy_path": "p"}, "engine zoo"),
     ({"engine_manifest": "z", "policy_mode": "auto"}, "policy_path"),
     ({"model_path": "m", "image_reliability": "sometimes"}, "image_reliability"),
+    ({"model_path": "m", "hysteresis": 0}, "hysteresis"),
+    ({"model_path": "m", "hysteresis": 0.5}, "hysteresis"),
+    ({"model_path": "m", "cooldown_s": -1.0}, "cooldown_s"),
     ({"model_path": "m", "unknown_key": 1}, "unknown detector parameters"),
 ])
 def test_node_config_rejects_bad_parameters(params: dict, match: str) -> None:
@@ -92,3 +95,56 @@ def test_frame_stats_counts_sequence_gaps_as_drops() -> None:
     snap = stats.snapshot()
     assert (snap["frames_received"], snap["frames_dropped"], snap["frames_bad"]) == (7, 5, 1)
     assert snap["latency_p50_ms"] == pytest.approx(20.0) and snap["inference_p50_ms"] == pytest.approx(18.0)
+
+
+def test_image_messages_decode_through_the_codec() -> None:
+    """Raw (rgb8, padded rows) and compressed messages -> BGR; malformed ones name the problem."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    bgr = np.random.default_rng(0).integers(0, 255, (4, 5, 3), dtype=np.uint8)
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    padded = np.zeros((4, 5 * 3 + 3), np.uint8)
+    padded[:, :15] = rgb.reshape(4, 15)
+    msg = rc.bgr_to_image(rgb, Header(), "rgb8")
+    msg.step, msg.data = 18, padded.tobytes()
+    np.testing.assert_array_equal(rc.image_to_bgr(msg), bgr)
+    ok, png = cv2.imencode(".png", bgr)
+    assert ok
+    np.testing.assert_array_equal(rc.image_to_bgr(CompressedImage(format="png", data=png.tobytes())), bgr)
+    with pytest.raises(ValueError, match="yuv_unknown"):
+        rc.image_to_bgr(rc.bgr_to_image(bgr, Header(), "yuv_unknown"))
+    short = rc.bgr_to_image(bgr, Header())
+    short.data = bytes(short.data)[:10]
+    with pytest.raises(ValueError, match="bytes"):
+        rc.image_to_bgr(short)
+    with pytest.raises(ValueError, match="jpeg"):
+        rc.image_to_bgr(CompressedImage(format="jpeg", data=b"not an image"))
+
+
+def _score_table(path, levels, scores):
+    import json
+
+    path.write_text(json.dumps({"kind": "score_table", "levels": list(levels), "scores": scores}))
+    return str(path)
+
+
+def test_build_controller_loads_the_policy_and_checks_its_levels(tmp_path) -> None:
+    from sparse_perception.policy import PolicyController
+
+    scores = {"day_clear": {"dense": 0.1, "s75": 0.9}, "night_fog": {"dense": 0.9, "s75": 0.1}}
+    path = _score_table(tmp_path / "p.json", ["dense", "s75"], scores)
+    assert build_controller(NodeConfig(engine_manifest="z"), ["dense", "s75"], "dense") is None
+    cfg = NodeConfig(engine_manifest="z", policy_mode="auto", policy_path=path, hysteresis=2, cooldown_s=0.0)
+    ctl = build_controller(cfg, ["dense", "s50", "s75"], "dense")
+    assert isinstance(ctl, PolicyController) and ctl.mode == "auto" and ctl.current == "dense"
+    day = Condition.from_key("day_clear")
+    assert [ctl.update(day, t) for t in (0.0, 1.0)] == [None, "s75"]  # hysteresis 2
+    manual = build_controller(NodeConfig(engine_manifest="z", policy_path=path), ["dense", "s75"], "dense")
+    assert manual.mode == "manual" and manual.update(day, 0.0) is None
+    with pytest.raises(ValueError, match=r"policy levels \['s75'\] are not preloaded"):
+        build_controller(cfg, ["dense", "s50"], "dense")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(ValueError, match="bad.json"):
+        build_controller(NodeConfig(engine_manifest="z", policy_path=str(bad)), ["dense"], "dense")
