@@ -22,7 +22,8 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos
 from sensor_msgs.msg import CompressedImage, Image
 
 from sparse_perception import ros_convert as rc
-from sparse_perception.node_config import FrameStats, NodeConfig, UnknownLevelError, build_controller, build_pool
+from sparse_perception.node_config import (DYNAMIC_TYPED, FrameStats, NodeConfig, UnknownLevelError, build_controller,
+                                           build_pool)
 from sparse_perception.policy import PolicyController
 from sparse_perception.runtime import EnginePool
 
@@ -47,7 +48,7 @@ class DetectorNode(LifecycleNode):
         super().__init__("detector", **kwargs)
         for name, default, desc in NodeConfig.parameters():  # () declares a typed, unset string array
             self.declare_parameter(name, Parameter.Type.STRING_ARRAY if default == () else default,
-                                   ParameterDescriptor(description=desc))
+                                   ParameterDescriptor(description=desc, dynamic_typing=name in DYNAMIC_TYPED))
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._control_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()

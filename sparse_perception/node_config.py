@@ -22,6 +22,8 @@ __all__ = ["FrameStats", "NodeConfig", "UnknownLevelError", "build_controller", 
 BACKENDS = ("onnxruntime", "tensorrt")
 PRECISIONS = ("", "fp32", "fp16", "int8")
 POLICY_MODES = ("manual", "auto")
+#: Parameters declared with dynamic typing (``hysteresis:=3`` and ``hysteresis:=3.0`` both work).
+DYNAMIC_TYPED = frozenset({"hysteresis"})
 #: ROS parameter descriptions (the node declares one parameter per :class:`NodeConfig` field).
 DESCRIPTIONS: dict[str, str] = {
     "engine_manifest": "engine zoo manifest (manifest.json); exclusive with model_path",
@@ -39,7 +41,7 @@ DESCRIPTIONS: dict[str, str] = {
     "autostart": "configure and activate on start",
     "policy_mode": "manual | auto (the condition-driven policy chooses the level)",
     "policy_path": "policy trained by `pruning-tools train-policy`",
-    "hysteresis": "consecutive agreeing policy decisions needed before a switch (>= 1)",
+    "hysteresis": "consecutive agreeing policy decisions needed before a switch (int or double; < 1 counts as 1)",
     "cooldown_s": "minimum seconds between two policy switches",
     "publish_debug_image": "publish debug_image with the boxes drawn",
     "sparsity_level": "setting it swaps the active level ('auto' = policy); engine_status has the active one",
@@ -70,7 +72,7 @@ class NodeConfig:
     autostart: bool = False
     policy_mode: str = "manual"
     policy_path: str = ""
-    hysteresis: int = 3
+    hysteresis: float = 3.0
     cooldown_s: float = 2.0
     publish_debug_image: bool = False
     sparsity_level: str = ""
@@ -103,9 +105,10 @@ class NodeConfig:
             raise ValueError("parameter 'policy_path' is required when policy_mode is 'auto'")
         if self.policy_mode == "auto" and self.model_path:
             raise ValueError("policy_mode 'auto' needs an engine zoo ('engine_manifest'), not a single model_path")
-        if isinstance(self.hysteresis, bool) or not isinstance(self.hysteresis, int) or self.hysteresis < 1:
-            raise ValueError(f"parameter 'hysteresis' must be an integer >= 1 (consecutive policy decisions), "
-                             f"got {self.hysteresis!r}")
+        if isinstance(self.hysteresis, bool) or not isinstance(self.hysteresis, (int, float)) \
+                or not 0.0 <= self.hysteresis < float("inf"):
+            raise ValueError(f"parameter 'hysteresis' must be a number >= 0 (consecutive policy decisions, "
+                             f"< 1 counts as 1), got {self.hysteresis!r}")
         if self.cooldown_s < 0:
             raise ValueError(f"parameter 'cooldown_s' must be >= 0, got {self.cooldown_s}")
         if self.threads < 1:
@@ -126,6 +129,8 @@ class NodeConfig:
         if unknown:
             raise ValueError(f"unknown detector parameters: {unknown}")
         values = dict(params)
+        if isinstance(values.get("hysteresis"), int) and not isinstance(values["hysteresis"], bool):
+            values["hysteresis"] = float(values["hysteresis"])  # declared with dynamic typing: 3 or 3.0
         if "allowed_levels" in values:
             values["allowed_levels"] = tuple(str(v) for v in values["allowed_levels"] if str(v))
         return cls(**values)

@@ -67,8 +67,8 @@ def test_engine_status_and_diagnostics_fields() -> None:
     ({"model_path": "m", "policy_mode": "auto", "policy_path": "p"}, "engine zoo"),
     ({"engine_manifest": "z", "policy_mode": "auto"}, "policy_path"),
     ({"model_path": "m", "image_reliability": "sometimes"}, "image_reliability"),
-    ({"model_path": "m", "hysteresis": 0}, "hysteresis"),
-    ({"model_path": "m", "hysteresis": 0.5}, "hysteresis"),
+    ({"model_path": "m", "hysteresis": -1.0}, "hysteresis"),
+    ({"model_path": "m", "hysteresis": "3"}, "hysteresis"),
     ({"model_path": "m", "cooldown_s": -1.0}, "cooldown_s"),
     ({"model_path": "m", "unknown_key": 1}, "unknown detector parameters"),
 ])
@@ -135,7 +135,9 @@ def test_build_controller_loads_the_policy_and_checks_its_levels(tmp_path) -> No
     scores = {"day_clear": {"dense": 0.1, "s75": 0.9}, "night_fog": {"dense": 0.9, "s75": 0.1}}
     path = _score_table(tmp_path / "p.json", ["dense", "s75"], scores)
     assert build_controller(NodeConfig(engine_manifest="z"), ["dense", "s75"], "dense") is None
-    cfg = NodeConfig(engine_manifest="z", policy_mode="auto", policy_path=path, hysteresis=2, cooldown_s=0.0)
+    cfg = NodeConfig.from_params({"engine_manifest": "z", "policy_mode": "auto", "policy_path": path,
+                                  "hysteresis": 2, "cooldown_s": 0.0})
+    assert cfg.hysteresis == 2.0 and isinstance(cfg.hysteresis, float)
     ctl = build_controller(cfg, ["dense", "s50", "s75"], "dense")
     assert isinstance(ctl, PolicyController) and ctl.mode == "auto" and ctl.current == "dense"
     day = Condition.from_key("day_clear")
