@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "KITTI_TYPES": "io",
     "KittiObject": "io",
     "read_labels": "io",
+    "iter_labels": "io",
     "write_labels": "io",
     "format_label_line": "io",
     "ObjectCalib": "io",

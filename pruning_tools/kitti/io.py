@@ -141,11 +141,17 @@ def read_labels(path: Path) -> list[KittiObject]:
     :raises FileNotFoundError: the file is missing.
     :raises ValueError: a malformed line, naming the file and the 1-based line number.
     """
-    out = []
-    for i, line in enumerate(_read_lines(path), 1):
-        if line.strip():
-            out.append(parse_label_line(line, where=f"{path}:{i}"))
-    return out
+    return [obj for _, obj in iter_labels(path)]
+
+
+def iter_labels(path: Path) -> list[tuple[int, KittiObject]]:
+    """Like :func:`read_labels`, with each object's 1-based line number (for error messages).
+
+    :param path: ``label_2/<id>.txt``.
+    :return: ``(line number, object)`` pairs in file order.
+    """
+    return [(i, parse_label_line(line, where=f"{path}:{i}"))
+            for i, line in enumerate(_read_lines(path), 1) if line.strip()]
 
 
 def format_label_line(obj: KittiObject) -> str:
