@@ -260,3 +260,25 @@ def test_raw_drive_missing_calib(shared_dir: Path, tmp_path: Path) -> None:
         RawDrive(drive)
     rd = RawDrive(drive, calib=shared_dir / CAM_TO_CAM)
     assert rd.camera_info.P[0, 0] == pytest.approx(7.215377e02)
+
+
+def test_package_exports_are_lazy_and_match_contract() -> None:
+    import inspect
+    import subprocess
+    import sys
+
+    import pruning_tools.kitti as kitti
+
+    sig = inspect.signature(kitti.convert_kitti)
+    assert list(sig.parameters)[:2] == ["kitti_root", "out"]
+    assert sig.parameters["split"].default == (0.8, 0.1, 0.1) and sig.parameters["min_height_px"].default == 0
+    sig = inspect.signature(kitti.raw_drive_to_bag)
+    assert sig.parameters["storage"].default == "mcap" and sig.parameters["camera"].default == "02"
+    assert kitti.TOPIC_IMAGE == "/kitti/camera_color_left/image_raw"
+    with pytest.raises(AttributeError):
+        kitti.no_such_name  # noqa: B018
+    # reading labels pulls in neither rosbags nor ROS nor torch
+    code = ("import sys, pruning_tools.kitti as k; k.read_labels; k.KittiObjectDataset; "
+            "bad = [m for m in ('rosbags', 'rclpy', 'torch') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
