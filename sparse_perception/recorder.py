@@ -259,6 +259,15 @@ class Recorder:
             self.counts[topic] += 1
 
 
+def _drain(executor: Any, rec: Recorder, max_s: float = 1.0) -> None:
+    """Take what already arrived (callbacks ready) before closing, for at most ``max_s``."""
+    deadline, idle = time.monotonic() + max_s, 0
+    while idle < 3 and time.monotonic() < deadline:
+        before = rec.total
+        executor.spin_once(timeout_sec=0.01)
+        idle = idle + 1 if rec.total == before else 0
+
+
 # ------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``recorder`` / ``sparse-perception record``."""
@@ -315,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                         break
                     if args.max_messages and rec.total >= args.max_messages:
                         break
+                _drain(executor, rec)
             except BaseException:
                 rec.abort()
                 raise

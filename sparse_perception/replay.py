@@ -27,6 +27,8 @@ IMAGE_TYPES = frozenset({"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedIma
 QOS_MODES = ("bag", "reliable", "sensor")
 #: Loop period for a pass that holds a single message (seconds of bag time).
 SINGLE_MESSAGE_PERIOD_S = 1.0
+#: Longest wait at the end for reliable subscribers to acknowledge the last messages.
+ACK_TIMEOUT_S = 5.0
 _CHUNK_S = 0.05  # longest single sleep, so a stop request is noticed promptly
 
 
@@ -420,6 +422,8 @@ def play(bag: Path | str, options: ReplayOptions = ReplayOptions(), *, node: Any
                 first_ns = item.stamp_ns if first_ns is None else first_ns
                 last_ns = item.stamp_ns
         stats.wall_s = time.monotonic() - t0
+        if not stop.is_set():
+            _wait_acked(pubs, ACK_TIMEOUT_S)
         stats.bag_span_s = 0.0 if first_ns is None else (last_ns - first_ns) / 1e9
         if stop.is_set():
             stats.interrupted = True
@@ -433,6 +437,17 @@ def play(bag: Path | str, options: ReplayOptions = ReplayOptions(), *, node: Any
             node.destroy_node()
         reader.close()
     return stats
+
+
+def _wait_acked(pubs: dict[str, Any], timeout_s: float) -> None:
+    """Let reliable subscribers acknowledge the last (large, fragmented) messages before exiting."""
+    from rclpy.duration import Duration
+
+    deadline = time.monotonic() + timeout_s
+    for topic, pub in pubs.items():
+        left = max(deadline - time.monotonic(), 0.0)
+        if not pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))):
+            _warn(f"subscribers of {topic} did not acknowledge every message within {timeout_s:g} s")
 
 
 def _clock_msg(cls: type, stamp_ns: int) -> Any:

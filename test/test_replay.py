@@ -353,6 +353,7 @@ def test_replay_start_offset_skips_the_beginning(ros_node, test_bag: Path) -> No
 @pytest.mark.ros
 def test_recorder_writes_every_message_and_renames_on_sigint(ros_node, tmp_path: Path) -> None:
     import rclpy
+    from rclpy.duration import Duration
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
     from rosbags.rosbag2 import Reader
     from sensor_msgs.msg import Image
@@ -387,10 +388,12 @@ def test_recorder_writes_every_message_and_renames_on_sigint(ros_node, tmp_path:
             img_pub.publish(img)
             sent_imgs.append(img)
             time.sleep(0.05)
-        time.sleep(1.5)
+        # reliable writers repair losses on their next heartbeat (FastDDS: 3 s); wait for the acks
+        assert det_pub.wait_for_all_acked(Duration(seconds=15)) and img_pub.wait_for_all_acked(Duration(seconds=15))
+        time.sleep(0.3)
         assert not out.exists()  # still being written into the temporary folder
         rc = proc.stop()
-        log = proc.output()
+        log = proc.log_path.read_text()
     assert rc == 0, log
     assert out.is_dir() and not list(tmp_path.glob(".rec_bag.partial-*")), log
     ts = typestore()
@@ -404,7 +407,8 @@ def test_recorder_writes_every_message_and_renames_on_sigint(ros_node, tmp_path:
     assert types == {"/rec_test/detections": "sparse_perception_msgs/msg/Detection2DArray",
                      "/rec_test/image": "sensor_msgs/msg/Image"}
     assert tl == ["TRANSIENT_LOCAL"]
-    assert len(got["/rec_test/detections"]) == n and len(got["/rec_test/image"]) == n, log
+    assert len(got["/rec_test/detections"]) == n and len(got["/rec_test/image"]) == n, (
+        [a.header.stamp.sec for a in got["/rec_test/detections"]], log)
     for i, arr in enumerate(got["/rec_test/detections"]):
         ref = make_array(i)
         assert (arr.header.stamp.sec, arr.header.stamp.nanosec, arr.header.frame_id) == (1000 + i, 123_456_789,
