@@ -316,7 +316,8 @@ def _rclpy_qos(choice: QosChoice) -> Any:
     from rclpy.qos import HistoryPolicy, QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=choice.depth,
-                      reliability=QoSReliabilityPolicy.RELIABLE if choice.reliable else QoSReliabilityPolicy.BEST_EFFORT,
+                      reliability=(QoSReliabilityPolicy.RELIABLE if choice.reliable
+                                   else QoSReliabilityPolicy.BEST_EFFORT),
                       durability=(QoSDurabilityPolicy.TRANSIENT_LOCAL if choice.transient_local
                                   else QoSDurabilityPolicy.VOLATILE))
 

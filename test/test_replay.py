@@ -349,6 +349,36 @@ def test_replay_start_offset_skips_the_beginning(ros_node, test_bag: Path) -> No
     assert chatter[0] == "frame 30"
 
 
+@pytest.mark.ros
+def test_loop_with_clock_runs_until_sigint_and_ends_cleanly(ros_node, test_bag: Path) -> None:
+    import rclpy
+    from rosgraph_msgs.msg import Clock
+    from std_msgs.msg import String
+
+    from sparse_perception.testing import managed_process, python_cmd
+
+    chatter: list[str] = []
+    clock_ns: list[int] = []
+    ros_node.create_subscription(String, "/replay_test/chatter", lambda m: chatter.append(m.data), 100)
+    ros_node.create_subscription(Clock, "/clock", lambda m: clock_ns.append(m.clock.sec * 10**9 + m.clock.nanosec),
+                                 100)
+    cmd = python_cmd("-m", "sparse_perception.cli", "replay", str(test_bag), "--loop", "--rate", "8", "--clock",
+                     "--topics", "/replay_test/chatter")
+    with managed_process(cmd) as proc:
+        # no image topic, so no wait for subscribers: the first messages may go before discovery
+        deadline = time.monotonic() + 30
+        while chatter.count("frame 3") < 2 and proc.alive() and time.monotonic() < deadline:
+            rclpy.spin_once(ros_node, timeout_sec=0.01)
+        assert proc.alive(), proc.output()
+        rc = proc.stop()
+        log = proc.log_path.read_text()
+    assert rc == 0, log
+    assert "replay: interrupted" in log and "lateness ms" in log, log
+    k = chatter.index("frame 39")
+    assert chatter[k + 1:k + 4] == ["frame 0", "frame 1", "frame 2"], chatter  # the loop restarts at the beginning
+    assert clock_ns and min(clock_ns) >= T0_NS and max(clock_ns) < T0_NS + N_FRAMES * PERIOD_NS
+
+
 # ------------------------------------------------------------------------------------------ recorder
 @pytest.mark.ros
 def test_recorder_writes_every_message_and_renames_on_sigint(ros_node, tmp_path: Path) -> None:
@@ -379,14 +409,12 @@ def test_recorder_writes_every_message_and_renames_on_sigint(ros_node, tmp_path:
             return img_pub.get_subscription_count() > 0 and det_pub.get_subscription_count() > 0
         assert wait_for(ready, 30), proc.output()
         assert proc.wait_for_output("subscribed /rec_test/image", 10), proc.output()
-        sent_imgs = []
         for i in range(n):
             det_pub.publish(make_array(i))
             img = Image(height=H, width=W, encoding="bgr8", step=W * 3)
             img.header.stamp.sec, img.header.frame_id = 500 + i, "camera_color_left"
             img.data = _frame(i).tobytes()
             img_pub.publish(img)
-            sent_imgs.append(img)
             time.sleep(0.05)
         # reliable writers repair losses on their next heartbeat (FastDDS: 3 s); wait for the acks
         assert det_pub.wait_for_all_acked(Duration(seconds=15)) and img_pub.wait_for_all_acked(Duration(seconds=15))
