@@ -854,19 +854,23 @@ class Renderer:
             out[m] = cols[ids[m]]
         beta = 3.912 / look.visibility_m
         if look.visibility_m < 6000:
-            d = lut_d[ids]
-            d = np.where(ids <= ID_ROAD, self.row_depth[:, None], d)
-            t = np.exp(-beta * d).astype(np.float32)[..., None]
-            out *= t
-            out += (1.0 - t) * np.asarray(look.airlight, np.float32)
+            t = np.exp(-beta * lut_d).astype(np.float32)[ids]
+            g = ids <= ID_ROAD
+            t_row = np.exp(-beta * self.row_depth.astype(np.float64)).astype(np.float32)
+            np.copyto(t, np.broadcast_to(t_row[:, None], t.shape), where=g)
+            air = np.asarray(look.airlight, np.float32)
+            out -= air
+            out *= t[..., None]
+            out += air
         # wet road: blurred mirror image about the horizon on the road surface
         if look.weather == "rain":
             hor = int(round(self.hor))
             rows = np.clip(2 * hor - np.arange(H), 0, H - 1)
             refl = cv2.blur(out[rows], (3, 9))
-            road = (ids == ID_ROAD)[..., None]
-            w = np.float32(0.3 if look.illumination == "day" else 0.45)
-            out = np.where(road, out * (1 - w) + refl * w, out)
+            w = 0.3 if look.illumination == "day" else 0.45
+            blend = cv2.addWeighted(out, 1.0 - w, refl, w, 0.0)
+            road = (ids == ID_ROAD).view(np.uint8)
+            cv2.copyTo(blend, road, out)
         # halos around lights (and their reflections on a wet road)
         if halos and (look.lights_on or look.illumination != "day"):
             raw = np.bincount(ids.ravel(), minlength=len(lut_emis))
@@ -899,8 +903,8 @@ class Renderer:
             ln = rng.uniform(8, 28, n)
             p1 = p0 + np.stack([np.sin(ang) * ln, np.cos(ang) * ln], 1)
             lev = int(70 if look.illumination == "day" else 45)
-            for a, b in zip(np.round(p0).astype(int), np.round(p1).astype(int)):
-                cv2.line(layer, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), lev, 1, cv2.LINE_AA)
+            segs = np.round(np.stack([p0, p1], axis=1) * _SC).astype(np.int32)
+            cv2.polylines(layer, list(segs), False, lev, 1, cv2.LINE_AA, _SHIFT)
             out = out * np.float32(0.85) + np.float32(0.15 * look.airlight[1])
             out += layer[..., None].astype(np.float32)
         dy, dx = int(rng.integers(0, 32)), int(rng.integers(0, 32))
