@@ -258,3 +258,11 @@ def test_bad_input(tmp_path: Path) -> None:
     empty.mkdir()
     generate_dataset(empty, 1, progress=False)
     assert (empty / "generation.json").is_file()
+
+
+def test_sequence_conditions_follow_the_given_route(tmp_path: Path) -> None:
+    route = ["night_fog", "day_clear", "night_fog"]
+    generate_dataset(tmp_path / "seq", frames=14, seed=2, sequence=True, conditions=route, segment_frames=4,
+                     progress=False)
+    got = json.loads((tmp_path / "seq" / "generation.json").read_text())["conditions"]
+    assert got == [route[(i // 4) % 3] for i in range(14)]

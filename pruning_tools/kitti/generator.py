@@ -241,7 +241,8 @@ def generate_dataset(out: Path, frames: int, seed: int = 0, sequence: bool = Fal
         ``generation.json``); otherwise every frame is an independent scene.
     :param conditions: condition keys to use (see :data:`sparse_perception.conditions.CONDITION_KEYS`);
         ``None`` mixes all nine. They change per segment of ``segment_frames`` frames in sequence
-        mode, per frame otherwise, cycling through seeded shuffles of the list.
+        mode — a given list is the route, used in order and cycled; ``None`` cycles seeded shuffles
+        of all nine — and per frame otherwise (seeded shuffles of the list, back to back).
     :param segment_frames: frames per condition segment in sequence mode (>= 1).
     :param timestamps: a real KITTI raw ``timestamps.txt`` to stamp the frames with (must have at
         least ``frames`` lines); the simulation steps by its intervals.
@@ -296,7 +297,10 @@ def generate_dataset(out: Path, frames: int, seed: int = 0, sequence: bool = Fal
     date = f"{first:%Y_%m_%d}"
     drive_name = f"{date}_drive_0001_sync"
     n_units = math.ceil(frames / segment_frames) if sequence else frames
-    schedule = condition_schedule(n_units, keys, seed)
+    if sequence and conditions is not None:  # a route: the given segments in order, cycled
+        schedule = [keys[i % len(keys)] for i in range(n_units)]
+    else:
+        schedule = condition_schedule(n_units, keys, seed)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
