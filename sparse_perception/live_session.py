@@ -59,7 +59,7 @@ class LiveConfig:
     :param manual_fraction: share of the drive driven by manual swaps before ``auto``.
     :param swap_period_s: seconds between two manual swaps.
     :param cooldown_s: policy cooldown passed to the node.
-    :param hysteresis: policy hysteresis passed to the node.
+    :param hysteresis: agreeing policy decisions in a row before a switch (passed to the node).
     :param rate: replay rate factor.
     :param threads: inference threads of the node.
     """
@@ -71,7 +71,7 @@ class LiveConfig:
     manual_fraction: float = 0.4
     swap_period_s: float = 2.0
     cooldown_s: float = 1.0
-    hysteresis: float = 0.02
+    hysteresis: float = 2.0
     rate: float = 1.0
     threads: int = 2
 
