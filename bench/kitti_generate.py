@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
 import sys
@@ -17,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 
 
 def _run(out: Path, frames: int, sequence: bool, seed: int) -> tuple[float, float]:
@@ -37,8 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", required=True)
     args = ap.parse_args(argv)
     import cv2
-
-    import pruning_tools
 
     cv2.setNumThreads(args.threads)
     frames = 18 if args.quick else 60
@@ -59,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
                          "fps_cpu_median": frames / statistics.median(cpus),
                          "ms_per_frame_wall_median": statistics.median(walls) / frames * 1e3,
                          "png_mb_per_frame": size / frames / 1e6}
-    res["machine"] = {"python": platform.python_version(), "platform": platform.platform(),
-                      "processor": platform.processor(), "numpy": np.__version__, "opencv": cv2.__version__,
-                      "pruning_tools": pruning_tools.__version__}
+    from sparse_perception.machine import machine_info
+
+    res["machine"] = machine_info()
     res["quick"] = args.quick
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=2) + "\n")

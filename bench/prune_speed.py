@@ -18,7 +18,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,25 +30,9 @@ TARGETS = {0.5: 1.8, 0.75: 3.0, 0.9: 4.5}
 
 
 def machine_info() -> dict[str, object]:
-    import numpy
-    import onnxruntime
-    import torch
-    import torch_pruning
+    from sparse_perception.machine import machine_info as info
 
-    from pruning_tools.ultralytics_adapter import ultralytics_version
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "torch": str(torch.__version__), "onnxruntime": onnxruntime.__version__,
-            "torch_pruning": getattr(torch_pruning, "__version__", "?"), "ultralytics": ultralytics_version(),
-            "numpy": numpy.__version__}
+    return info()
 
 
 def main(argv: list[str] | None = None) -> int:

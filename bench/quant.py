@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import platform
 import statistics
 import sys
@@ -34,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 BASELINE = REPO / "pruning_tools" / "assets" / "baseline_yolov5n.pt"
+
 
 
 def _versions() -> dict[str, str]:
@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from pruning_tools.bisection import OrtMeasurer, SearchConfig, cpu_name, search_precision
+    from pruning_tools.bisection import OrtMeasurer, SearchConfig, search_precision
     from pruning_tools.quantize import Int8Builder, QuantConfig, export_fp32, select_calibration_files
+    from sparse_perception.machine import machine_info
 
     torch.set_num_threads(a.threads)
     imgsz = (384, 1248)
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     calib = select_calibration_files(a.dataset, calib_n)
     measurer = OrtMeasurer(a.dataset, "test", imgsz, a.eval_images, a.threads, warmup=2, runs=5 if a.quick else 10)
     report: dict = {"bench": "quant", "quick": a.quick, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+                    "machine": machine_info(),
                     "versions": _versions(), "dataset": str(a.dataset), "split": "test", "imgsz": list(imgsz),
                     "threads": a.threads, "calibration_images": len(calib), "delta_points": a.delta, "models": {}}
     t0 = time.monotonic()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -17,6 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+
 
 
 def _median_ms(fn, runs: int) -> float:
@@ -33,9 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", required=True)
     args = ap.parse_args(argv)
-    import cv2
-    import onnxruntime
-
     from runtime_models import tiny_zoo
     from sparse_perception.postprocess import decode, letterbox
     from sparse_perception.runtime import EnginePool, RuntimeConfig
@@ -61,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         res["swap_ms_median"] = statistics.median(swaps)
         res["swap_ms_max"] = max(swaps)
         pool.close()
-    res["machine"] = {"python": platform.python_version(), "platform": platform.platform(),
-                      "processor": platform.processor(), "numpy": np.__version__, "opencv": cv2.__version__,
-                      "onnxruntime": onnxruntime.__version__}
+    from sparse_perception.machine import machine_info
+
+    res["machine"] = machine_info()
     res["quick"] = args.quick
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=2) + "\n")

@@ -19,7 +19,6 @@ the console and returned for the JSON search log (:meth:`SearchResult.to_dict`).
 """
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -276,14 +275,10 @@ def search_precision(fp32: Path, out_dir: Path, measurer: Measurer, cfg: SearchC
 
 # ------------------------------------------------------------------------------------- measuring
 def cpu_name() -> str:
-    """``cpu: <model name>`` from /proc/cpuinfo (platform fallback)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return "cpu: " + line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu: " + (platform.processor() or platform.machine())
+    """``cpu: <model name>`` (the manifest's latency ``device`` on ONNX Runtime CPU)."""
+    from sparse_perception.machine import cpu_model
+
+    return "cpu: " + cpu_model()
 
 
 class OrtMeasurer:

@@ -7,8 +7,6 @@ into the run folder. Every figure comes from those files: nothing here measures 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -21,30 +19,11 @@ METHOD_ROWS = (("uniform", "No RL (uniform magnitude)"), ("importance", "Stage 1
 
 
 def device_info() -> dict[str, Any]:
-    """The machine that measured the latencies: CPU model, cores, GPU (if torch sees one), versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-                            "platform": platform.platform()}
-    versions = {}
-    for mod in ("torch", "onnxruntime", "ultralytics", "torch_pruning", "stable_baselines3"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - report what is importable
-            versions[mod] = None
-    info["versions"] = versions
-    try:
-        import torch
+    """The machine that measured the latencies (CPU model, cores, GPU if torch sees one, versions)."""
+    from sparse_perception.machine import machine_info
 
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception:  # noqa: BLE001
-        info["gpu"] = None
+    info = machine_info(gpu=True)
+    info["cores"] = info["cpu_count"]
     return info
 
 
@@ -226,7 +205,7 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], profile: dict
           f"* **Device that measured the latencies**: {dev['cpu']} ({dev['cores']} cores"
           f"{', GPU ' + dev['gpu'] if dev.get('gpu') else ', no GPU'}); ONNX Runtime CPU"
           f"{' (' + lat_dev + ')' if lat_dev else ''}.",
-          f"* **Versions**: " + ", ".join(f"{k} {v}" for k, v in dev["versions"].items() if v), "",
+          "* **Versions**: " + ", ".join(f"{k} {v}" for k, v in dev["versions"].items() if v), "",
           "## Table 1 — pruning at equal targets", "",
           f"Test split at {prune['config']['data']['imgsz'][0]}x{prune['config']['data']['imgsz'][1]}; latency: "
           f"ONNX Runtime CPU FP32, median; mean ± std over trials where trials > 1; evaluator: "
