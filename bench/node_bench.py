@@ -196,14 +196,21 @@ def main(argv: list[str] | None = None) -> int:
             def sample(i: int) -> None:
                 if (i + 1) % max(1, n_soak // 20) == 0:
                     samples.append((i + 1, rss_mb(node.pid)))
-                    print(f"soak {i + 1}/{n_soak} frames, {time.monotonic() - t0:.0f} s, rss {samples[-1][1]:.1f} MB",
-                          flush=True)
+                    print(f"soak {i + 1}/{n_soak} frames, {time.monotonic() - t0:.0f} s, rss {samples[-1][1]:.1f} MB, "
+                          f"load {os.getloadavg()[0]:.1f}", flush=True)
 
-            lockstep(client, n_soak, img, on_frame=sample)
+            soak_lat = np.asarray(lockstep(client, n_soak, img, on_frame=sample))
+            seconds = time.monotonic() - t0
             rss1 = rss_mb(node.pid)
+            # frames over 1 s are DDS repairs that waited for a periodic heartbeat (3 s in FastDDS):
+            # the stall that a keep-last-10 image publisher caused (docs/node.md, Benchmark)
             result["rss_soak"] = {"frames": n_soak, "quick_mode_reduced": n_soak < 10_000, "rss_start_mb": rss0,
                                   "rss_end_mb": rss1, "growth_pct": 100.0 * (rss1 - rss0) / rss0,
-                                  "seconds": time.monotonic() - t0, "samples": samples}
+                                  "seconds": seconds, "frames_per_s": n_soak / seconds,
+                                  "e2e_p50_ms": float(np.median(soak_lat)),
+                                  "e2e_p99_ms": float(np.percentile(soak_lat, 99)),
+                                  "e2e_max_ms": float(soak_lat.max()), "frames_over_1s": int((soak_lat > 1000).sum()),
+                                  "loadavg_1min": os.getloadavg()[0], "samples": samples}
             print({k: v for k, v in result["rss_soak"].items() if k != "samples"}, flush=True)
         finally:
             client.close()

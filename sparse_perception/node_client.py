@@ -18,7 +18,7 @@ from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -35,6 +35,14 @@ TRANSITIONS = {
 }
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
                      durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+#: QoS of the client's image publisher: reliable, **keep last 1** (the node keeps only the newest
+#: frame too). Depth 1 is what keeps lost fragments cheap: a FastDDS writer piggybacks a heartbeat
+#: on a sample only when its history is full (or a send buffer's worth of bytes went out), and a
+#: volatile writer drops acknowledged samples, so a lock-step depth-10 writer never fills its
+#: history and a lost fragment of a 1.4 MB frame waited for the periodic heartbeat (3 s) before
+#: it was repaired. That was the ``node_bench --soak`` stall (docs/node.md, Benchmark).
+FRAME_QOS = QoSProfile(depth=1, history=QoSHistoryPolicy.KEEP_LAST, reliability=QoSReliabilityPolicy.RELIABLE,
+                       durability=QoSDurabilityPolicy.VOLATILE)
 
 
 def stamp_ns(header: Header) -> int:
@@ -63,7 +71,8 @@ class DetectorClient:
         self.statuses: list[EngineStatus] = []
         self._lock = threading.Lock()
         n, p = self.node, self.prefix
-        self.image_pub = n.create_publisher(Image, image_topic if image_topic.startswith("/") else p + image_topic, 10)
+        self.image_pub = n.create_publisher(Image, image_topic if image_topic.startswith("/") else p + image_topic,
+                                            FRAME_QOS)
         self.condition_pub = n.create_publisher(DrivingCondition, p + "driving_condition", 10)
         n.create_subscription(Detection2DArray, p + "detections", self._on_det, 100)
         if subscribe_status:
@@ -135,17 +144,28 @@ class DetectorClient:
         """Wait until the node is subscribed *and* answers: probe frames (stamp 1 s + k ns) every 0.2 s.
 
         A best-effort subscriber can miss the first frames while discovery completes on its side,
-        so seeing a matched subscription is not enough before lock-step publishing.
+        so seeing a matched subscription is not enough before lock-step publishing. The answer to
+        *any* probe counts: on a loaded machine a full-size probe can take longer than 0.2 s, and
+        with the keep-last-1 image QoS each new probe replaces the previous one.
         """
         if not self.wait_for_subscriber(timeout):
             return False
         probe = np.zeros((*shape, 3), np.uint8)
         deadline = time.monotonic() + timeout
+        with self._lock:
+            first = len(self.detections)
+        sent: set[int] = set()
+
+        def answered() -> bool:
+            with self._lock:
+                return any(stamp_ns(m.header) in sent for _, m in self.detections[first:])
+
         k = 0
         while time.monotonic() < deadline:
             k += 1
+            sent.add(1_000_000_000 + k)
             self.publish(image_msg(probe, 1_000_000_000 + k))
-            if self.wait_for_stamp(1_000_000_000 + k, timeout=0.2) is not None:
+            if wait_until(answered, min(0.2 * k, 2.0), period=0.005):  # back off up to 2 s per probe
                 return True
         return False
 
