@@ -11,7 +11,7 @@ uniformly to 75 % with Torch-Pruning (no fine-tuning: lower mAP, same latency st
 
 Usage::
 
-    python bench/quant.py --quick --dataset DATA --json OUT.json [--run RUN]
+    python bench/quant.py --quick --json OUT.json [--dataset DATA] [--run RUN]
 
 Targets (issue 5): INT8/FP32 latency <= 0.6 with mAP drop <= 1 point after fallback.
 """
@@ -90,7 +90,8 @@ def interleaved_latency(paths: dict[str, Path], imgsz: tuple[int, int], threads:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", type=Path, required=True, help="YOLO dataset (data.yaml; train split calibrates)")
+    ap.add_argument("--dataset", type=Path, help="YOLO dataset (data.yaml; train split calibrates); default: "
+                                                 "generate 400 scenes (seed 7) and convert them into a temp dir")
     ap.add_argument("--json", type=Path, required=True, help="output JSON")
     ap.add_argument("--run", type=Path, help="prune run whose <method>/s75/model.pt is the 75 %% model")
     ap.add_argument("--method", default="full")
@@ -108,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(a.threads)
     imgsz = (384, 1248)
+    scratch = tempfile.TemporaryDirectory(prefix="sp_bench_quant_data_")
+    if a.dataset is None:
+        from pruning_tools.kitti import convert_kitti, generate_dataset
+
+        print("no --dataset: generating 400 scenes (seed 7) for calibration and evaluation")
+        generate_dataset(Path(scratch.name) / "kitti", frames=400, seed=7)
+        a.dataset = convert_kitti(Path(scratch.name) / "kitti", Path(scratch.name) / "yolo")
     calib_n, rounds = (64, 20) if a.quick else (500, 50)
     calib = select_calibration_files(a.dataset, calib_n)
     measurer = OrtMeasurer(a.dataset, "test", imgsz, a.eval_images, a.threads, warmup=2, runs=5 if a.quick else 10)
@@ -155,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {a.json} ({report['wall_s']} s): {json.dumps(report['targets'])}")
+    scratch.cleanup()
     return 0
 
 
