@@ -219,7 +219,8 @@ def run_live_session(cfg: LiveConfig, log: Any = print) -> dict[str, Any]:
         procs.append(recorder)
         time.sleep(2.0)  # let the recorder discover the topics
         replay = ManagedProcess(python_cmd("-m", "sparse_perception.cli", "replay", str(cfg.bag), "--rate",
-                                           str(cfg.rate), "--qos", "reliable", "--wait-subscribers", "30"),
+                                           str(cfg.rate), "--qos", "reliable", "--wait-subscribers", "30",
+                                           "--min-subscribers", "2"),  # the node and our watcher
                                 log_path=out / "replay.log")
         procs.append(replay)
         # the first image the client sees starts the drive clock

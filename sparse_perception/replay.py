@@ -47,6 +47,8 @@ class ReplayOptions:
     :param qos_depth: keep-last history depth of every publisher.
     :param wait_subscribers_s: wait up to this long for each image topic to match a subscriber
         before the first message (0 = do not wait).
+    :param min_subscribers: how many subscribers each image topic must have matched before the
+        wait ends (e.g. 2 when a monitor and the node both listen).
     :param clock: also publish ``/clock`` (rosgraph_msgs/Clock) with each message's bag time.
     """
 
@@ -58,6 +60,7 @@ class ReplayOptions:
     qos: str = "bag"
     qos_depth: int = 10
     wait_subscribers_s: float = 5.0
+    min_subscribers: int = 1
     clock: bool = False
 
     def __post_init__(self) -> None:
@@ -71,6 +74,8 @@ class ReplayOptions:
             raise ValueError(f"qos depth must be >= 1, got {self.qos_depth!r}")
         if not self.wait_subscribers_s >= 0:
             raise ValueError(f"wait for subscribers must be >= 0 s, got {self.wait_subscribers_s!r}")
+        if not (isinstance(self.min_subscribers, int) and self.min_subscribers >= 1):
+            raise ValueError(f"min subscribers must be an integer >= 1, got {self.min_subscribers!r}")
 
 
 def select_topics(available: Iterable[str], topics: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[str]:
@@ -394,7 +399,7 @@ def play(bag: Path | str, options: ReplayOptions = ReplayOptions(), *, node: Any
                 clock_pub = node.create_publisher(clock_cls, "/clock", 10)
             except ImportError as exc:
                 _warn(f"--clock ignored: {exc}")
-        _wait_for_subscribers(pubs, stats.types, options.wait_subscribers_s, stop, log)
+        _wait_for_subscribers(pubs, stats.types, options.wait_subscribers_s, stop, log, options.min_subscribers)
 
         conns = [c for t in pubs for c in by_topic[t]]
 
@@ -458,15 +463,15 @@ def _clock_msg(cls: type, stamp_ns: int) -> Any:
 
 
 def _wait_for_subscribers(pubs: dict[str, Any], types: dict[str, str], timeout_s: float, stop: threading.Event,
-                          log: TextIO) -> None:
-    """Wait until every image topic's publisher matched a subscriber, or ``timeout_s`` passed."""
+                          log: TextIO, minimum: int = 1) -> None:
+    """Wait until every image topic's publisher matched ``minimum`` subscribers, or ``timeout_s`` passed."""
     images = [t for t in pubs if types.get(t) in IMAGE_TYPES]
     if timeout_s <= 0 or not images:
         return
     print(f"replay: waiting up to {timeout_s:g} s for subscribers on {', '.join(images)}", file=log, flush=True)
     t0 = time.monotonic()
     while not stop.is_set():
-        waiting = [t for t in images if pubs[t].get_subscription_count() < 1]
+        waiting = [t for t in images if pubs[t].get_subscription_count() < minimum]
         if not waiting:
             print(f"replay: subscribers matched after {time.monotonic() - t0:.2f} s", file=log, flush=True)
             return
@@ -493,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-subscribers", type=float, default=5.0, metavar="SECONDS",
                    help="wait up to SECONDS for a subscriber on every image topic before starting (0: no wait; "
                         "default 5)")
+    p.add_argument("--min-subscribers", type=int, default=1, metavar="N",
+                   help="with --wait-subscribers: wait for N subscribers on every image topic (default 1)")
     p.add_argument("--clock", action="store_true", help="also publish /clock with each message's bag time")
     return p
 
@@ -507,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = ReplayOptions(rate=args.rate, loop=args.loop, topics=tuple(args.topics),
                                 exclude=tuple(args.exclude), start_offset_s=args.start_offset, qos=args.qos,
-                                qos_depth=args.qos_depth, wait_subscribers_s=args.wait_subscribers, clock=args.clock)
+                                qos_depth=args.qos_depth, wait_subscribers_s=args.wait_subscribers,
+                                min_subscribers=args.min_subscribers, clock=args.clock)
         open_bag(args.bag).close()  # fail fast, before DDS starts
     except ValueError as exc:
         print(f"replay: error: {exc}", file=sys.stderr)

@@ -87,6 +87,8 @@ def test_schedule_rejects_bad_arguments() -> None:
         ReplayOptions(rate=-2)
     with pytest.raises(ValueError, match="qos"):
         ReplayOptions(qos="fast")
+    with pytest.raises(ValueError, match="min subscribers"):
+        ReplayOptions(min_subscribers=0)
 
 
 def test_select_topics_include_exclude_and_errors() -> None:
