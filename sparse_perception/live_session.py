@@ -14,8 +14,8 @@ What happens, in order:
    the drive a client swaps levels through ``~/set_sparsity`` every ``swap_period_s`` seconds;
    then it asks for ``auto`` and the condition policy picks the level from ``/driving_condition``.
 3. Everything the node published is matched by image stamp with the bag's ground truth and
-   condition: frames answered/dropped, end-to-end latency (image seen by the client →
-   detections seen by the client), swap times, mAP per driving condition and phase, the levels
+   condition: frames answered/dropped, end-to-end latency (image published by the replay →
+   its detections published by the node, from DDS source timestamps), swap times, mAP per driving condition and phase, the levels
    the policy chose per condition. Results go to ``DIR/live.json`` and ``DIR/timeline.png``.
 
 Only processes started here are stopped (by pid); ROS isolation variables come from the caller.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
 import sys
 import threading
 import time
@@ -70,8 +71,8 @@ class LiveConfig:
     policy: Path | None = None
     manual_fraction: float = 0.4
     swap_period_s: float = 2.0
-    cooldown_s: float = 1.0
-    hysteresis: float = 2.0
+    cooldown_s: float = 2.0
+    hysteresis: float = 3.0
     rate: float = 1.0
     threads: int = 2
 
@@ -127,8 +128,25 @@ def bag_summary(bag: Path) -> dict[str, Any]:
             "duration_s": (stamps[-1] - stamps[0]) / 1e9 if len(stamps) > 1 else 0.0}
 
 
+def cdr_header_stamp(data: bytes) -> int:
+    """Header stamp (ns) of a serialized message whose first field is ``std_msgs/Header``.
+
+    Reads only the 4-byte encapsulation and the stamp (int32 sec, uint32 nanosec), so a 1.4 MB
+    image is never deserialized just to learn its stamp.
+    """
+    if len(data) < 12:
+        raise ValueError(f"serialized message too short for a header ({len(data)} bytes)")
+    order = "<" if data[1] & 1 else ">"  # CDR_LE / PL_CDR_LE have the low bit set
+    sec, nsec = struct.unpack_from(order + "iI", data, 4)
+    return sec * 1_000_000_000 + nsec
+
+
 class _Watcher:
-    """rclpy side of the session: the client plus taps on images, ground truth, diagnostics."""
+    """rclpy side of the session: the client plus taps on images, detections, conditions, diagnostics.
+
+    Latency uses the DDS source timestamps (the writers' wall clock, one host): image published by
+    the replay → its detections published by the node.
+    """
 
     def __init__(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
@@ -136,23 +154,29 @@ class _Watcher:
         from sensor_msgs.msg import Image
 
         from sparse_perception.node_client import DetectorClient
-        from sparse_perception_msgs.msg import DrivingCondition
+        from sparse_perception_msgs.msg import Detection2DArray, DrivingCondition
 
         self.client = DetectorClient(namespace=NAMESPACE, image_topic=IMAGE_TOPIC, name="demo_live_client")
-        self.image_seen: dict[int, int] = {}
+        self.image_seen: dict[int, int] = {}  # stamp -> source timestamp of the image (replay publish time)
+        self.det_published: dict[int, int] = {}  # stamp -> source timestamp of its detections (node publish time)
         self.conditions: list[tuple[int, Any]] = []
         self.diagnostics: list[Any] = []
         self.status_log: list[tuple[int, str, str]] = []  # (receipt ns, level, mode)
         self._lock = threading.Lock()
         node = self.client.node
         reliable = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
-        node.create_subscription(Image, IMAGE_TOPIC, self._on_image, reliable)
+        node.create_subscription(Image, IMAGE_TOPIC, self._on_image, reliable, raw=True)
+        node.create_subscription(Detection2DArray, f"{NAMESPACE}/detections", self._on_detections, 100)
         node.create_subscription(DrivingCondition, CONDITION_TOPIC, self._on_condition, 10)
         node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
 
-    def _on_image(self, msg: Any) -> None:
+    def _on_image(self, data: bytes, info: Any) -> None:
         with self._lock:
-            self.image_seen.setdefault(_stamp(msg.header), time.time_ns())
+            self.image_seen.setdefault(cdr_header_stamp(data), int(info["source_timestamp"]))
+
+    def _on_detections(self, msg: Any, info: Any) -> None:
+        with self._lock:
+            self.det_published.setdefault(_stamp(msg.header), int(info["source_timestamp"]))
 
     def _on_condition(self, msg: Any) -> None:
         with self._lock:
@@ -310,7 +334,8 @@ def _analyse(cfg: LiveConfig, bag: dict[str, Any], w: _Watcher, swaps: list[dict
     duplicates = sum(1 for _t, m in w.client.detections if _stamp(m.header) in stamps) - len(dets)
     answered = sorted(dets)
     order_ok = [_stamp(m.header) for _t, m in w.client.detections if _stamp(m.header) in stamps] == answered
-    e2e = [(dets[ns][0] - w.image_seen[ns]) / 1e6 for ns in answered if ns in w.image_seen]
+    e2e = [(w.det_published[ns] - w.image_seen[ns]) / 1e6 for ns in answered
+           if ns in w.image_seen and ns in w.det_published]
     overall = MapAccumulator(len(names), names)
     by_phase = {"manual": MapAccumulator(len(names), names), "auto": MapAccumulator(len(names), names)}
     chosen: dict[str, Counter] = defaultdict(Counter)
@@ -333,7 +358,8 @@ def _analyse(cfg: LiveConfig, bag: dict[str, Any], w: _Watcher, swaps: list[dict
         if phase == "auto" and cond:
             chosen[cond][level] += 1
         per_frame.append({"t_s": (ns - bag["stamps"][0]) / 1e9, "level": level, "mode": mode, "condition": cond,
-                          "e2e_ms": (t_recv - w.image_seen[ns]) / 1e6 if ns in w.image_seen else None,
+                          "e2e_ms": (w.det_published[ns] - w.image_seen[ns]) / 1e6
+                          if ns in w.image_seen and ns in w.det_published else None,
                           "detections": int(len(scores))})
     acc = overall.compute() if len(overall) else {}
     phases = {k: v.compute() for k, v in by_phase.items() if len(v)}
@@ -351,7 +377,8 @@ def _analyse(cfg: LiveConfig, bag: dict[str, Any], w: _Watcher, swaps: list[dict
                    "dropped": len(bag["stamps"]) - len(answered), "duplicated": duplicates,
                    "stamps_in_order": order_ok},
         "e2e_latency_ms": {"p50": _pct(e2e, 50), "p95": _pct(e2e, 95), "max": max(e2e) if e2e else None,
-                           "n": len(e2e), "definition": "image received by the client -> its detections received"},
+                           "n": len(e2e), "definition": "image published by the replay -> its detections published by the node "
+                                         "(DDS source timestamps)"},
         "fps": len(answered) / bag["duration_s"] * cfg.rate if bag["duration_s"] else None,
         "node_diagnostics": diag,
         "swaps": {"n": len(swaps), "failed": sum(not s["success"] for s in swaps),

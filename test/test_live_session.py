@@ -78,3 +78,16 @@ def test_live_session_swaps_then_policy_and_records(test_zoo: Path, drive_bag: P
     md = "\n".join(live_lines(json.loads((out / "live.json").read_text())) + policy_lines(res))
     assert f"| {fr['in_bag']} / {fr['answered']} |" in md
     assert "day_clear" in md or "night_fog" in md or "dusk_rain" in md
+
+
+def test_cdr_header_stamp_reads_the_stamp_without_deserializing() -> None:
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image
+
+    from sparse_perception.live_session import cdr_header_stamp
+
+    msg = Image(height=2, width=3, encoding="bgr8", step=9, data=bytes(range(18)))
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 1_317_041_200, 987_654_321
+    assert cdr_header_stamp(serialize_message(msg)) == 1_317_041_200_987_654_321
+    with pytest.raises(ValueError, match="too short"):
+        cdr_header_stamp(b"\x00\x01\x00\x00")
