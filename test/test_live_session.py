@@ -20,8 +20,8 @@ def drive_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pruning_tools.kitti import generate_dataset, raw_drive_to_bag
 
     root = tmp_path_factory.mktemp("live_drive")
-    drive = generate_dataset(root / "seq", frames=60, seed=5, sequence=True,
-                             conditions=["day_clear", "night_fog", "dusk_rain"], segment_frames=20, progress=False)
+    drive = generate_dataset(root / "seq", frames=90, seed=5, sequence=True,
+                             conditions=["day_clear", "night_fog", "dusk_rain"], segment_frames=30, progress=False)
     return raw_drive_to_bag(drive, root / "bag", progress=False)
 
 
@@ -47,9 +47,9 @@ def test_live_session_swaps_then_policy_and_records(test_zoo: Path, drive_bag: P
 
     out = tmp_path / "live"
     res = run_live_session(LiveConfig(manifest=test_zoo, bag=drive_bag, out=out, policy=policy,
-                                      manual_fraction=0.5, swap_period_s=0.8, cooldown_s=0.0))
+                                      manual_fraction=0.3, swap_period_s=0.8, cooldown_s=0.0))
     fr = res["frames"]
-    assert fr["in_bag"] == 60
+    assert fr["in_bag"] == 90
     assert fr["duplicated"] == 0 and fr["stamps_in_order"], fr
     # A 96x320 model keeps up with 10 Hz easily; allow a few drops on a loaded 2-core machine.
     assert fr["answered"] >= 0.8 * fr["in_bag"], fr
@@ -60,8 +60,14 @@ def test_live_session_swaps_then_policy_and_records(test_zoo: Path, drive_bag: P
     # the policy took over and chose a level for the conditions of the second half
     chosen = res["policy"]["levels_by_condition"]
     assert chosen and set(chosen) <= {"day_clear", "night_fog", "dusk_rain"}, chosen
-    for cond, counts in chosen.items():  # after a condition change the policy needs a frame or two
-        assert max(counts, key=counts.get) == EXPECTED[cond], (cond, counts)
+    assert {"night_fog", "dusk_rain"} <= set(chosen), chosen  # both segments entirely under the policy
+    # After a condition change the policy needs `hysteresis` (3) condition messages, and a small
+    # message sharing the transport with 1.4 MB frames is sometimes repaired only at the next
+    # heartbeat (~1 s here; docs/node.md): judge each 3 s segment by its last second.
+    for cond in ("night_fog", "dusk_rain"):
+        frames = [f for f in res["per_frame"] if f["condition"] == cond and f["mode"] == "auto"]
+        tail = [f["level"] for f in frames if f["t_s"] >= frames[-1]["t_s"] - 1.0]
+        assert tail and all(lv == EXPECTED[cond] for lv in tail), (cond, tail)
     assert any(s["mode"] == "auto" for s in res["policy"]["status_changes"])
     assert res["accuracy"]["map50_95"] is not None
     assert res["e2e_latency_ms"]["n"] > 0 and res["e2e_latency_ms"]["p50"] > 0
