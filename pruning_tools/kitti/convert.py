@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from pruning_tools.kitti.dataset import KittiObjectDataset
-from pruning_tools.kitti.io import KITTI_TYPES, iter_labels, read_image
+from pruning_tools.kitti.io import KITTI_TYPES, iter_labels, publish_dir, read_image
 from sparse_perception.conditions import read_condition
 
 #: Default class map: the three KITTI benchmark classes; every other type is dropped.
@@ -242,9 +242,7 @@ def convert_kitti(kitti_root: Path, out: Path, *, classes: Mapping[str, str | No
         (tmp / "stats.json").write_text(json.dumps(
             {"frames": {s: len(v) for s, v in splits.items()}, "instances": counts,
              "class_map": cmap, "source": str(ds.root.resolve())}, indent=1) + "\n")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -28,6 +28,7 @@ from pruning_tools.kitti.io import (
     KittiObject,
     ObjectCalib,
     atomic_write_text,
+    publish_dir,
     read_cam_to_cam,
     read_timestamps,
     write_cam_to_cam,
@@ -373,9 +374,7 @@ def generate_dataset(out: Path, frames: int, seed: int = 0, sequence: bool = Fal
         }
         atomic_write_text(tmp / "generation.json", json.dumps(meta, indent=1) + "\n")
         _check_out(out)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -32,6 +32,17 @@ DIFFICULTY_LEVELS: tuple[tuple[str, float, int, float], ...] = (
 )
 
 
+def publish_dir(tmp: Path, out: Path) -> None:
+    """Move a finished temporary folder onto ``out`` (which must be absent or an empty folder).
+
+    Writers build their output in a temporary sibling of ``out`` and call this last, so a failure
+    never leaves a half-written dataset or bag at ``out``.
+    """
+    if out.exists():
+        out.rmdir()  # raises OSError when it is not empty: never clobber data
+    os.replace(tmp, out)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary sibling file and a rename.
 

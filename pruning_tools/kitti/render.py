@@ -555,7 +555,6 @@ class Renderer:
             the fog/haze transmission at its distance (contrast left, 0..1).
         """
         cam, H, W = self.cam, self.H, self.W
-        rng = np.random.default_rng(look.seed)
         img = np.empty((H, W, 3), np.uint8)
         ids = np.zeros((H, W), np.uint16)
         hor = int(math.floor(self.hor))
