@@ -12,54 +12,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pruning_tools.comparison import METHOD_LABELS, aggregate_row, comparison_table
 from sparse_perception.conditions import CONDITION_KEYS
 
-METHOD_ROWS = (("uniform", "No RL (uniform magnitude)"), ("importance", "Stage 1 budgets only"),
-               ("full", "RL (stage 1 + PPO + fine-tune)"))
+#: Table 1 in the seed's vocabulary (no RL / RL).
+SEED_LABELS = {**METHOD_LABELS, "uniform": "No RL (uniform magnitude)", "full": "RL (stage 1 + PPO + fine-tune)"}
 
 
 def device_info() -> dict[str, Any]:
     """The machine that measured the latencies (CPU model, cores, GPU if torch sees one, versions)."""
     from sparse_perception.machine import machine_info
 
-    info = machine_info(gpu=True)
-    info["cores"] = info["cpu_count"]
-    return info
+    return machine_info(gpu=True)
 
 
 def _f(v: Any, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
     return "–" if v is None else fmt.format(float(v) * scale)
-
-
-def _pm(row: dict[str, Any], key: str, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
-    s = _f(row.get(key), scale, fmt)
-    if row.get("trials", 1) > 1 and row.get(f"{key}_std") is not None:
-        s += " ± " + _f(row[f"{key}_std"], scale, fmt)
-    return s
-
-
-def table1(results: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Markdown lines and rows of Table 1 (dense, no-RL, stage-1-only and RL per level)."""
-    dense = results["dense"]
-    agg = results.get("aggregate", [])
-    lines = ["| Sparsity | Method | Trials | Achieved sparsity | mAP50-95 | mAP50 | Latency (ms) | Size (MB) | "
-             "Params (M) | GFLOPs |", "|---|---|---|---|---|---|---|---|---|---|"]
-    rows = [{"level": 0.0, "method": "dense", **{k: dense.get(k) for k in
-                                                  ("map50_95", "map50", "latency_ms", "size_mb", "params", "gflops")}}]
-    lines.append(f"| 0 % | Dense baseline | 1 | 0.0 % | {_f(dense['map50_95'], 100)} | {_f(dense['map50'], 100)} | "
-                 f"{_f(dense['latency_ms'])} | {_f(dense['size_mb'], fmt='{:.2f}')} | "
-                 f"{_f(dense['params'], 1e-6, '{:.3f}')} | {_f(dense['gflops'], fmt='{:.2f}')} |")
-    for lv in sorted({r["level"] for r in agg}):
-        for method, label in METHOD_ROWS:
-            r = next((a for a in agg if a["method"] == method and abs(a["level"] - lv) < 1e-9), None)
-            if r is None:
-                continue
-            rows.append(r)
-            lines.append(f"| {int(round(lv * 100))} % | {label} | {r['trials']} | {_pm(r, 'sparsity', 100)} % | "
-                         f"{_pm(r, 'map50_95', 100)} | {_pm(r, 'map50', 100)} | {_pm(r, 'latency_ms')} | "
-                         f"{_f(r['size_mb'], fmt='{:.2f}')} | {_f(r['params'], 1e-6, '{:.3f}')} | "
-                         f"{_f(r['gflops'], fmt='{:.2f}')} |")
-    return lines, rows
 
 
 def rl_gain(results: dict[str, Any]) -> dict[str, float]:
@@ -67,8 +35,7 @@ def rl_gain(results: dict[str, Any]) -> dict[str, float]:
     out = {}
     agg = results.get("aggregate", [])
     for lv in sorted({r["level"] for r in agg}):
-        full = next((a for a in agg if a["method"] == "full" and abs(a["level"] - lv) < 1e-9), None)
-        uni = next((a for a in agg if a["method"] == "uniform" and abs(a["level"] - lv) < 1e-9), None)
+        full, uni = aggregate_row(agg, "full", lv), aggregate_row(agg, "uniform", lv)
         if full and uni:
             out[f"{int(round(lv * 100))}"] = round((full["map50_95"] - uni["map50_95"]) * 100, 2)
     return out
@@ -194,7 +161,6 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], profile: dict
     if plot_conditions(manifest, run_dir / "conditions.png"):
         plots["conditions"] = run_dir / "conditions.png"
 
-    t1_lines, t1_rows = table1(prune)
     gains = rl_gain(prune)
     data = stages["data"]
     lat_dev = next(((a.get("latency_ms") or {}).get("device") for a in manifest.get("artifacts", [])), None)
@@ -202,15 +168,16 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], profile: dict
           f"Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')} in `{run_dir}`.", "",
           f"* **Data**: {data['source']}; splits {data.get('split_sizes')}; live drive: {data['sequence_frames']} "
           f"generated frames at 10 Hz through {' → '.join(data['sequence_conditions'])}.",
-          f"* **Device that measured the latencies**: {dev['cpu']} ({dev['cores']} cores"
+          f"* **Device that measured the latencies**: {dev['cpu']} ({dev['cpu_count']} cores"
           f"{', GPU ' + dev['gpu'] if dev.get('gpu') else ', no GPU'}); ONNX Runtime CPU"
           f"{' (' + lat_dev + ')' if lat_dev else ''}.",
           "* **Versions**: " + ", ".join(f"{k} {v}" for k, v in dev["versions"].items() if v), "",
           "## Table 1 — pruning at equal targets", "",
           f"Test split at {prune['config']['data']['imgsz'][0]}x{prune['config']['data']['imgsz'][1]}; latency: "
-          f"ONNX Runtime CPU FP32, median; mean ± std over trials where trials > 1; evaluator: "
+          f"ONNX Runtime CPU FP32, median; {prune['config']['trials']} trial(s), mean ± std where more than one; "
+          f"evaluator: "
           f"{prune.get('evaluator')}. Sparsity target = fraction of parameters removed.", "",
-          *t1_lines, "",
+          *comparison_table(prune["dense"], prune.get("aggregate", []), SEED_LABELS), "",
           "RL minus no-RL, mAP50-95 points: " + (", ".join(f"{k} %: {v:+.2f}" for k, v in gains.items()) or "–")
           + " (the seed reports +7.4 at 75 % and +8.3 at 90 % on real KITTI with long training).", ""]
     if profile["name"] == "quick":
@@ -239,7 +206,7 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], profile: dict
            *(f"| {k} | {v:.0f} |" for k, v in wall_times.items()), ""]
     md_path, js_path = run_dir / "report.md", run_dir / "report.json"
     md_path.write_text("\n".join(md))
-    report = {"profile": profile, "device": dev, "data": data, "table1": t1_rows, "rl_minus_no_rl_points": gains,
+    report = {"profile": profile, "device": dev, "data": data, "table1": {"dense": prune["dense"], "aggregate": prune.get("aggregate", [])}, "rl_minus_no_rl_points": gains,
               "prune_targets": prune.get("targets"), "zoo": manifest.get("artifacts"),
               "policy": {k: policy.get(k) for k in ("timesteps", "latency_budget_ms", "mean_reward_per_step")},
               "live": {k: v for k, v in (live or {}).items() if k != "per_frame"},

@@ -40,12 +40,11 @@ import numpy as np
 import torch
 import yaml
 
+from pruning_tools.comparison import METHOD_LABELS, aggregate_row, comparison_table
 from pruning_tools.prune_config import ConfigError, PruneConfig, config_to_dict, load_config
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_BASELINE = ASSETS / "baseline_yolov5n.pt"
-METHOD_LABELS = {"dense": "Dense baseline", "uniform": "Uniform magnitude (no RL)",
-                 "importance": "Stage 1 budgets only", "full": "Full pipeline (stage 1 + PPO + fine-tune)"}
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -330,11 +329,9 @@ class Pipeline:
         return results
 
     def targets(self, dense_res: dict[str, Any], agg: list[dict[str, Any]]) -> dict[str, Any]:
-        def get(method: str, lv: float) -> dict[str, Any] | None:
-            return next((r for r in agg if r["method"] == method and abs(r["level"] - lv) < 1e-9), None)
-
         out: dict[str, Any] = {}
-        full75, uni75, full50 = get("full", 0.75), get("uniform", 0.75), get("full", 0.5)
+        full75, uni75, full50 = (aggregate_row(agg, m, lv) for m, lv in (("full", 0.75), ("uniform", 0.75),
+                                                                         ("full", 0.5)))
         if full75 and uni75:
             gain = (full75["map50_95"] - uni75["map50_95"]) * 100
             out["full_minus_uniform_at_75_points"] = round(gain, 2)
@@ -347,24 +344,11 @@ class Pipeline:
 
     def table(self, dense_res: dict[str, Any], agg: list[dict[str, Any]]) -> str:
         c = self.cfg
-
-        def pm(r: dict[str, Any], k: str, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
-            s = fmt.format(r[k] * scale)
-            return s + (f" ± {fmt.format(r[k + '_std'] * scale)}" if r.get("trials", 1) > 1 else "")
-
         lines = [f"# Pruning comparison — {c.name}", "",
                  f"Test split of `{c.data.dataset or 'generated scenes'}` at {c.data.imgsz[0]}x{c.data.imgsz[1]}; "
                  f"latency: ONNX Runtime CPU, {c.latency.threads} threads, median of {c.latency.runs} runs; "
                  f"{c.trials} trial(s) (mean ± std); sparsity = fraction of parameters removed.", "",
-                 "| Method | Target | Sparsity | mAP50-95 | mAP50 | Latency (ms) | Size (MB) | Params (M) | GFLOPs |",
-                 "|---|---|---|---|---|---|---|---|---|",
-                 f"| {METHOD_LABELS['dense']} | 0 % | 0.0 % | {dense_res['map50_95'] * 100:.1f} | "
-                 f"{dense_res['map50'] * 100:.1f} | {dense_res['latency_ms']:.1f} | {dense_res['size_mb']:.2f} | "
-                 f"{dense_res['params'] / 1e6:.3f} | {dense_res['gflops']:.2f} |"]
-        for r in agg:
-            lines.append(f"| {METHOD_LABELS[r['method']]} | {int(round(r['level'] * 100))} % | "
-                         f"{r['sparsity'] * 100:.1f} % | {pm(r, 'map50_95', 100)} | {pm(r, 'map50', 100)} | "
-                         f"{pm(r, 'latency_ms')} | {r['size_mb']:.2f} | {r['params'] / 1e6:.3f} | {r['gflops']:.2f} |")
+                 *comparison_table(dense_res, agg)]
         return "\n".join(lines) + "\n"
 
     def plots(self, dense_res: dict[str, Any], records: list[dict[str, Any]], space: Any) -> None:
