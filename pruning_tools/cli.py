@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _offline_env() -> None:
+def set_offline_env() -> None:
     # Ultralytics reads these at import time: never download, install or phone home.
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"pruning-tools: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    _offline_env()
+    set_offline_env()
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pruning_tools.cli import set_offline_env
 from pruning_tools.demo_stages import Stage, StageError, StageRunner
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -76,8 +76,8 @@ class Demo:
     def __init__(self, run_dir: Path, profile: Profile, kitti_root: Path | None = None, seed: int = 0) -> None:
         self.run_dir, self.profile, self.kitti_root, self.seed = Path(run_dir), profile, kitti_root, seed
         self.py = sys.executable
-        env = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false", "YOLO_VERBOSE": "false",
-               "YOLO_CONFIG_DIR": str(self.run_dir / ".ultralytics"), "MPLBACKEND": "Agg"}
+        # the offline YOLO_* switches come from pruning-tools itself (cli.set_offline_env) in every child
+        env = {"YOLO_CONFIG_DIR": str(self.run_dir / ".ultralytics"), "MPLBACKEND": "Agg"}
         self.runner = StageRunner(self.run_dir, self.stages(), env=env)
 
     def stages(self) -> list[Stage]:
@@ -194,11 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kitti-root", type=Path, help="real KITTI object root (training/image_2, label_2) "
                                                     "to prune and evaluate on instead of generated scenes")
     ap.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
-    ap.add_argument("--fresh-from", choices=[s for s in ("data", "prune", "export", "policy", "live", "report")],
+    ap.add_argument("--fresh-from", choices=("data", "prune", "export", "policy", "live", "report"),
                     help="forget this stage and the later ones, then run")
     args = ap.parse_args(argv)
-    for k, v in {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false", "YOLO_VERBOSE": "false"}.items():
-        os.environ.setdefault(k, v)
+    set_offline_env()
     if args.kitti_root is not None and not (args.kitti_root / "training" / "label_2").is_dir() \
             and not (args.kitti_root / "label_2").is_dir():
         print(f"demo: --kitti-root {args.kitti_root} has no training/label_2 folder", file=sys.stderr)
