@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import struct
 import sys
 import threading
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from sparse_perception.node_client import stamp_ns
 from sparse_perception.testing import ManagedProcess, python_cmd, wait_for
 
 #: Topics of the bags written by ``pruning-tools kitti to-bag``.
@@ -83,10 +85,6 @@ class LiveConfig:
             raise ValueError("swap_period_s and rate must be > 0")
 
 
-def _stamp(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 def _pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
@@ -96,33 +94,26 @@ def bag_summary(bag: Path) -> dict[str, Any]:
     from rosbags.highlevel import AnyReader
 
     from sparse_perception.bag_types import typestore
+    from sparse_perception.conditions import Condition
+    from sparse_perception.ros_convert import detections_from_msg
 
     stamps: list[int] = []
     gt: dict[int, Any] = {}
     cond: dict[int, str] = {}
-    from sparse_perception.conditions import Condition
-
     with AnyReader([Path(bag)], default_typestore=typestore()) as reader:
         conns = [c for c in reader.connections if c.topic in (IMAGE_TOPIC, GT_TOPIC, CONDITION_TOPIC)]
         if not any(c.topic == IMAGE_TOPIC for c in conns):
             raise LiveSessionError(f"{bag}: no {IMAGE_TOPIC} topic (is it a `pruning-tools kitti to-bag` bag?)")
         for conn, _t, raw in reader.messages(connections=conns):
-            if conn.topic == IMAGE_TOPIC:
-                # only the header is needed: decode it without copying the pixels twice
-                msg = reader.deserialize(raw, conn.msgtype)
-                stamps.append(_stamp(msg.header))
-            elif conn.topic == GT_TOPIC:
-                msg = reader.deserialize(raw, conn.msgtype)
-                boxes, names = [], []
-                for d in msg.detections:
-                    b = d.bbox
-                    boxes.append((b.center_x - b.size_x / 2, b.center_y - b.size_y / 2,
-                                  b.center_x + b.size_x / 2, b.center_y + b.size_y / 2))
-                    names.append(d.results[0].class_id if d.results else "")
-                gt[_stamp(msg.header)] = (np.asarray(boxes, np.float64).reshape(-1, 4), names)
+            if conn.topic == IMAGE_TOPIC:  # only the stamp is needed: never deserialize the pixels
+                stamps.append(cdr_header_stamp(raw))
+                continue
+            msg = reader.deserialize(raw, conn.msgtype)
+            if conn.topic == GT_TOPIC:
+                boxes, _scores, names = detections_from_msg(msg)
+                gt[stamp_ns(msg.header)] = (boxes, names)
             else:
-                msg = reader.deserialize(raw, conn.msgtype)
-                cond[_stamp(msg.header)] = Condition.from_codes(int(msg.illumination), int(msg.weather)).key
+                cond[stamp_ns(msg.header)] = Condition.from_codes(int(msg.illumination), int(msg.weather)).key
     stamps.sort()
     return {"stamps": stamps, "gt": gt, "condition": cond,
             "duration_s": (stamps[-1] - stamps[0]) / 1e9 if len(stamps) > 1 else 0.0}
@@ -142,7 +133,7 @@ def cdr_header_stamp(data: bytes) -> int:
 
 
 class _Watcher:
-    """rclpy side of the session: the client plus taps on images, detections, conditions, diagnostics.
+    """rclpy side of the session: the client plus taps on images, detections and diagnostics.
 
     Latency uses the DDS source timestamps (the writers' wall clock, one host): image published by
     the replay → its detections published by the node.
@@ -154,12 +145,11 @@ class _Watcher:
         from sensor_msgs.msg import Image
 
         from sparse_perception.node_client import DetectorClient
-        from sparse_perception_msgs.msg import Detection2DArray, DrivingCondition
+        from sparse_perception_msgs.msg import Detection2DArray
 
         self.client = DetectorClient(namespace=NAMESPACE, image_topic=IMAGE_TOPIC, name="demo_live_client")
         self.image_seen: dict[int, int] = {}  # stamp -> source timestamp of the image (replay publish time)
         self.det_published: dict[int, int] = {}  # stamp -> source timestamp of its detections (node publish time)
-        self.conditions: list[tuple[int, Any]] = []
         self.diagnostics: list[Any] = []
         self.status_log: list[tuple[int, str, str]] = []  # (receipt ns, level, mode)
         self._lock = threading.Lock()
@@ -167,7 +157,6 @@ class _Watcher:
         reliable = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
         node.create_subscription(Image, IMAGE_TOPIC, self._on_image, reliable, raw=True)
         node.create_subscription(Detection2DArray, f"{NAMESPACE}/detections", self._on_detections, 100)
-        node.create_subscription(DrivingCondition, CONDITION_TOPIC, self._on_condition, 10)
         node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
 
     def _on_image(self, data: bytes, info: Any) -> None:
@@ -176,11 +165,7 @@ class _Watcher:
 
     def _on_detections(self, msg: Any, info: Any) -> None:
         with self._lock:
-            self.det_published.setdefault(_stamp(msg.header), int(info["source_timestamp"]))
-
-    def _on_condition(self, msg: Any) -> None:
-        with self._lock:
-            self.conditions.append((time.time_ns(), msg))
+            self.det_published.setdefault(stamp_ns(msg.header), int(info["source_timestamp"]))
 
     def poll_status(self) -> None:
         st = self.client.latest_status()
@@ -221,8 +206,6 @@ def run_live_session(cfg: LiveConfig, log: Any = print) -> dict[str, Any]:
         f"{len(bag['gt'])} ground-truth frames, {len(set(bag['condition'].values()))} conditions")
     rec_bag = out / "detections_bag"
     if rec_bag.exists():
-        import shutil
-
         shutil.rmtree(rec_bag)
     procs: list[ManagedProcess] = []
     watcher: _Watcher | None = None
@@ -253,7 +236,7 @@ def run_live_session(cfg: LiveConfig, log: Any = print) -> dict[str, Any]:
         t_start = time.monotonic()
         drive_s = bag["duration_s"] / cfg.rate
         manual_until = t_start + cfg.manual_fraction * drive_s
-        manual_levels = [lv for lv in levels[1:] + levels[:1]]  # start away from the initial level
+        manual_levels = levels[1:] + levels[:1]  # start away from the initial level
         k, next_swap, auto_requested = 0, t_start + cfg.swap_period_s / 2, False
         t_auto = None
         from tqdm import tqdm
@@ -284,7 +267,7 @@ def run_live_session(cfg: LiveConfig, log: Any = print) -> dict[str, Any]:
         if replay.proc.returncode != 0:
             raise LiveSessionError(f"replay exited with {replay.proc.returncode}:\n{_tail(replay)}")
         # let the last frames come through, then stop recorder and node
-        wait_for(lambda: False, 2.0)
+        time.sleep(2.0)
         watcher.poll_status()
         rc = recorder.stop(timeout=20)
         if rc not in (0, None) or not (rec_bag / "metadata.yaml").is_file():
@@ -326,16 +309,14 @@ def _analyse(cfg: LiveConfig, bag: dict[str, Any], w: _Watcher, swaps: list[dict
     names = list(load_manifest(cfg.manifest).class_names)
     index = {n: i for i, n in enumerate(names)}
     stamps = set(bag["stamps"])
-    dets = {}
-    for t_recv, msg in list(w.client.detections):
-        ns = _stamp(msg.header)
-        if ns in stamps and ns not in dets:
-            dets[ns] = (t_recv, msg)
-    duplicates = sum(1 for _t, m in w.client.detections if _stamp(m.header) in stamps) - len(dets)
+    received = [(stamp_ns(m.header), t, m) for t, m in list(w.client.detections)]
+    received = [r for r in received if r[0] in stamps]  # drive frames only
+    dets: dict[int, tuple[int, Any]] = {}
+    for ns, t_recv, msg in received:
+        dets.setdefault(ns, (t_recv, msg))
+    duplicates = len(received) - len(dets)
     answered = sorted(dets)
-    order_ok = [_stamp(m.header) for _t, m in w.client.detections if _stamp(m.header) in stamps] == answered
-    e2e = [(w.det_published[ns] - w.image_seen[ns]) / 1e6 for ns in answered
-           if ns in w.image_seen and ns in w.det_published]
+    order_ok = [ns for ns, _t, _m in received] == answered
     overall = MapAccumulator(len(names), names)
     by_phase = {"manual": MapAccumulator(len(names), names), "auto": MapAccumulator(len(names), names)}
     chosen: dict[str, Counter] = defaultdict(Counter)
@@ -361,6 +342,7 @@ def _analyse(cfg: LiveConfig, bag: dict[str, Any], w: _Watcher, swaps: list[dict
                           "e2e_ms": (w.det_published[ns] - w.image_seen[ns]) / 1e6
                           if ns in w.image_seen and ns in w.det_published else None,
                           "detections": int(len(scores))})
+    e2e = [f["e2e_ms"] for f in per_frame if f["e2e_ms"] is not None]
     acc = overall.compute() if len(overall) else {}
     phases = {k: v.compute() for k, v in by_phase.items() if len(v)}
     diag = _last_diagnostics(w.diagnostics)
