@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from sparse_perception.replay import import_message_class
+from sparse_perception.replay import QosChoice, import_message_class, rclpy_qos
 
 STORAGES = ("mcap", "sqlite3")
 QOS_MODES = ("auto", "reliable", "sensor")
@@ -42,8 +42,6 @@ def subscription_qos(mode: str, publishers: Sequence[Any], depth: int = 10) -> A
 
     :param publishers: ``TopicEndpointInfo`` of the topic's publishers (``qos_profile`` used).
     """
-    from rclpy.qos import HistoryPolicy, QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
-
     if mode not in QOS_MODES:
         raise ValueError(f"qos must be one of {', '.join(QOS_MODES)}, got {mode!r}")
     profiles = [p.qos_profile for p in publishers]
@@ -52,9 +50,7 @@ def subscription_qos(mode: str, publishers: Sequence[Any], depth: int = 10) -> A
         transient = bool(profiles) and all(_policy_name(q.durability) == "TRANSIENT_LOCAL" for q in profiles)
     else:
         reliable, transient = mode == "reliable", False
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                      reliability=QoSReliabilityPolicy.RELIABLE if reliable else QoSReliabilityPolicy.BEST_EFFORT,
-                      durability=QoSDurabilityPolicy.TRANSIENT_LOCAL if transient else QoSDurabilityPolicy.VOLATILE)
+    return rclpy_qos(QosChoice(reliable=reliable, transient_local=transient, depth=depth))
 
 
 def offered_qos(publishers: Sequence[Any]) -> list[Any]:

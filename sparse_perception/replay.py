@@ -317,7 +317,8 @@ def _warn(text: str, out: TextIO = sys.stderr) -> None:
     print(f"replay: warning: {text}", file=out, flush=True)
 
 
-def _rclpy_qos(choice: QosChoice) -> Any:
+def rclpy_qos(choice: QosChoice) -> Any:
+    """The rclpy ``QoSProfile`` (keep-last) of a :class:`QosChoice`; shared with the recorder."""
     from rclpy.qos import HistoryPolicy, QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=choice.depth,
@@ -385,7 +386,7 @@ def play(bag: Path | str, options: ReplayOptions = ReplayOptions(), *, node: Any
                     _warn(f"message type {msgtype} is not importable here ({exc}); skipping its topic(s)")
                 continue
             offered = [q for c in by_topic[topic] for q in getattr(c.ext, "offered_qos_profiles", []) or []]
-            pubs[topic] = node.create_publisher(cls, topic, _rclpy_qos(choose_qos(options.qos, offered,
+            pubs[topic] = node.create_publisher(cls, topic, rclpy_qos(choose_qos(options.qos, offered,
                                                                                     options.qos_depth)))
         for msgtype, topics in bad_types.items():
             if len(topics) > 1:
