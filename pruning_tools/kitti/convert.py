@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from pruning_tools.kitti.dataset import KittiObjectDataset
-from pruning_tools.kitti.io import KITTI_TYPES, iter_labels, publish_dir, read_image
+from pruning_tools.kitti.io import KITTI_TYPES, check_new_output, iter_labels, publish_dir, read_image
 from sparse_perception.conditions import read_condition
 
 #: Default class map: the three KITTI benchmark classes; every other type is dropped.
@@ -205,8 +205,7 @@ def convert_kitti(kitti_root: Path, out: Path, *, classes: Mapping[str, str | No
     from tqdm import tqdm
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out}: output exists and is not empty; choose a new folder")
+    check_new_output(out)
     cmap, names = resolve_class_map(classes)
     ds = KittiObjectDataset(kitti_root)
     fixed = read_split_file(split_file) if split_file is not None else None

@@ -28,6 +28,7 @@ from pruning_tools.kitti.io import (
     KittiObject,
     ObjectCalib,
     atomic_write_text,
+    check_new_output,
     publish_dir,
     read_cam_to_cam,
     read_timestamps,
@@ -220,11 +221,6 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out}: output exists and is not an empty directory (choose a new path)")
-
-
 def generate_dataset(out: Path, frames: int, seed: int = 0, sequence: bool = False, *,
                      conditions: Sequence[str] | None = None, segment_frames: int = 50,
                      timestamps: Path | None = None, calib: Path | None = None,
@@ -270,7 +266,7 @@ def generate_dataset(out: Path, frames: int, seed: int = 0, sequence: bool = Fal
     bad = [k for k in keys if k not in CONDITION_KEYS]
     if bad:
         raise ValueError(f"unknown condition key(s) {bad}; known: {', '.join(CONDITION_KEYS)}")
-    _check_out(out)
+    check_new_output(out)
     if timestamps is not None:
         stamps = read_timestamps(Path(timestamps))
         if len(stamps) < frames:
@@ -373,7 +369,7 @@ def generate_dataset(out: Path, frames: int, seed: int = 0, sequence: bool = Fal
             "frames_info": frame_info,
         }
         atomic_write_text(tmp / "generation.json", json.dumps(meta, indent=1) + "\n")
-        _check_out(out)
+        check_new_output(out)
         publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

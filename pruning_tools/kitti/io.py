@@ -32,6 +32,15 @@ DIFFICULTY_LEVELS: tuple[tuple[str, float, int, float], ...] = (
 )
 
 
+def check_new_output(out: Path) -> None:
+    """Refuse an output folder that exists and is not an empty directory (data is never overwritten).
+
+    :raises FileExistsError: naming ``out``.
+    """
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out}: output exists and is not an empty directory (choose a new path)")
+
+
 def publish_dir(tmp: Path, out: Path) -> None:
     """Move a finished temporary folder onto ``out`` (which must be absent or an empty folder).
 
