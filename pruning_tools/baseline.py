@@ -113,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, type=Path, help="YOLO dataset root or its data.yaml (kitti convert)")
     p.add_argument("--out", type=Path, default=Path("baseline.pt"), help="checkpoint to write (.pt); JSON beside it")
+    p.add_argument("--mix", nargs=2, action="append", default=[], metavar=("DIR", "REPEATS"),
+                   help="also train on this YOLO dataset's train split, its images repeated REPEATS times per "
+                        "epoch (e.g. a few real KITTI frames beside many generated ones); may be given again")
+    p.add_argument("--keep-snapshots", action="store_true",
+                   help="keep every --save-every snapshot as <out stem>.step<N>.pt (to choose one on a val split)")
+    p.add_argument("--licence", default="", help="licence of the weights (recorded in the JSON), e.g. KITTI's terms")
+    p.add_argument("--splits", type=Path, default=None,
+                   help="JSON file of the real frames' train/val/test ids (recorded in the JSON)")
     p.add_argument("--cfg", default="yolov5n.yaml", help="model YAML (yolov5n.yaml, yolov8n.yaml, yolo11n.yaml)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from this checkpoint (this project's format or a YOLOv5-repository .pt)")
@@ -149,6 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train-baseline: {exc}", file=sys.stderr)
         return 2
     names = _class_names(args.data)
+    try:
+        mix = [(Path(d), int(r)) for d, r in args.mix]
+        for d, _ in mix:
+            resolve_split_dir(d, "train")
+            if _class_names(d) != names:
+                raise DatasetError(f"{d}: class names {_class_names(d)} differ from {args.data}'s {names}")
+    except ValueError as exc:
+        print(f"train-baseline: --mix: {exc}", file=sys.stderr)
+        return 2
     if args.eval_only:
         model, meta = ua.load_checkpoint(args.out)
         meta = dict(meta)
@@ -167,10 +184,15 @@ def main(argv: list[str] | None = None) -> int:
 
         def save_partial(step: int, loss: float) -> None:
             if args.save_every and (step + 1) % args.save_every == 0:
-                ua.save_checkpoint(model, snapshot, {"kind": "partial", "step": step + 1, "loss": loss})
+                snap_meta = {"kind": "partial", "step": step + 1, "loss": loss, "class_names": names}
+                ua.save_checkpoint(model, snapshot, snap_meta)
+                if args.keep_snapshots:
+                    ua.save_checkpoint(model, args.out.with_name(f"{args.out.stem}.step{step + 1}.pt"), snap_meta,
+                                       half=args.fp16)
                 model.train()
 
-        summary = train_detector(model, args.data, cfg, progress=not args.no_progress, on_step=save_partial)
+        summary = train_detector(model, args.data, cfg, progress=not args.no_progress, on_step=save_partial,
+                                 mix=mix)
         snapshot.unlink(missing_ok=True)
         print(f"training done: {summary}", flush=True)
         command = "pruning-tools train-baseline " + " ".join(shlex.quote(a) for a in (argv if argv is not None
@@ -178,7 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"kind": "baseline", "cfg": args.cfg, "class_names": names, "train": summary,
                 "train_config": {k: v for k, v in cfg.__dict__.items() if k != "extra"},
                 "training_command": command, "data_command": args.data_command,
-                "init_from": str(args.init_from.name) if args.init_from else None, "init": init}
+                "init_from": str(args.init_from.name) if args.init_from else None, "init": init,
+                "data": [{"root": str(args.data), "repeats": 1}] + [{"root": str(d), "repeats": r} for d, r in mix]}
+        if args.splits is not None:
+            meta["real_splits"] = json.loads(args.splits.read_text())
+    if args.licence:
+        meta["licence"] = args.licence
     if args.note:
         meta["note"] = args.note
     # store FP16 (a few MB) and measure the model exactly as it is reloaded from the file

@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "kitti": ("pruning_tools.kitti.cli", "KITTI I/O: generate scenes, convert to YOLO, write rosbag2"),
     "train-baseline": ("pruning_tools.baseline", "train/fine-tune the dense baseline on a KITTI-format dataset"),
+    "evaluate": ("pruning_tools.evaluate", "KITTI-aware AP of a checkpoint, ONNX model or zoo level on real/generated frames"),
     "prune": ("pruning_tools.pipeline", "three-stage structured pruning (--config FILE)"),
     "export": ("pruning_tools.export", "quantise and export a prune run into an engine zoo"),
     "train-policy": ("pruning_tools.policy_train", "train the condition-driven sparsity policy on a zoo"),

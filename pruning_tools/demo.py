@@ -71,10 +71,13 @@ class Demo:
     :param profile: sizes.
     :param kitti_root: a real KITTI object root to prune/evaluate on instead of generated scenes.
     :param seed: seed of the generated data.
+    :param real_eval: a real KITTI object root for real-frame AP columns (prune table, zoo, report).
     """
 
-    def __init__(self, run_dir: Path, profile: Profile, kitti_root: Path | None = None, seed: int = 0) -> None:
+    def __init__(self, run_dir: Path, profile: Profile, kitti_root: Path | None = None, seed: int = 0,
+                 real_eval: Path | None = None) -> None:
         self.run_dir, self.profile, self.kitti_root, self.seed = Path(run_dir), profile, kitti_root, seed
+        self.real_eval = Path(real_eval).resolve() if real_eval is not None else None
         self.py = sys.executable
         # the offline YOLO_* switches come from pruning-tools itself (cli.set_offline_env) in every child
         env = {"YOLO_CONFIG_DIR": str(self.run_dir / ".ultralytics"), "MPLBACKEND": "Agg"}
@@ -94,6 +97,9 @@ class Demo:
     @property
     def data_dir(self) -> Path:
         return self.run_dir / "data"
+
+    def real_args(self) -> list[str]:
+        return ["--real-eval", str(self.real_eval)] if self.real_eval is not None else []
 
     def cli(self, *args: str) -> list[str]:
         return [self.py, "-m", "pruning_tools.cli", *args]
@@ -130,7 +136,7 @@ class Demo:
         data = r.result("data")
         run = self.run_dir / "prune"
         r.sh(self.cli("prune", "--config", str(CONFIGS / self.profile.prune_config), "--out", str(run),
-                      "--data", data["dataset"]), "prune")
+                      "--data", data["dataset"], *self.real_args()), "prune")
         res = json.loads((run / "results.json").read_text())
         return {"run": str(run), "targets": res.get("targets", {}), "wall_s": res.get("wall_s"),
                 "evaluator": res.get("evaluator")}
@@ -140,6 +146,7 @@ class Demo:
         args = ["export", "--run", run, "--zoo", str(zoo), "--overwrite"]
         if self.profile.export_quick:
             args.append("--quick")
+        args += self.real_args()
         r.sh(self.cli(*args), "export")
         manifest = json.loads((zoo / "manifest.json").read_text())
         return {"zoo": str(zoo), "manifest": str(zoo / "manifest.json"),
@@ -193,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", type=Path, help="run folder (default demo_runs/<profile>); rerun to resume")
     ap.add_argument("--kitti-root", type=Path, help="real KITTI object root (training/image_2, label_2) "
                                                     "to prune and evaluate on instead of generated scenes")
+    ap.add_argument("--real-eval", type=Path, help="real KITTI object root: real-frame AP columns in Table 1, the zoo "
+                                                   "and the report (the baseline's real train/val frames left out)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
     ap.add_argument("--fresh-from", choices=("data", "prune", "export", "policy", "live", "report"),
                     help="forget this stage and the later ones, then run")
@@ -202,9 +211,13 @@ def main(argv: list[str] | None = None) -> int:
             and not (args.kitti_root / "label_2").is_dir():
         print(f"demo: --kitti-root {args.kitti_root} has no training/label_2 folder", file=sys.stderr)
         return 2
+    if args.real_eval is not None and not (args.real_eval / "training" / "label_2").is_dir() \
+            and not (args.real_eval / "label_2").is_dir():
+        print(f"demo: --real-eval {args.real_eval} has no training/label_2 folder", file=sys.stderr)
+        return 2
     run_dir = args.run_dir or Path("demo_runs") / args.profile
     try:
-        Demo(run_dir, PROFILES[args.profile], args.kitti_root, args.seed).run(args.fresh_from)
+        Demo(run_dir, PROFILES[args.profile], args.kitti_root, args.seed, args.real_eval).run(args.fresh_from)
     except StageError as exc:
         print(f"\ndemo stopped: {exc}\nFix the cause and rerun the same command: finished stages are kept.",
               file=sys.stderr)

@@ -16,8 +16,9 @@ prediction a false positive.
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ import yaml
 from sparse_perception.metrics import MapAccumulator
 from sparse_perception.postprocess import LetterboxInfo, decode, letterbox
 
-__all__ = ["EvalSet", "evaluate_detector", "read_labels"]
+__all__ = ["Detector", "EvalSet", "RealFrames", "evaluate_detector", "load_detector", "read_labels",
+           "resolve_class_map", "torch_detector"]
 
 InferFn = Callable[[np.ndarray], np.ndarray]
 _IMG_EXT = (".png", ".jpg", ".jpeg", ".bmp")
@@ -172,3 +174,377 @@ def evaluate_detector(infer_fn: InferFn, dataset_dir: str | Path, split: str = "
         limit = max_images
     es = EvalSet(dataset_dir, split, imgsz, limit=limit, progress=progress)
     return es.evaluate(infer_fn, conf_thres, iou_thres, max_det, progress=progress)
+
+
+# ------------------------------------------------------------------------------------------------
+# KITTI-aware evaluation of any detector (``pruning-tools evaluate``)
+# ------------------------------------------------------------------------------------------------
+#: The three KITTI benchmark classes every report uses.
+KITTI_CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
+#: Model class name -> KITTI class for detectors trained on other label sets (COCO's names).
+COCO_TO_KITTI: dict[str, str] = {"car": "Car", "person": "Pedestrian", "bicycle": "Cyclist"}
+
+
+@dataclass
+class Detector:
+    """Anything that maps a letterboxed batch to the raw ``(1, 4 + nc, N)`` head output.
+
+    :param name: what was loaded (a path, ``"manifest:level"``).
+    :param class_names: the model's class names, in output order.
+    :param input_hw: network input (height, width) the frames are letterboxed to.
+    :param infer: the inference function.
+    :param close: frees the backend.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    input_hw: tuple[int, int]
+    infer: InferFn
+    close: Callable[[], None] = lambda: None
+
+
+def torch_detector(model: Any, class_names: Sequence[str], imgsz: tuple[int, int] = (384, 1248),
+                   name: str = "torch model") -> Detector:
+    """A :class:`Detector` over a torch detection model (this project's checkpoints, pruned or not)."""
+    from pruning_tools.measure import torch_infer_fn
+
+    return Detector(name, tuple(str(n) for n in class_names), (int(imgsz[0]), int(imgsz[1])), torch_infer_fn(model))
+
+
+def load_detector(model: str | Path | None = None, level: str | None = None, imgsz: tuple[int, int] = (384, 1248),
+                  threads: int = 2) -> Detector:
+    """Load a detector from a project checkpoint (``.pt``), an Ultralytics-layout ``.onnx`` or a zoo
+    manifest (``.json``, with ``level``); ``None`` loads the shipped baseline.
+
+    :param imgsz: input size for a ``.pt`` (ONNX models and zoo artifacts carry their own).
+    :raises FileNotFoundError: missing file.
+    :raises ValueError: unknown file kind, missing/unknown level, unusable model.
+    """
+    from sparse_perception.backends import create_backend
+
+    if model is None:
+        from pruning_tools.pipeline import DEFAULT_BASELINE  # the shipped checkpoint
+
+        model = DEFAULT_BASELINE
+    path = Path(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model not found")
+    suffix = path.suffix.lower()
+    if suffix == ".pt":
+        from pruning_tools.ultralytics_adapter import load_checkpoint
+
+        net, meta = load_checkpoint(path)
+        names = meta.get("class_names") or list(getattr(net, "names", {}).values())
+        if not names:
+            raise ValueError(f"{path}: checkpoint records no class names")
+        return torch_detector(net, names, imgsz, str(path))
+    if suffix == ".onnx":
+        if level is not None:
+            raise ValueError("--level goes with a zoo manifest (.json), not an ONNX file")
+        be = create_backend(path, "onnxruntime", threads)
+        return Detector(str(path), tuple(be.class_names), tuple(be.input_shape[2:4]), be.infer, be.close)
+    if suffix == ".json":
+        from sparse_perception.zoo import load_manifest
+
+        m = load_manifest(path)
+        if level is None:
+            raise ValueError(f"{path}: a zoo manifest needs --level (one of {m.levels('onnxruntime')})")
+        art = m.select(level, "onnxruntime")
+        art.verify()
+        be = create_backend(art.path, "onnxruntime", threads,
+                            expected={"class_names": list(art.class_names), "input_shape": list(art.input_shape),
+                                      "precision": art.precision})
+        return Detector(f"{path}:{level}", tuple(be.class_names), tuple(be.input_shape[2:4]), be.infer, be.close)
+    raise ValueError(f"{path}: expected a checkpoint (.pt), an ONNX model (.onnx) or a zoo manifest (.json)")
+
+
+def resolve_class_map(model_names: Sequence[str], override: dict[str, str | None] | None = None,
+                      targets: Sequence[str] = KITTI_CLASSES) -> dict[str, str]:
+    """Model class name -> evaluated class name.
+
+    Names that already are targets map to themselves, COCO's ``car``/``person``/``bicycle`` map to
+    Car/Pedestrian/Cyclist (:data:`COCO_TO_KITTI`); ``override`` entries win (``None`` drops a name).
+    Model classes mapped to nothing are ignored.
+
+    :raises ValueError: nothing maps onto a target class, or an override names an unknown class.
+    """
+    cmap: dict[str, str | None] = {}
+    for n in model_names:
+        cmap[n] = n if n in targets else COCO_TO_KITTI.get(n)
+    for k, v in (override or {}).items():
+        if k not in cmap:
+            raise ValueError(f"class map names {k!r}, which the model does not have (it has {list(model_names)})")
+        if v is not None and v not in targets:
+            raise ValueError(f"class map target {v!r} is not one of {list(targets)}")
+        cmap[k] = v
+    out = {k: v for k, v in cmap.items() if v is not None}
+    if not out:
+        raise ValueError(f"no model class maps onto {list(targets)}; model classes: {list(model_names)[:12]} "
+                         "(give --class-map model_name=Target,...)")
+    return out
+
+
+@dataclass
+class _Frame:
+    stem: str
+    image: np.ndarray
+    truth: Any  # FrameTruth
+
+
+class RealFrames:
+    """Frames with KITTI-style ground truth, decoded once, for evaluating many detectors.
+
+    Use :meth:`from_kitti_root` (a KITTI object root: occlusion, truncation and DontCare known) or
+    :meth:`from_yolo` (a YOLO dataset split: height cut and the ignore column only).
+    """
+
+    def __init__(self, frames: list[_Frame], description: str) -> None:
+        if not frames:
+            raise ValueError(f"{description}: no frames to evaluate")
+        self.frames = frames
+        self.description = description
+        self._batches: dict[tuple[int, int], list[tuple[np.ndarray, LetterboxInfo]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @classmethod
+    def from_kitti_root(cls, root: str | Path, ids: Sequence[str] | None = None, progress: bool = False) -> "RealFrames":
+        """Every frame of a KITTI object root (or those in ``ids``), each at its own image size.
+
+        :raises FileNotFoundError: not a KITTI object layout.
+        :raises ValueError: an id not in the root, an unreadable image or label.
+        """
+        from tqdm import tqdm
+
+        from pruning_tools.kitti.dataset import KittiObjectDataset
+        from pruning_tools.kitti.evaluation import truth_from_kitti
+
+        ds = KittiObjectDataset(Path(root))
+        index = {fid: i for i, fid in enumerate(ds.ids)}
+        wanted = list(ds.ids) if ids is None else [str(i) for i in ids]
+        missing = [i for i in wanted if i not in index]
+        if missing:
+            raise ValueError(f"{ds.root}: frames {missing[:5]} not found ({len(missing)} missing)")
+        frames = []
+        for fid in tqdm(wanted, desc="load frames", unit="img", disable=not progress, leave=False):
+            fr = ds[index[fid]]
+            frames.append(_Frame(fid, fr.image(), truth_from_kitti(fr.labels)))
+        what = f"{ds.root}" + (f" ({len(wanted)} of {len(ds)} frames)" if ids is not None else "")
+        return cls(frames, what)
+
+    @classmethod
+    def from_yolo(cls, data: str | Path, split: str, progress: bool = False) -> "RealFrames":
+        """A YOLO dataset split (``pruning-tools kitti convert`` output): class names from ``data.yaml``.
+
+        :raises FileNotFoundError: missing split.
+        :raises ValueError: malformed labels.
+        """
+        from pruning_tools.kitti.evaluation import FrameTruth
+
+        root = Path(data)
+        if root.is_file():
+            root = root.parent
+        names = EvalSet._names(root)
+        img_dir = root / "images" / split
+        if not img_dir.is_dir():
+            raise FileNotFoundError(f"{img_dir}: no image folder for split {split!r}")
+        frames = []
+        for p in sorted(q for q in img_dir.iterdir() if q.suffix.lower() in _IMG_EXT):
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                raise ValueError(f"{p}: cannot decode image")
+            boxes, classes, ignore = read_labels(root / "labels" / split / f"{p.stem}.txt", img.shape[1], img.shape[0])
+            if classes.size and (classes.min() < 0 or classes.max() >= len(names)):
+                raise ValueError(f"{root / 'labels' / split / (p.stem + '.txt')}: class id out of range")
+            g = len(classes)
+            frames.append(_Frame(p.stem, img, FrameTruth(boxes, [names[c] for c in classes], np.full(g, -1),
+                                                         np.zeros(g), ignore)))
+        return cls(frames, f"{root} split {split}")
+
+    def _letterboxed(self, hw: tuple[int, int]) -> list[tuple[np.ndarray, LetterboxInfo]]:
+        if hw not in self._batches:
+            self._batches[hw] = [letterbox(f.image, hw) for f in self.frames]
+        return self._batches[hw]
+
+    def evaluate(self, detector: Detector, class_map: dict[str, str | None] | None = None,
+                 classes: Sequence[str] = KITTI_CLASSES, conf_thres: float = 0.001, iou_thres: float = 0.6,
+                 max_det: int = 300, progress: bool = False) -> dict[str, Any]:
+        """KITTI-aware AP of ``detector`` on these frames (:class:`pruning_tools.kitti.evaluation.KittiEvaluator`).
+
+        :param class_map: overrides of the model-name -> class mapping (:func:`resolve_class_map`).
+        :return: ``{"classes": {name: {"ap_kitti", "ap50", "ap50_95", "n_gt", "iou"}}, "map50_95", "map50",
+            "map_kitti", "n_images", "model", "data", "class_map"}``.
+        """
+        from tqdm import tqdm
+
+        from pruning_tools.kitti.evaluation import KittiEvaluator
+
+        cmap = resolve_class_map(detector.class_names, class_map, classes)
+        lookup = np.asarray([cmap.get(n, "") for n in detector.class_names], dtype=object)
+        ev = KittiEvaluator(classes)
+        batches = self._letterboxed(tuple(detector.input_hw))
+        nc = len(detector.class_names)
+        for fr, (batch, info) in tqdm(list(zip(self.frames, batches)), desc="evaluate", unit="img",
+                                      disable=not progress, leave=False):
+            raw = np.asarray(detector.infer(batch))
+            if raw.ndim != 3 or raw.shape[1] != 4 + nc:
+                raise ValueError(f"{detector.name}: output shape {raw.shape} does not fit (1, {4 + nc}, N)")
+            det = decode(raw, conf_thres, iou_thres, max_det, info)
+            names = lookup[det.class_ids] if len(det) else np.zeros(0, dtype=object)
+            keep = names != ""
+            ev.add(fr.truth, det.boxes[keep], det.scores[keep], names[keep])
+        res = ev.compute()
+        res.update(model=detector.name, data=self.description, class_map=cmap)
+        return res
+
+
+def format_kitti_table(res: dict[str, Any]) -> str:
+    """A plain-text table of :meth:`RealFrames.evaluate`'s result."""
+    lines = [f"model: {res.get('model')}", f"data:  {res.get('data')} ({res.get('n_images')} images)",
+             f"{'class':<11} {'n_gt':>5} {'AP@KITTI IoU':>13} {'AP50':>7} {'AP50-95':>8}"]
+    for name, v in res["classes"].items():
+        lines.append(f"{name:<11} {v['n_gt']:>5} {v['ap_kitti']:>9.3f} @{v['iou']:.1f} {v['ap50']:>7.3f} "
+                     f"{v['ap50_95']:>8.3f}")
+    lines.append(f"{'mean':<11} {'':>5} {res['map_kitti']:>13.3f} {res['map50']:>7.3f} {res['map50_95']:>8.3f}")
+    lines.append("(moderate cut: height >= 25 px, occlusion <= 1, truncation <= 0.30; DontCare ignored; "
+                 "AP@KITTI IoU is AP|R40)")
+    return "\n".join(lines)
+
+
+def _parse_class_map(text: str) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        if "=" not in item:
+            raise argparse.ArgumentTypeError(f"class map entries are model_name=Target (or model_name=), got {item!r}")
+        k, v = (s.strip() for s in item.split("=", 1))
+        out[k] = v or None
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pruning-tools evaluate",
+        description="Evaluate a detector KITTI-style: per-class AP at KITTI's IoU (Car 0.7, Pedestrian/Cyclist 0.5) "
+                    "on the moderate cut with DontCare ignored, plus AP50 and AP50-95.")
+    p.add_argument("--model", default=None,
+                   help="project checkpoint (.pt), Ultralytics-layout ONNX (.onnx) or zoo manifest (.json, with "
+                        "--level); default: the shipped baseline")
+    p.add_argument("--level", default=None, help="zoo level to evaluate (with a manifest)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--kitti-root", type=Path, help="KITTI object root (training/{image_2,label_2}); every frame")
+    src.add_argument("--data", type=Path, help="YOLO dataset root (pruning-tools kitti convert output)")
+    p.add_argument("--split", default=None, help="with --data: the split (train/val/test); with --kitti-root and "
+                                                 "--split-file: only that split's frames")
+    p.add_argument("--split-file", type=Path, default=None,
+                   help="with --kitti-root: JSON {train,val,test: [ids]} selecting --split's frames")
+    p.add_argument("--class-map", type=_parse_class_map, default=None,
+                   help="model class -> KITTI class overrides, e.g. 'car=Car,truck=Car,bicycle=' (empty drops)")
+    p.add_argument("--imgsz", type=int, nargs=2, default=(384, 1248), metavar=("H", "W"),
+                   help="input size for a .pt (ONNX/zoo models use their own)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=None, help="write the result here")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import os
+    import sys
+
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+        if args.data is not None:
+            if args.split is None:
+                raise ValueError("--data needs --split (train, val or test)")
+            frames = RealFrames.from_yolo(args.data, args.split, progress=not args.no_progress)
+        else:
+            ids = None
+            if args.split_file is not None or args.split is not None:
+                if args.split_file is None or args.split is None:
+                    raise ValueError("--split-file and --split go together with --kitti-root")
+                from pruning_tools.kitti.convert import read_split_file
+
+                ids = read_split_file(args.split_file)[args.split]
+            frames = RealFrames.from_kitti_root(args.kitti_root, ids, progress=not args.no_progress)
+            if ids is not None:
+                frames.description = f"{frames.description} [{args.split} of {args.split_file}]"
+        det = load_detector(args.model, args.level, tuple(args.imgsz), args.threads)
+        try:
+            res = frames.evaluate(det, args.class_map, progress=not args.no_progress)
+        finally:
+            det.close()
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"pruning-tools evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(format_kitti_table(res))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(res, indent=2, default=float) + "\n")
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Real-frame columns of the prune table, the zoo manifest and the demo report (``--real-eval DIR``)
+# ------------------------------------------------------------------------------------------------
+def baseline_real_splits(baseline: str | Path) -> dict[str, list[str]]:
+    """The real frames a baseline checkpoint was trained and selected on (``real_splits`` of its
+    JSON sidecar or checkpoint meta); empty when it records none."""
+    path = Path(baseline)
+    side = path.with_suffix(".json")
+    meta: dict[str, Any] = {}
+    if side.is_file():
+        meta = json.loads(side.read_text())
+    elif path.is_file():
+        from pruning_tools.ultralytics_adapter import load_checkpoint
+
+        meta = dict(load_checkpoint(path)[1])
+    splits = meta.get("real_splits") or {}
+    return {k: [str(i) for i in v] for k, v in splits.items() if k in ("train", "val", "test") and isinstance(v, list)}
+
+
+def real_eval_frames(root: str | Path, baseline: str | Path | None = None, split_file: str | Path | None = None,
+                     split: str = "test", progress: bool = False) -> RealFrames:
+    """The real frames that real-frame columns report on.
+
+    With ``split_file``, the ``split`` frames it lists. Otherwise every frame of ``root`` except those
+    the baseline records as its real train/val frames (:func:`baseline_real_splits`), so a number never
+    comes from a frame the model was trained or selected on.
+
+    :raises ValueError: no frame left, or ids missing from ``root``.
+    """
+    from pruning_tools.kitti.dataset import KittiObjectDataset
+
+    if split_file is not None:
+        from pruning_tools.kitti.convert import read_split_file
+
+        ids = read_split_file(Path(split_file))[split]
+        frames = RealFrames.from_kitti_root(root, ids, progress)
+        frames.description = f"{frames.description} [{split} of {split_file}]"
+        return frames
+    seen = baseline_real_splits(baseline) if baseline is not None else {}
+    used = set(seen.get("train", [])) | set(seen.get("val", []))
+    all_ids = KittiObjectDataset(Path(root)).ids
+    ids = [i for i in all_ids if i not in used]
+    if not ids:
+        raise ValueError(f"{root}: every frame is one the baseline was trained or selected on; "
+                         "give frames it never saw (or a split file)")
+    frames = RealFrames.from_kitti_root(root, ids, progress)
+    n_out = len(all_ids) - len(ids)
+    frames.description = f"{Path(root)}: {len(ids)} real frames" + (
+        f" ({n_out} left out: the baseline's real train/val frames)" if n_out else "")
+    return frames
+
+
+def real_summary(res: dict[str, Any]) -> dict[str, Any]:
+    """The compact real-frame record stored per model (prune records, zoo artifacts)."""
+    return {"data": res.get("data"), "n_images": res.get("n_images"), "map_kitti": res.get("map_kitti"),
+            "map50": res.get("map50"), "map50_95": res.get("map50_95"),
+            "classes": {k: {kk: v[kk] for kk in ("ap_kitti", "ap50", "ap50_95", "n_gt")}
+                        for k, v in res.get("classes", {}).items()}}

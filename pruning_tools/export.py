@@ -73,6 +73,9 @@ class ExportConfig:
     max_candidates: int = 16
     overwrite: bool = False
     progress: bool = True
+    real_eval: Path | None = None
+    real_split_file: Path | None = None
+    real_split: str = "test"
 
     def __post_init__(self) -> None:
         if self.delta < 0:
@@ -169,6 +172,17 @@ def _artifact(zoo: Path, src: LevelSource, prec: str, backend: str, path: Path, 
     return art
 
 
+def _real_of(onnx_path: Path, frames: Any, threads: int) -> dict[str, Any]:
+    """Real-frame AP of one exported ONNX artifact (its own session, as the node runs it)."""
+    from pruning_tools.evaluate import load_detector, real_summary
+
+    det = load_detector(onnx_path, threads=threads)
+    try:
+        return real_summary(frames.evaluate(det))
+    finally:
+        det.close()
+
+
 def _unit(v: Any) -> float | None:
     return None if v is None else round(min(max(float(v), 0.0), 1.0), 6)
 
@@ -260,6 +274,14 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
     names: list[str] = []
     from tqdm import tqdm
 
+    real_frames = None
+    if cfg.real_eval is not None:
+        from pruning_tools.evaluate import real_eval_frames
+
+        baseline = (_read_json(cfg.run / "results.json") or {}).get("baseline") if (cfg.run / "results.json").is_file() \
+            else None
+        real_frames = real_eval_frames(cfg.real_eval, baseline, cfg.real_split_file, cfg.real_split)
+        log(f"real-frame AP of every ONNX Runtime artifact on {real_frames.description}")
     bar = tqdm(levels, desc="export", unit="level", disable=not cfg.progress)
     for src in bar:
         bar.set_postfix_str(src.level)
@@ -298,7 +320,10 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
 
                     trt = manifest_field(read_sidecar(path))
                 sel = cand.selected
-                artifacts.append(_artifact(work, src, prec, backend, path, cand, imgsz, names, sel, trt))
+                art = _artifact(work, src, prec, backend, path, cand, imgsz, names, sel, trt)
+                if real_frames is not None and backend == "onnxruntime":
+                    art["real"] = _real_of(path, real_frames, cfg.threads)
+                artifacts.append(art)
             entry = result.to_dict()
             entry["level"], entry["sparsity"], entry["checkpoint"] = src.level, src.sparsity, str(src.checkpoint)
             for c in entry["path"]:
@@ -400,6 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime / torch threads (default 2)")
     p.add_argument("--quick", action="store_true", help="fewer calibration/eval images and timing runs")
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo folder")
+    p.add_argument("--real-eval", type=Path, default=None,
+                   help="real KITTI object root: add real-frame AP to every ONNX Runtime artifact (the baseline's "
+                        "real train/val frames are left out)")
+    p.add_argument("--real-split-file", type=Path, default=None,
+                   help="with --real-eval: evaluate only --real-split's frames of this JSON {train,val,test: [ids]}")
+    p.add_argument("--real-split", default="test", help="split of --real-split-file (default test)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -416,7 +447,8 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         precisions=tuple(x.strip() for x in args.precisions.split(",") if x.strip()), quick=q,
         eval_images=args.eval_images if args.eval_images is not None else (48 if q else None),
         threads=int(args.threads), max_fallback=int(args.max_fallback if args.max_fallback is not None else (4 if q else 8)),
-        max_candidates=8 if q else 16, overwrite=bool(args.overwrite), progress=not args.no_progress)
+        max_candidates=8 if q else 16, overwrite=bool(args.overwrite), progress=not args.no_progress,
+        real_eval=args.real_eval, real_split_file=args.real_split_file, real_split=args.real_split)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,12 +84,18 @@ class Pipeline:
     :param cfg: validated configuration.
     :param run_dir: output folder (created; re-use resumes).
     :param progress: show progress bars.
+    :param real_eval: a real KITTI object root: every measurement also gets real-frame AP
+        (:func:`pruning_tools.evaluate.real_eval_frames`: the baseline's real train/val frames left out,
+        or ``real_split`` of ``real_split_file``).
     """
 
-    def __init__(self, cfg: PruneConfig, run_dir: Path, progress: bool = True) -> None:
+    def __init__(self, cfg: PruneConfig, run_dir: Path, progress: bool = True, real_eval: Path | None = None,
+                 real_split_file: Path | None = None, real_split: str = "test") -> None:
         self.cfg, self.run, self.progress = cfg, Path(run_dir), progress
         self.run.mkdir(parents=True, exist_ok=True)
         self.t0 = time.monotonic()
+        self.real_eval, self.real_split_file, self.real_split = real_eval, real_split_file, real_split
+        self._real: Any = None
 
     def log(self, msg: str) -> None:
         print(f"[prune {time.monotonic() - self.t0:7.1f}s] {msg}", flush=True)
@@ -134,10 +140,39 @@ class Pipeline:
         self.evaluator = m.get("evaluator", "?")
         gflops, params = count_flops(model, c.data.imgsz)
         lat = model_latency(model, c.data.imgsz, c.latency.threads, c.latency.warmup, c.latency.runs, keep=onnx_path)
-        return {"map50_95": float(m["map50_95"]), "map50": float(m["map50"]), "evaluator": self.evaluator,
-                "latency_ms": lat["median_ms"],
-                "latency": lat, "gflops": round(gflops, 4), "params": params,
-                "size_mb": round(lat["onnx_bytes"] / 1e6, 3)}
+        out = {"map50_95": float(m["map50_95"]), "map50": float(m["map50"]), "evaluator": self.evaluator,
+               "latency_ms": lat["median_ms"],
+               "latency": lat, "gflops": round(gflops, 4), "params": params,
+               "size_mb": round(lat["onnx_bytes"] / 1e6, 3)}
+        real = self.measure_real(model)
+        if real is not None:
+            out["real"] = real
+        return out
+
+    def measure_real(self, model: torch.nn.Module) -> dict[str, Any] | None:
+        """Real-frame AP of ``model`` (``None`` without ``real_eval``)."""
+        if self.real_eval is None:
+            return None
+        from pruning_tools.evaluate import real_eval_frames, real_summary, torch_detector
+        from pruning_tools.ultralytics_adapter import class_names
+
+        if self._real is None:
+            self._real = real_eval_frames(self.real_eval, getattr(self, "baseline_path", None), self.real_split_file,
+                                          self.real_split, self.progress)
+            self.log(f"real-frame evaluation on {self._real.description}")
+        res = self._real.evaluate(torch_detector(model, class_names(model), self.cfg.data.imgsz))
+        return real_summary(res)
+
+    def _add_missing_real(self, rec: dict[str, Any], path: Path) -> dict[str, Any]:
+        """A result from an earlier run without ``real_eval``: measure its checkpoint on the real frames."""
+        if self.real_eval is None or "real" in rec:
+            return rec
+        from pruning_tools.ultralytics_adapter import load_checkpoint
+
+        model = self.baseline() if rec.get("method") == "dense" else load_checkpoint(self.run / rec["checkpoint"])[0]
+        rec = {**rec, "real": self.measure_real(model)}
+        _write_json(path, rec)
+        return rec
 
     # ------------------------------------------------------------------ main
     def run_all(self) -> dict[str, Any]:
@@ -165,7 +200,7 @@ class Pipeline:
 
         dense_path = self.run / "dense.json"
         if dense_path.is_file():
-            dense_res = json.loads(dense_path.read_text())
+            dense_res = self._add_missing_real(json.loads(dense_path.read_text()), dense_path)
         else:
             self.log("measuring dense baseline (test mAP, ONNX Runtime latency)")
             dense_res = {"method": "dense", "level": 0.0, "sparsity": 0.0, **self.measure(dense, data)}
@@ -200,7 +235,7 @@ class Pipeline:
                     out = level_dir(self.run, method, lv, trial)
                     res_path = out / "result.json"
                     if res_path.is_file():
-                        records.append(json.loads(res_path.read_text()))
+                        records.append(self._add_missing_real(json.loads(res_path.read_text()), res_path))
                         self.log(f"{method} s{int(lv * 100)} t{trial}: done earlier (resume)")
                         continue
                     t_m = time.monotonic()
@@ -308,6 +343,8 @@ class Pipeline:
                     vals = np.array([float(r[k]) for r in rs])
                     row[k] = float(vals.mean())
                     row[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+                if all(r.get("real") for r in rs):
+                    row["real"] = _mean_real([r["real"] for r in rs])
                 agg.append(row)
         results = {"config": config_to_dict(c), "baseline": str(self.baseline_path),
                    "evaluator": getattr(self, "evaluator", dense_res.get("evaluator")), "dense": dense_res,
@@ -340,15 +377,29 @@ class Pipeline:
             keep = full50["map50_95"] / dense_res["map50_95"]
             out["full_keeps_fraction_of_dense_at_50"] = round(keep, 4)
             out["full_keeps_98pct_at_50"] = keep >= 0.98
+        # real frames (issue targets: full keeps >= 95 % of the dense Car AP at 50 %, >= 85 % at 75 %)
+        dense_car = ((dense_res.get("real") or {}).get("classes") or {}).get("Car", {}).get("ap_kitti")
+        for lv, need in ((0.5, 0.95), (0.75, 0.85)):
+            row = aggregate_row(agg, "full", lv)
+            car = ((row or {}).get("real") or {}).get("classes", {}).get("Car", {}).get("ap_kitti")
+            if dense_car and car is not None:
+                keep = car / dense_car
+                out[f"real_car_ap_kept_fraction_at_{int(lv * 100)}"] = round(keep, 4)
+                out[f"real_car_ap_keeps_{int(need * 100)}pct_at_{int(lv * 100)}"] = keep >= need
         return out
 
     def table(self, dense_res: dict[str, Any], agg: list[dict[str, Any]]) -> str:
         c = self.cfg
+        real = (dense_res.get("real") or {}).get("data")
         lines = [f"# Pruning comparison — {c.name}", "",
-                 f"Test split of `{c.data.dataset or 'generated scenes'}` at {c.data.imgsz[0]}x{c.data.imgsz[1]}; "
-                 f"latency: ONNX Runtime CPU, {c.latency.threads} threads, median of {c.latency.runs} runs; "
-                 f"{c.trials} trial(s) (mean ± std); sparsity = fraction of parameters removed.", "",
+                 f"mAP50-95 / mAP50: test split of `{c.data.dataset or 'generated scenes'}` at "
+                 f"{c.data.imgsz[0]}x{c.data.imgsz[1]}; latency: ONNX Runtime CPU, {c.latency.threads} threads, "
+                 f"median of {c.latency.runs} runs; {c.trials} trial(s) (mean ± std); sparsity = fraction of "
+                 "parameters removed.", "",
                  *comparison_table(dense_res, agg)]
+        if real:
+            lines += ["", f"Real-frame AP: {real} — KITTI AP|R40 at IoU 0.7 (Car) / 0.5 (Pedestrian), moderate "
+                          "cut, DontCare ignored (`pruning-tools evaluate`)."]
         return "\n".join(lines) + "\n"
 
     def plots(self, dense_res: dict[str, Any], records: list[dict[str, Any]], space: Any) -> None:
@@ -396,6 +447,21 @@ class Pipeline:
         plt.close(fig)
 
 
+def _mean_real(reals: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean (and std) over trials of real-frame summaries."""
+    out: dict[str, Any] = {"data": reals[0].get("data"), "n_images": reals[0].get("n_images"), "classes": {}}
+    for k in ("map_kitti", "map50", "map50_95"):
+        vals = np.array([float(r[k]) for r in reals])
+        out[k], out[f"{k}_std"] = float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    for name in reals[0].get("classes", {}):
+        cls: dict[str, Any] = {"n_gt": reals[0]["classes"][name]["n_gt"]}
+        for k in ("ap_kitti", "ap50", "ap50_95"):
+            vals = np.array([float(r["classes"][name][k]) for r in reals])
+            cls[k], cls[f"{k}_std"] = float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        out["classes"][name] = cls
+    return out
+
+
 def _ratios_key(ratios: Any) -> str:
     from pruning_tools.finetune import ratios_key
 
@@ -408,6 +474,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="run folder (default: config run_dir or runs/prune_<name>_<n>)")
     p.add_argument("--data", type=Path, default=None, help="override data.dataset")
     p.add_argument("--baseline", type=Path, default=None, help="override the baseline checkpoint")
+    p.add_argument("--real-eval", type=Path, default=None,
+                   help="real KITTI object root: add real-frame AP columns (the baseline's real train/val frames "
+                        "are left out)")
+    p.add_argument("--real-split-file", type=Path, default=None,
+                   help="with --real-eval: evaluate only --real-split's frames of this JSON {train,val,test: [ids]}")
+    p.add_argument("--real-split", default="test", help="split of --real-split-file (default test)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     try:
@@ -420,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
             if a.baseline is not None:
                 cfg = dataclasses.replace(cfg, baseline=str(a.baseline))
         run = a.out or (Path(cfg.run_dir) if cfg.run_dir else next_run_dir(Path("runs"), f"prune_{cfg.name}"))
-        Pipeline(cfg, run, progress=not a.no_progress).run_all()
+        Pipeline(cfg, run, progress=not a.no_progress, real_eval=a.real_eval, real_split_file=a.real_split_file,
+                 real_split=a.real_split).run_all()
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"pruning-tools prune: error: {exc}", file=sys.stderr)
         return 2

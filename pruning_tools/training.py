@@ -146,6 +146,38 @@ class YoloDataset:
         return lb, out
 
 
+class MixedDataset:
+    """Several datasets sampled as one, each repeated a whole number of times per epoch.
+
+    Used to train on a few real frames together with many generated ones: ``repeats`` sets how
+    often each dataset's images appear in one pass (e.g. 40 real frames x 25 beside 1000
+    generated frames x 1 gives real frames half of every batch on average).
+
+    :param datasets: the parts (each with ``__len__`` and ``load``).
+    :param repeats: one positive whole number per part.
+    :raises ValueError: lengths differ or a repeat is below 1.
+    """
+
+    def __init__(self, datasets: list[YoloDataset], repeats: list[int]) -> None:
+        if len(datasets) != len(repeats) or not datasets:
+            raise ValueError(f"need one repeat per dataset, got {len(datasets)} datasets and {len(repeats)} repeats")
+        if any(int(r) < 1 for r in repeats):
+            raise ValueError(f"repeats must be whole numbers >= 1, got {list(repeats)}")
+        self.parts = list(datasets)
+        self.repeats = [int(r) for r in repeats]
+        sizes = [len(d) * r for d, r in zip(self.parts, self.repeats)]
+        self._ends = np.cumsum(sizes)
+
+    def __len__(self) -> int:
+        return int(self._ends[-1])
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        k = int(np.searchsorted(self._ends, i, side="right"))
+        start = 0 if k == 0 else int(self._ends[k - 1])
+        part = self.parts[k]
+        return part.load((i - start) % len(part))
+
+
 def _augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator, crop_width: int | None,
              hflip: float, hsv: float) -> tuple[np.ndarray, np.ndarray]:
     h, w = img.shape[:2]
@@ -204,7 +236,7 @@ class BatchStream:
     :param augment: flips and colour jitter.
     """
 
-    def __init__(self, dataset: YoloDataset, batch: int, seed: int = 0, crop_width: int | None = None,
+    def __init__(self, dataset: YoloDataset | MixedDataset, batch: int, seed: int = 0, crop_width: int | None = None,
                  augment: bool = True, hflip: float = 0.5, hsv: float = 0.3) -> None:
         if len(dataset) == 0:
             raise DatasetError("empty dataset")
@@ -369,17 +401,25 @@ def recalibrate_bn(model: nn.Module, stream: BatchStream, batches: int, start: i
 
 
 def train_detector(model: nn.Module, data: Path, cfg: TrainConfig, progress: bool = True,
-                   on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+                   on_step: Callable[[int, float], None] | None = None,
+                   mix: list[tuple[Path, int]] | None = None) -> dict[str, Any]:
     """Train ``model`` in place (see :class:`TrainConfig`).
 
+    :param mix: further datasets ``(root, repeats)`` whose ``cfg.split`` is sampled together with
+        ``data`` (which counts once per epoch), see :class:`MixedDataset`.
     :return: summary with steps, images, final/first losses and wall time.
     """
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
-    ds = YoloDataset(data, cfg.split, cfg.imgsz, cache=cfg.cache)
+    ds: YoloDataset | MixedDataset = YoloDataset(data, cfg.split, cfg.imgsz, cache=cfg.cache)
     if cfg.max_images is not None and cfg.max_images < len(ds):
         ds = YoloDataset(data, cfg.split, cfg.imgsz, indices=list(range(cfg.max_images)), cache=cfg.cache)
+    images = len(ds)
+    if mix:
+        extra = [YoloDataset(root, cfg.split, cfg.imgsz, cache=True) for root, _ in mix]
+        images += sum(len(d) for d in extra)
+        ds = MixedDataset([ds, *extra], [1, *(r for _, r in mix)])
     stream = BatchStream(ds, cfg.batch, cfg.seed, cfg.crop_width, cfg.augment)
     total = cfg.steps if cfg.steps is not None else cfg.epochs * stream.steps_per_epoch
     t0 = time.monotonic()
@@ -388,5 +428,5 @@ def train_detector(model: nn.Module, data: Path, cfg: TrainConfig, progress: boo
     _, losses = train_steps(model, stream, 0, total, total, cfg.lr0, opt, cfg.lrf,
                             min(cfg.warmup_steps, total // 3), cfg.grad_clip, bar, on_step)
     bar.close()
-    return {"steps": total, "images": len(ds), "batch": cfg.batch, "first_loss": losses[0] if losses else None,
+    return {"steps": total, "images": images, "batch": cfg.batch, "first_loss": losses[0] if losses else None,
             "final_loss": float(np.mean(losses[-10:])) if losses else None, "wall_s": round(time.monotonic() - t0, 1)}

@@ -34,8 +34,12 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
-def ap_from_pr(tp: np.ndarray, scores: np.ndarray, n_gt: int) -> float:
-    """101-point interpolated AP from per-prediction true-positive flags and scores."""
+def ap_from_pr(tp: np.ndarray, scores: np.ndarray, n_gt: int, recall_points: np.ndarray = _RECALL_POINTS) -> float:
+    """Interpolated AP from per-prediction true-positive flags and scores.
+
+    :param recall_points: recall values at which the precision envelope is sampled; COCO's 101
+        points ``0, 0.01, ..., 1`` by default, KITTI's 40 points ``1/40, ..., 1`` for AP|R40.
+    """
     if n_gt == 0:
         return float("nan")
     if tp.size == 0:
@@ -48,8 +52,8 @@ def ap_from_pr(tp: np.ndarray, scores: np.ndarray, n_gt: int) -> float:
     precision = ctp / np.maximum(ctp + cfp, 1e-12)
     # precision envelope (monotone non-increasing from the right)
     envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    idx = np.searchsorted(recall, _RECALL_POINTS, side="left")
-    q = np.zeros(_RECALL_POINTS.size)
+    idx = np.searchsorted(recall, recall_points, side="left")
+    q = np.zeros(np.size(recall_points))
     valid = idx < recall.size
     q[valid] = envelope[idx[valid]]
     return float(q.mean())

@@ -76,6 +76,9 @@ ARTIFACT_SCHEMA: dict[str, Any] = {
         "map50_95": _MAP,
         "map50": _MAP,
         "map_by_condition": {"type": "object", "additionalProperties": _MAP_PAIR},
+        # real-frame AP (pruning-tools export --real-eval): data, n_images, map_kitti, classes{name: ap_kitti, ...}
+        "real": {"type": "object", "properties": {"n_images": {"type": "integer", "minimum": 1},
+                                                  "classes": {"type": "object"}}},
         "latency_ms": {
             "type": "object",
             "required": ["median", "backend", "device"],

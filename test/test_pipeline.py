@@ -48,3 +48,17 @@ def test_tiny_prune_run_end_to_end(tmp_path: Path) -> None:
     mtime = (run / "uniform" / "s50" / "model.pt").stat().st_mtime
     assert main(["--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--no-progress"]) == 0
     assert (run / "uniform" / "s50" / "model.pt").stat().st_mtime == mtime
+    # --real-eval on a finished run: real-frame AP is added to every record without re-pruning
+    from pruning_tools.kitti import generate_dataset
+
+    real = tmp_path / "real_kitti"
+    generate_dataset(real, frames=3, seed=4, progress=False)
+    assert main(["--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--no-progress",
+                 "--real-eval", str(real)]) == 0
+    assert (run / "uniform" / "s50" / "model.pt").stat().st_mtime == mtime
+    res = json.loads((run / "results.json").read_text())
+    for rec in [res["dense"], *res["records"]]:
+        assert rec["real"]["n_images"] == 3 and set(rec["real"]["classes"]) == {"Car", "Pedestrian", "Cyclist"}
+    assert all("real" in row for row in res["aggregate"])
+    table = (run / "table.md").read_text()
+    assert "Car AP real (IoU .7)" in table and "Real-frame AP: " in table and "3 real frames" in table

@@ -133,7 +133,8 @@ class _Msgs:
 
 
 def raw_drive_to_bag(drive: Path, out: Path, *, storage: str = "mcap", camera: str = "02",
-                     progress: bool = True, calib: Path | None = None) -> Path:
+                     progress: bool = True, calib: Path | None = None, rate: float | None = None,
+                     start_ns: int | None = None) -> Path:
     """Write a KITTI raw drive (real or generated) as a rosbag2 folder.
 
     :param drive: the drive folder (``<date>/<date>_drive_XXXX_sync``).
@@ -141,7 +142,9 @@ def raw_drive_to_bag(drive: Path, out: Path, *, storage: str = "mcap", camera: s
     :param storage: ``"mcap"`` or ``"sqlite3"``.
     :param camera: ``"00"``..``"03"`` (``"02"``: left colour).
     :param progress: show a progress bar.
-    :param calib: ``calib_cam_to_cam.txt``; default: the date folder above ``drive``.
+    :param calib: ``calib_cam_to_cam.txt`` or a day's calibration folder; default: the date folder above ``drive``.
+    :param rate: frame rate (Hz) of a drive or frame folder without ``timestamps.txt`` (see :class:`RawDrive`).
+    :param start_ns: first stamp with ``rate`` (default: midnight UTC of the drive's date folder).
     :return: ``out``.
     :raises FileExistsError: ``out`` exists.
     :raises ValueError: unknown storage/camera, or a bad drive (see :class:`RawDrive`).
@@ -158,7 +161,7 @@ def raw_drive_to_bag(drive: Path, out: Path, *, storage: str = "mcap", camera: s
         raise ValueError(f"camera must be one of {sorted(CAMERAS)}, got {camera!r}")
     if out.exists():
         raise FileExistsError(f"{out}: output exists; choose a new bag folder")
-    rd = RawDrive(drive, camera=camera, calib=calib)
+    rd = RawDrive(drive, camera=camera, calib=calib, rate=rate, start_ns=start_ns)
     ts = typestore()
     frame_id, encoding = CAMERAS[camera]
     m = _Msgs(ts, frame_id, encoding)

@@ -32,6 +32,15 @@ def _keys(text: str) -> list[str]:
     return [k.strip() for k in text.split(",") if k.strip()]
 
 
+def _stamp(text: str) -> int:
+    from pruning_tools.kitti.io import parse_timestamp
+
+    try:
+        return parse_timestamp(text if "." in text else text + ".0")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kitti`` argument parser (subcommands ``generate``, ``convert``, ``to-bag``)."""
     p = argparse.ArgumentParser(prog="pruning-tools kitti", description=__doc__.split("\n")[0])
@@ -58,12 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-height", type=float, default=0.0, help="drop boxes lower than this many pixels")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    b = sub.add_parser("to-bag", help="KITTI raw drive -> rosbag2")
-    b.add_argument("--raw-drive", required=True, type=Path, help="drive folder <date>/<date>_drive_XXXX_sync")
+    b = sub.add_parser("to-bag", help="KITTI raw drive (or a folder of consecutive frames) -> rosbag2")
+    b.add_argument("--raw-drive", required=True, type=Path,
+                   help="drive folder <date>/<date>_drive_XXXX_sync, or (with --rate) a folder of consecutive frames "
+                        "without timestamps (holding image_02/data, or the PNGs themselves)")
+    b.add_argument("--rate", type=float, default=None, help="frame rate in Hz for frames without timestamps.txt")
+    b.add_argument("--start", type=_stamp, default=None,
+                   help="first frame's time with --rate, e.g. '2011-09-26 13:02:25' (default: midnight UTC of the "
+                        "YYYY_MM_DD folder)")
     b.add_argument("--out", required=True, type=Path, help="bag folder to create (must not exist)")
     b.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="storage plugin (default mcap)")
     b.add_argument("--camera", choices=("00", "01", "02", "03"), default="02", help="camera (default 02)")
-    b.add_argument("--calib", type=Path, default=None, help="calib_cam_to_cam.txt (default: the date folder)")
+    b.add_argument("--calib", type=Path, default=None,
+                   help="calib_cam_to_cam.txt or a day's calibration folder (default: the date folder)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -88,7 +104,7 @@ def _run(args: argparse.Namespace) -> str:
     from pruning_tools.kitti.bag import raw_drive_to_bag
 
     out = raw_drive_to_bag(args.raw_drive, args.out, storage=args.storage, camera=args.camera,
-                           progress=progress, calib=args.calib)
+                           progress=progress, calib=args.calib, rate=args.rate, start_ns=args.start)
     return f"wrote rosbag2 {out} ({args.storage})"
 
 

@@ -87,6 +87,8 @@ def load_class_map(path: Path) -> dict[str, str | None]:
 def read_split_file(path: Path) -> dict[str, list[str]]:
     """Read a ``splits.json`` (as :func:`convert_kitti` writes it).
 
+    Keys starting with ``_`` (e.g. ``"_about"``) are comments and ignored.
+
     :raises ValueError: bad JSON, unknown split names, or one id in two splits (names the file).
     """
     path = Path(path)
@@ -96,8 +98,9 @@ def read_split_file(path: Path) -> dict[str, list[str]]:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict) or not set(data) <= set(SPLITS):
-        raise ValueError(f"{path}: expected {{'train': [ids], 'val': [ids], 'test': [ids]}}")
+    if not isinstance(data, dict) or not {k for k in data if not str(k).startswith("_")} <= set(SPLITS):
+        raise ValueError(f"{path}: expected {{'train': [ids], 'val': [ids], 'test': [ids]}} "
+                         "(keys starting with '_' are comments)")
     seen: dict[str, str] = {}
     out: dict[str, list[str]] = {}
     for split in SPLITS:

@@ -152,34 +152,74 @@ class CameraInfoData:
         return cls(width=w, height=h, K=c.K.copy(), D=c.D.copy(), R=c.R_rect.copy(), P=c.P_rect.copy())
 
 
+def _date_from_path(path: Path) -> int:
+    """Midnight UTC (ns) of the first ``YYYY_MM_DD`` folder name in ``path`` (KITTI's day folders).
+
+    :raises ValueError: no such name: the caller must give the start time.
+    """
+    import calendar
+    import re
+
+    for part in reversed(Path(path).resolve().parts):
+        m = re.match(r"(\d{4})_(\d{2})_(\d{2})", part)
+        if m:
+            y, mo, d = (int(g) for g in m.groups())
+            return calendar.timegm((y, mo, d, 0, 0, 0)) * 1_000_000_000
+    raise ValueError(f"{path}: no YYYY_MM_DD folder to date the frames by; give the start time (--start)")
+
+
 class RawDrive:
     """A KITTI raw synced drive, one camera.
 
     :param path: the drive folder (``.../<date>/<date>_drive_XXXX_sync``).
     :param camera: ``"00"``..``"03"``; ``"02"`` is the left colour camera.
-    :param calib: ``calib_cam_to_cam.txt``; default: the date folder above ``path``.
+    :param calib: ``calib_cam_to_cam.txt`` or a day's calibration folder holding it; default: the
+        date folder above ``path``.
+    :param rate: frame rate in Hz for frames without ``timestamps.txt`` (``path`` may then also be a
+        bare folder of consecutive PNGs); frame ``i`` is stamped ``start_ns + i / rate``.
+    :param start_ns: first stamp with ``rate``; default: midnight UTC of the ``YYYY_MM_DD`` folder
+        in ``path`` (KITTI's day folders).
     :raises FileNotFoundError: missing image folder, timestamps, calibration, or an extension
         file (label/condition) for some frame when that extension folder exists.
     :raises ValueError: no images, or the number of timestamps differs from the number of images.
     """
 
-    def __init__(self, path: Path, camera: str = "02", calib: Path | None = None) -> None:
+    def __init__(self, path: Path, camera: str = "02", calib: Path | None = None, rate: float | None = None,
+                 start_ns: int | None = None) -> None:
         self.path = Path(path)
         self.camera = camera
         if not self.path.is_dir():
             raise FileNotFoundError(f"{self.path}: raw drive folder not found")
         cam_dir = self.path / f"image_{camera}"
         data_dir = cam_dir / "data"
+        if not data_dir.is_dir() and rate is not None and any(
+                p.suffix.lower() in IMAGE_SUFFIXES for p in self.path.iterdir()):
+            data_dir = cam_dir = self.path  # a bare folder of consecutive frames
         if not data_dir.is_dir():
-            raise FileNotFoundError(f"{data_dir}: not found (expected a KITTI raw drive with image_{camera}/data)")
+            raise FileNotFoundError(f"{data_dir}: not found (expected a KITTI raw drive with image_{camera}/data"
+                                    + ("" if rate is not None else ", or a folder of frames with --rate") + ")")
         self.image_paths: list[Path] = sorted(p for p in data_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.image_paths:
             raise ValueError(f"{data_dir}: no PNG images")
         self.timestamps_path = cam_dir / "timestamps.txt"
-        self.timestamps: list[int] = read_timestamps(self.timestamps_path)
+        if rate is not None:
+            if self.timestamps_path.is_file():
+                raise ValueError(f"{self.timestamps_path}: the drive has its own timestamps; --rate is for frames "
+                                 "without them")
+            if not 0 < rate <= 1000:
+                raise ValueError(f"rate must be in (0, 1000] Hz, got {rate}")
+            start = start_ns if start_ns is not None else _date_from_path(self.path)
+            self.timestamps: list[int] = [start + round(i * 1e9 / rate) for i in range(len(self.image_paths))]
+        else:
+            if not self.timestamps_path.is_file():
+                raise FileNotFoundError(f"{self.timestamps_path}: not found (frames without timestamps need a "
+                                        "frame rate: --rate HZ)")
+            self.timestamps = read_timestamps(self.timestamps_path)
         if len(self.timestamps) != len(self.image_paths):
             raise ValueError(f"{self.timestamps_path}: {len(self.timestamps)} timestamps but "
                              f"{len(self.image_paths)} images in {data_dir}")
+        if calib is not None and Path(calib).is_dir():
+            calib = Path(calib) / "calib_cam_to_cam.txt"  # a day's calibration folder
         self.calib_path = Path(calib) if calib is not None else self.path.parent / "calib_cam_to_cam.txt"
         self.calib: CamToCam = read_cam_to_cam(self.calib_path)
         try:
