@@ -38,7 +38,7 @@ LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
 
 
 def image_qos(reliability: str) -> QoSProfile:
-    """Sensor-data QoS keeping only the newest frame (depth 1), best effort or reliable."""
+    """Image subscription QoS keeping only the newest frame (depth 1), reliable or best effort."""
     return QoSProfile(depth=1, history=qos_profile_sensor_data.history, durability=qos_profile_sensor_data.durability,
                       reliability=QoSReliabilityPolicy.RELIABLE if reliability == "reliable"
                       else QoSReliabilityPolicy.BEST_EFFORT)
