@@ -12,18 +12,21 @@ export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 export YOLO_VERBOSE := false
 export PYTHONDONTWRITEBYTECODE := 1
+# The venv is an ament prefix (tools/ament_prefix.py): ROS 2 tools find this package through it.
+AMENT_PREFIX_PATH := $(CURDIR)/$(VENV)$(if $(AMENT_PREFIX_PATH),:$(AMENT_PREFIX_PATH))
+export AMENT_PREFIX_PATH
 
-.PHONY: help setup test test-fast demo table bench lint clean distclean colcon-check
+.PHONY: help setup ament-prefix test test-fast demo table bench lint clean distclean colcon-check
 
 help:
-	@echo "make setup   - create $(VENV) with pinned deps, build+install sparse_perception_msgs (idempotent)"
+	@echo "make setup   - create $(VENV) with pinned deps, build+install sparse_perception_msgs, make it an ament prefix (idempotent)"
 	@echo "make demo    - end-to-end demo on embedded defaults (runs setup first when needed)"
 	@echo "make table   - full-profile reproduction of the seed's Table 1 (hours on 2 cores)"
 	@echo "make test    - the whole test suite (pytest)"
 	@echo "make bench   - quick benchmarks, JSON into bench/results/"
 	@echo "make clean   - remove build outputs (keeps $(VENV))"
 
-setup: $(VENV)/.stamp-project
+setup: $(VENV)/.stamp-ament
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
@@ -52,6 +55,21 @@ $(VENV)/.stamp-project: $(VENV)/.stamp-msgs setup.py setup.cfg package.xml
 	$(PIP) install --no-deps --no-build-isolation -e .
 	$(PY) -c "import sparse_perception, pruning_tools"
 	touch $@
+
+# The editable install writes no data_files and puts the console scripts in bin/ only: add the
+# ament index entry, share/sparse_perception/{package.xml,launch,config}, lib/sparse_perception/<exe>
+# and the AMENT_PREFIX_PATH activation hook (docs/setup.md).
+AMENT_INPUTS := tools/ament_prefix.py setup.py setup.cfg package.xml resource/sparse_perception \
+                $(wildcard launch/*.launch.py config/*.yaml)
+$(VENV)/.stamp-ament: $(VENV)/.stamp-project $(AMENT_INPUTS)
+	$(PY) tools/ament_prefix.py --prefix $(VENV)
+	$(PY) -c "from ament_index_python.packages import get_package_share_directory as s; import os; \
+	  assert os.path.isfile(os.path.join(s('sparse_perception'), 'launch', 'detector.launch.py'))"
+	touch $@
+
+ament-prefix: $(VENV)/.stamp-project
+	$(PY) tools/ament_prefix.py --prefix $(VENV)
+	touch $(VENV)/.stamp-ament
 
 build/sparse_perception_msgs: ; @mkdir -p build
 $(VENV)/.stamp-msgs: | build

@@ -5,6 +5,10 @@ node. Arguments left empty keep the value of the parameters file::
 
     ros2 launch sparse_perception detector.launch.py engine_manifest:=/zoo/manifest.json autostart:=true
     ros2 launch sparse_perception detector.launch.py model_path:=yolo.onnx bag:=/data/kitti_seq autostart:=true
+    ros2 launch sparse_perception detector.launch.py engine_manifest:=/zoo/manifest.json \
+        namespace:=front image_topic:=/camera/image_raw image_reliability:=best_effort params_file:=my.yaml
+
+Arguments and their mapping onto parameters: ``sparse_perception/launch_args.py``.
 
 Without ``autostart:=true`` the node waits unconfigured: drive it with
 ``ros2 lifecycle set /perception/detector configure`` then ``activate``.
@@ -19,31 +23,9 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
+from sparse_perception.launch_args import ARGUMENTS, node_overrides
+
 PACKAGE = "sparse_perception"
-#: Topic the KITTI bags written by `pruning-tools kitti to-bag` carry the left colour camera on.
-BAG_IMAGE_TOPIC = "/kitti/camera_color_left/image_raw"
-
-ARGUMENTS = (
-    ("namespace", "perception", "namespace of the detector node and its relative topics"),
-    ("params_file", "", "parameters file (default: share/sparse_perception/config/detector.yaml)"),
-    ("autostart", "", "true: the node configures and activates itself (empty = params file)"),
-    ("engine_manifest", "", "engine zoo manifest.json (empty = params file)"),
-    ("model_path", "", "single Ultralytics-layout ONNX instead of a zoo (empty = params file)"),
-    ("image_topic", "", f"input image topic (empty = params file; {BAG_IMAGE_TOPIC} when bag is set)"),
-    ("condition_topic", "", "topic remapped onto the node's driving_condition (empty = no remap; "
-                            "/driving_condition when bag is set)"),
-    ("bag", "", "rosbag2 folder to replay alongside the node (empty = none)"),
-    ("bag_player", "replay", "replay (sparse-perception replay) | ros2 (ros2 bag play)"),
-    ("log_level", "info", "node log level"),
-)
-
-
-def _bool(text: str, name: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise ValueError(f"launch argument {name!r} must be true or false, got {text!r}")
 
 
 def _entities(context: LaunchContext) -> list:
@@ -51,14 +33,7 @@ def _entities(context: LaunchContext) -> list:
     arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
     params_file = arg["params_file"] or os.path.join(get_package_share_directory(PACKAGE), "config",
                                                      "detector.yaml")
-    overrides: dict[str, object] = {k: arg[k] for k in ("engine_manifest", "model_path", "image_topic") if arg[k]}
-    if arg["autostart"]:
-        overrides["autostart"] = _bool(arg["autostart"], "autostart")
-    condition_topic = arg["condition_topic"]
-    if arg["bag"]:
-        overrides.setdefault("image_topic", BAG_IMAGE_TOPIC)
-        overrides["image_reliability"] = "reliable"  # bag players publish reliably; 1.4 MB frames need it
-        condition_topic = condition_topic or "/driving_condition"
+    overrides, condition_topic = node_overrides(arg)
     remappings = [("driving_condition", condition_topic)] if condition_topic else []
     entities: list = [LifecycleNode(
         package=PACKAGE, executable="detector_node", name="detector", namespace=arg["namespace"],
@@ -68,10 +43,8 @@ def _entities(context: LaunchContext) -> list:
     if arg["bag"]:
         if arg["bag_player"] == "ros2":
             cmd = ["ros2", "bag", "play", arg["bag"]]
-        elif arg["bag_player"] == "replay":
+        else:  # replay (node_overrides checked the value)
             cmd = [os.path.join(get_package_prefix(PACKAGE), "lib", PACKAGE, "replay"), arg["bag"]]
-        else:
-            raise ValueError(f"launch argument 'bag_player' must be replay or ros2, got {arg['bag_player']!r}")
         entities.append(ExecuteProcess(cmd=cmd, name="bag_player", output="screen"))
     return entities
 

@@ -6,6 +6,8 @@ publish. Interface, QoS and semantics: docs/node.md.
 """
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -19,6 +21,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from sparse_perception import ros_convert as rc
@@ -35,7 +38,7 @@ LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
 
 
 def image_qos(reliability: str) -> QoSProfile:
-    """Sensor-data QoS keeping only the newest frame (depth 1), best effort or reliable."""
+    """Image subscription QoS keeping only the newest frame (depth 1), reliable or best effort."""
     return QoSProfile(depth=1, history=qos_profile_sensor_data.history, durability=qos_profile_sensor_data.durability,
                       reliability=QoSReliabilityPolicy.RELIABLE if reliability == "reliable"
                       else QoSReliabilityPolicy.BEST_EFFORT)
@@ -294,24 +297,48 @@ class DetectorNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of ``detector_node`` / ``sparse-perception node``."""
+    """Entry point of ``detector_node`` / ``sparse-perception node``.
+
+    SIGINT and SIGTERM (``kill``, ``docker stop``, ``systemctl stop``, launch) end the node the
+    same way: the spin loop stops, the lifecycle ``shutdown`` transition frees the engines, and
+    the process exits with 0. rclpy's own handlers are not installed: they would invalidate the
+    context under the spin loop. A second signal ends the process at once.
+    """
     if args is not None:  # `sparse-perception node ARGS`: rcl expects the program name first
         args = ["detector_node", *args]
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with rclpy.init(args=args):
+        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
             node = DetectorNode()
-            if node.get_parameter("autostart").value:
-                if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-                    node.trigger_activate()
             executor = MultiThreadedExecutor(num_threads=4)
-            executor.add_node(node)
-            while not node.finalized:
-                executor.spin_once(timeout_sec=0.1)
-            node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+            try:
+                if node.get_parameter("autostart").value and not stop.is_set():
+                    if node.trigger_configure() == TransitionCallbackReturn.SUCCESS and not stop.is_set():
+                        node.trigger_activate()
+                executor.add_node(node)
+                while not node.finalized and not stop.is_set():
+                    executor.spin_once(timeout_sec=0.1)
+            except ExternalShutdownException:  # the context was shut down from elsewhere
+                pass
+            finally:
+                executor.shutdown()
+                if not node.finalized:
+                    if node.context.ok():
+                        node.trigger_shutdown()  # on_shutdown: waits for a frame in flight, frees engines
+                    else:
+                        node._release()
+                node.destroy_node()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

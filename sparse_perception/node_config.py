@@ -37,7 +37,7 @@ DESCRIPTIONS: dict[str, str] = {
     "max_detections": "maximum detections per image",
     "image_topic": "input topic (relative, remappable)",
     "compressed": "subscribe to sensor_msgs/CompressedImage instead of Image",
-    "image_reliability": "best_effort (sensor data) | reliable; both keep only the newest frame",
+    "image_reliability": "reliable (default: full-size frames arrive) | best_effort (only for best-effort cameras; FastDDS loses most large best-effort frames); both keep only the newest frame",
     "autostart": "configure and activate on start",
     "policy_mode": "manual | auto (the condition-driven policy chooses the level)",
     "policy_path": "policy trained by `pruning-tools train-policy`",
@@ -68,7 +68,7 @@ class NodeConfig:
     max_detections: int = 300
     image_topic: str = "image_raw"
     compressed: bool = False
-    image_reliability: str = "best_effort"
+    image_reliability: str = "reliable"
     autostart: bool = False
     policy_mode: str = "manual"
     policy_path: str = ""

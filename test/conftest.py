@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,6 +20,14 @@ from sparse_perception.testing import apply_ros_isolation  # noqa: E402
 
 # One domain per test run (pytest process); subprocesses inherit it.
 ROS_ENV = apply_ros_isolation(ros_home=_TMP / "ros_home")
+
+# `.venv/bin/python -m pytest` without activation: the venv is this package's ament prefix
+# (tools/ament_prefix.py), as `make` and the venv's activation declare it; launch_ros resolves
+# the node's executable through it. Elsewhere (a colcon install) AMENT_PREFIX_PATH is left alone.
+if (Path(sys.prefix) / "share/ament_index/resource_index/packages/sparse_perception").is_file():
+    _ament = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    if sys.prefix not in _ament:
+        os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join([sys.prefix, *_ament])
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -16,8 +16,8 @@ import pytest
 
 # launch_testing first: from the repository root, the `launch/` folder imports as an (empty) namespace
 # package named `launch`, so importorskip("launch") alone would not skip where ROS 2 launch is absent.
-launch_testing = pytest.importorskip("launch_testing", reason="launch_testing (ROS 2) is not installed: run on a "
-                                     "full ROS 2 install; twin: test/test_detector_node.py")
+launch_testing = pytest.importorskip("launch_testing", reason="launch_testing (ROS 2) is not installed: add it to the venv "
+                                     "or run on a full ROS 2 install; twin: test/test_detector_node.py")
 launch_ros = pytest.importorskip("launch_ros", reason="launch_ros (ROS 2) is not installed")
 import launch  # noqa: E402
 import launch.actions  # noqa: E402
