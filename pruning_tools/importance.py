@@ -53,6 +53,9 @@ def accumulate_gradients(model: nn.Module, stream: BatchStream, batches: int, pr
     if batches < 1:
         raise ValueError(f"importance batches must be >= 1, got {batches}")
     reset_criterion(model)
+    was_training = model.training
+    # forward passes in train mode update BatchNorm running statistics: keep the dense model's own
+    bn_state = {n: b.detach().clone() for n, b in model.named_buffers()}
     model.train()
     acc = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     for step in tqdm(range(batches), desc="stage 1: gradients", unit="batch", disable=not progress):
@@ -63,7 +66,10 @@ def accumulate_gradients(model: nn.Module, stream: BatchStream, batches: int, pr
             if p.grad is not None:
                 acc[n] += p.grad.detach().abs()
     model.zero_grad(set_to_none=True)
-    model.eval()
+    with torch.no_grad():
+        for n, b in model.named_buffers():
+            b.copy_(bn_state[n])
+    model.train(was_training)
     return acc
 
 
@@ -81,7 +87,8 @@ def group_importance(model: nn.Module, space: PruningSpace, grads: dict[str, tor
         n = layer.channels
         ch = torch.zeros(n)
         total, count = 0.0, 0
-        for dep, idxs in g:
+        for item in g:
+            dep, idxs = item.dep, item.idxs
             mod = dep.target.module
             is_out = dg.is_out_channel_pruning_fn(dep.handler)
             for p_name in ("weight", "bias"):
@@ -90,6 +97,7 @@ def group_importance(model: nn.Module, space: PruningSpace, grads: dict[str, tor
                     continue
                 gabs = grads[pname[id(p)]]
                 idx = torch.as_tensor([int(i) for i in idxs], dtype=torch.long)
+                root = _root_indices(getattr(item, "root_idxs", None), len(idxs), n, layer.name)
                 if is_out or isinstance(mod, nn.BatchNorm2d) or p_name == "bias":
                     if p_name == "bias" and not (is_out or isinstance(mod, nn.BatchNorm2d)):
                         continue
@@ -99,14 +107,29 @@ def group_importance(model: nn.Module, space: PruningSpace, grads: dict[str, tor
                 else:
                     sl = gabs.index_select(1, idx).transpose(0, 1)
                 per = sl.reshape(len(idx), -1).sum(1)
-                # idxs may repeat channels (e.g. SPPF's 4x concat): fold back onto the n root channels
-                ch.index_add_(0, idx % n, per)
+                # the graph's own mapping back to the root conv's channels (concats of unequal
+                # widths, SPPF's 4x concat, splits): each index carries its root index
+                ch.index_add_(0, root, per)
                 total += float(sl.sum())
                 count += sl.numel()
         layer_imp[layer.index] = total / max(count, 1)
         scores[layer.name] = ch
         layer.importance = float(layer_imp[layer.index])
     return ImportanceResult(layer_imp, scores, 0)
+
+
+def _root_indices(root_idxs: Sequence[int] | None, count: int, n: int, name: str) -> torch.Tensor:
+    """Root-channel index of every entry of a group item (Torch-Pruning's ``GroupItem.root_idxs``,
+    the dependency graph's own index mapping back through concats, splits and repeats).
+
+    :raises ValueError: when the mapping is missing or falls outside the root's ``n`` channels.
+    """
+    if root_idxs is None or len(root_idxs) != count:
+        raise ValueError(f"layer {name}: the dependency graph gave no root-channel mapping for a group item")
+    out = torch.as_tensor([int(-1 if r is None else r) for r in root_idxs], dtype=torch.long)
+    if out.numel() and (int(out.min()) < 0 or int(out.max()) >= n):
+        raise ValueError(f"layer {name}: root-channel mapping outside 0..{n - 1}")
+    return out
 
 
 def compute_importance(model: nn.Module, space: PruningSpace, stream: BatchStream, batches: int,

@@ -34,10 +34,44 @@ def test_importance_per_group_without_changing_weights(setup: tuple) -> None:
     assert np.all(res.layer_importance >= 0) and np.all(np.isfinite(res.layer_importance))
     assert np.mean(res.layer_importance > 0) > 0.8  # heads of scales without targets may get no gradient
     assert all(len(res.channel_scores[layer.name]) == layer.channels for layer in space.layers)
-    for k, v in model.state_dict().items():
-        if v.is_floating_point() and "running" not in k and "num_batches" not in k:
-            torch.testing.assert_close(v, before[k])
+    for k, v in model.state_dict().items():  # weights and BatchNorm statistics alike
+        torch.testing.assert_close(v, before[k])
     assert space.layers[0].importance == pytest.approx(res.layer_importance[0])
+
+
+def test_channel_scores_follow_the_graphs_root_mapping_through_unequal_concats() -> None:
+    """yolov8n's C2f concatenates branches of unequal width: a consumer's input index is not the
+    root channel modulo the width; the score must land on the graph's root channel."""
+    from torch import nn
+
+    from pruning_tools.importance import group_importance
+    from pruning_tools.pruning import _groups, build_graph
+
+    model = ua.build_model("yolov8n.yaml").eval()
+    space = PruningSpace(model, IMGSZ)
+    dg = build_graph(model)
+    pname = {id(p): n for n, p in model.named_parameters()}
+    case = None
+    for name, g in _groups(model, dg):
+        n = dict(model.named_modules())[name].out_channels
+        for item in g:
+            mod = item.dep.target.module
+            if (isinstance(mod, nn.Conv2d) and mod.groups == 1
+                    and not dg.is_out_channel_pruning_fn(item.dep.handler)):
+                for i, r in zip(item.idxs, item.root_idxs):
+                    if int(i) % n != int(r):
+                        case = (name, mod, int(i), int(r))
+                        break
+            if case:
+                break
+        if case:
+            break
+    assert case is not None, "yolov8n has no offset concat input (test premise)"
+    name, mod, col, root = case
+    grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    grads[pname[id(mod.weight)]][:, col] = 1.0
+    scores = group_importance(model, space, grads).channel_scores[name]
+    assert torch.nonzero(scores).flatten().tolist() == [root]
 
 
 @pytest.mark.parametrize("target", [0.5, 0.75, 0.9])
