@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -36,6 +36,8 @@ class AgentConfig:
     :param log_std_init: initial log std of the Gaussian policy (action units, range [-1, 1]).
     :param imitation_steps: Adam steps fitting the initial policy mean to the stage-1 prior
         (behaviour cloning on the prior's trajectory) before PPO; 0 disables it.
+    :param n_envs: environments stepped in parallel (SB3 ``SubprocVecEnv``, one process each with one
+        torch thread; 1: the env in this process). Needs ``env_factory`` in :func:`search`.
     :param seed: seed of everything.
     """
 
@@ -49,6 +51,7 @@ class AgentConfig:
     ent_coef: float = 0.0
     log_std_init: float = -1.0
     imitation_steps: int = 200
+    n_envs: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -58,6 +61,8 @@ class AgentConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.episodes_per_update < 1:
             raise ValueError("episodes_per_update must be >= 1")
+        if self.n_envs < 1:
+            raise ValueError(f"n_envs must be >= 1, got {self.n_envs}")
 
 
 @dataclass
@@ -80,15 +85,30 @@ class _EpisodeRecorder(BaseCallback):
         self.ep_reward = 0.0
 
     def _on_step(self) -> bool:
-        self.ep_reward += float(self.locals["rewards"][0])
-        if self.locals["dones"][0]:
-            info = self.locals["infos"][0]
-            self.on_episode("ppo", self.ep_reward, info)
-            self.logger.record("episode/reward", self.ep_reward)
-            self.logger.record("episode/map", info.get("map", 0.0))
-            self.logger.record("episode/sparsity", info.get("sparsity", 0.0))
-            self.ep_reward = 0.0
+        rewards, dones, infos = self.locals["rewards"], self.locals["dones"], self.locals["infos"]
+        if not isinstance(self.ep_reward, np.ndarray):
+            self.ep_reward = np.zeros(len(rewards))
+        self.ep_reward += np.asarray(rewards, dtype=np.float64)
+        for k in range(len(rewards)):  # env order: deterministic for a seed
+            if dones[k]:
+                info = infos[k]
+                self.on_episode("ppo", float(self.ep_reward[k]), info)
+                self.logger.record("episode/reward", float(self.ep_reward[k]))
+                self.logger.record("episode/map", info.get("map", 0.0))
+                self.logger.record("episode/sparsity", info.get("sparsity", 0.0))
+                self.ep_reward[k] = 0.0
         return True
+
+
+class _OneThreadEnv:
+    """Picklable env constructor for subprocess workers: one torch thread per worker."""
+
+    def __init__(self, factory: Callable[[], PruningEnv]) -> None:
+        self.factory = factory
+
+    def __call__(self) -> PruningEnv:
+        torch.set_num_threads(1)
+        return self.factory()
 
 
 def run_episode(env: PruningEnv, actions: np.ndarray) -> tuple[float, dict[str, Any]]:
@@ -104,11 +124,17 @@ def run_episode(env: PruningEnv, actions: np.ndarray) -> tuple[float, dict[str, 
 
 
 def search(env: PruningEnv, prior: np.ndarray | None, cfg: AgentConfig, log_dir: Path | None = None,
-           progress: bool = True, desc: str = "stage 2: PPO") -> SearchResult:
+           progress: bool = True, desc: str = "stage 2: PPO",
+           env_factory: Callable[[], PruningEnv] | None = None) -> SearchResult:
     """Warm-up + PPO search; returns the best episode.
 
     :param prior: stage-1 ratios (per layer) used by the warm-up episodes (None: uniform).
+    :param env_factory: builds an env equal to ``env`` (picklable); with ``cfg.n_envs > 1`` PPO steps
+        that many copies in subprocesses (each has its own reward cache).
+    :raises ValueError: ``cfg.n_envs > 1`` without ``env_factory``.
     """
+    if cfg.n_envs > 1 and env_factory is None:
+        raise ValueError("n_envs > 1 needs an env_factory (the envs run in subprocesses)")
     set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     t0 = time.monotonic()
@@ -137,7 +163,15 @@ def search(env: PruningEnv, prior: np.ndarray | None, cfg: AgentConfig, log_dir:
     if cfg.episodes > 0:
         env.reset(seed=cfg.seed)
         env.action_space.seed(cfg.seed)
-        n_steps = env.n * cfg.episodes_per_update
+        # one rollout = episodes_per_update episodes spread over the envs (at least one each)
+        n_steps = env.n * max(1, cfg.episodes_per_update // cfg.n_envs)
+        vec: Any = env
+        if cfg.n_envs > 1:
+            from stable_baselines3.common.vec_env import SubprocVecEnv
+
+            assert env_factory is not None
+            vec = SubprocVecEnv([_OneThreadEnv(env_factory) for _ in range(cfg.n_envs)])
+            vec.seed(cfg.seed)
         tb = None
         if log_dir is not None:
             try:
@@ -146,14 +180,18 @@ def search(env: PruningEnv, prior: np.ndarray | None, cfg: AgentConfig, log_dir:
                 tb = str(log_dir)
             except ImportError:  # pragma: no cover - tensorboard is in the lock file
                 tb = None
-        model = PPO("MlpPolicy", env, learning_rate=cfg.learning_rate, n_steps=n_steps,
-                    batch_size=min(n_steps, max(8, env.n)), n_epochs=cfg.n_epochs, gamma=cfg.gamma,
+        model = PPO("MlpPolicy", vec, learning_rate=cfg.learning_rate, n_steps=n_steps,
+                    batch_size=min(n_steps * cfg.n_envs, max(8, env.n)), n_epochs=cfg.n_epochs, gamma=cfg.gamma,
                     ent_coef=cfg.ent_coef, seed=cfg.seed, verbose=0, tensorboard_log=tb,
                     policy_kwargs={"net_arch": [64, 64], "log_std_init": cfg.log_std_init}, device="cpu")
         if prior is not None and cfg.imitation_steps > 0:
             imitate(model, env, prior, cfg.imitation_steps)
-        model.learn(total_timesteps=cfg.episodes * env.n, callback=_EpisodeRecorder(record), tb_log_name="ppo",
-                    progress_bar=False)
+        try:
+            model.learn(total_timesteps=cfg.episodes * env.n, callback=_EpisodeRecorder(record), tb_log_name="ppo",
+                        progress_bar=False)
+        finally:
+            if vec is not env:
+                vec.close()
         # deterministic rollout of the learned policy
         obs, _ = env.reset()
         ret, info = 0.0, {}

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-METHOD_LABELS = {"dense": "Dense baseline", "uniform": "Uniform magnitude (no RL)",
-                 "importance": "Stage 1 budgets only", "full": "Full pipeline (stage 1 + PPO + fine-tune)"}
+from pruning_tools.methods import METHODS
+
+#: Table 1 labels in the seed's meaning: its "no RL" column is the stage-1 budgets (``importance``),
+#: its "RL" column the full pipeline (``full``); the method name (results.json) follows in backticks.
+METHOD_LABELS = {"dense": "Dense baseline", **{name: f"{cls.label} `{name}`" for name, cls in METHODS.items()}}
+
+#: the paired differences Table 1 reports: (minuend, subtrahend)
+PAIRS = (("full", "importance"), ("full", "random"))
 
 
 def aggregate_row(aggregate: Sequence[Mapping[str, Any]], method: str, level: float) -> Mapping[str, Any] | None:
@@ -58,3 +64,52 @@ def comparison_table(dense: Mapping[str, Any], aggregate: Sequence[Mapping[str, 
                      + ("".join(f" {c} |" for c in _real_cells(r, r.get("trials", 1))) if real else "")
                      + f" {_pm(r, 'latency_ms')} | {r['size_mb']:.2f} | {r['params'] / 1e6:.3f} | {r['gflops']:.2f} |")
     return lines
+
+
+def paired_differences(records: Sequence[Mapping[str, Any]], a: str, b: str, level: float,
+                       key: str = "map50_95") -> dict[str, Any] | None:
+    """Per-trial paired difference ``a - b`` of ``key`` (in points) at ``level``.
+
+    ``spread`` is the larger trial-to-trial std of the two methods; the difference *exceeds the
+    spread* when ``|mean| > max(spread, std of the differences)`` with at least 2 paired trials.
+
+    :return: ``{"a", "b", "level", "per_trial", "mean", "std", "spread", "trials", "exceeds_spread"}``
+        or ``None`` when no trial has both methods.
+    """
+    import statistics
+
+    def by_trial(m: str) -> dict[int, float]:
+        return {int(r["trial"]): float(r[key]) * 100 for r in records
+                if r["method"] == m and abs(float(r["level"]) - level) < 1e-9}
+
+    ra, rb = by_trial(a), by_trial(b)
+    trials = sorted(set(ra) & set(rb))
+    if not trials:
+        return None
+    diffs = [ra[t] - rb[t] for t in trials]
+    mean = statistics.fmean(diffs)
+    sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    sa = statistics.stdev([ra[t] for t in trials]) if len(trials) > 1 else 0.0
+    sb = statistics.stdev([rb[t] for t in trials]) if len(trials) > 1 else 0.0
+    spread = max(sa, sb)
+    return {"a": a, "b": b, "level": level, "per_trial": [round(d, 2) for d in diffs], "mean": round(mean, 2),
+            "std": round(sd, 2), "spread": round(spread, 2), "trials": len(trials),
+            "exceeds_spread": len(trials) > 1 and abs(mean) > max(spread, sd)}
+
+
+def paired_lines(pairs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown: one line per paired difference with a plain statement about the spread."""
+    out = []
+    for p in pairs:
+        per = ", ".join(f"{d:+.2f}" for d in p["per_trial"])
+        if p["trials"] < 2:
+            verdict = "one trial: no trial-to-trial spread to compare with"
+        elif p["exceeds_spread"]:
+            verdict = (f"exceeds the trial-to-trial spread (std {p['spread']:.2f} points, std of the differences "
+                       f"{p['std']:.2f})")
+        else:
+            verdict = (f"does not exceed the trial-to-trial spread (std {p['spread']:.2f} points, std of the "
+                       f"differences {p['std']:.2f})")
+        out.append(f"* `{p['a']}` − `{p['b']}` at {int(round(p['level'] * 100))} %: mean {p['mean']:+.2f} mAP50-95 "
+                   f"points over {p['trials']} trial(s) (per trial: {per}) — {verdict}.")
+    return out

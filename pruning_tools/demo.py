@@ -5,7 +5,7 @@ the stage's name and the cause)::
 
     data     generate a KITTI-format dataset (or convert a real KITTI root) -> YOLO dataset;
              generate a driving sequence with changing conditions -> rosbag2
-    prune    pruning-tools prune: stages 1-3 at 50/75/90 %, uniform / stage-1 only / full pipeline
+    prune    pruning-tools prune: 50/75/90 %, uniform / importance (no RL) / random / global / full (RL)
     export   pruning-tools export: FP32/FP16/INT8 bisection -> engine zoo + manifest
     policy   pruning-tools train-policy: PPO condition policy on the zoo's measured figures
     live     detector node (real process) <- replayed bag; manual swaps, then the policy;
@@ -86,7 +86,7 @@ class Demo:
     def stages(self) -> list[Stage]:
         return [
             Stage("data", "KITTI-format dataset and a driving-sequence bag", self.stage_data),
-            Stage("prune", "three-stage pruning at 50/75/90 % (uniform, stage 1 only, full)", self.stage_prune),
+            Stage("prune", "pruning at 50/75/90 % (uniform, importance, random, global, full)", self.stage_prune),
             Stage("export", "quantise (FP32/FP16/INT8 bisection) and export the engine zoo", self.stage_export),
             Stage("policy", "train the condition-driven sparsity policy (PPO)", self.stage_policy),
             Stage("live", "detector node on the replayed drive: swaps, then the policy", self.stage_live),

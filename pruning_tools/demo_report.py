@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pruning_tools.comparison import METHOD_LABELS, aggregate_row, comparison_table
+from pruning_tools.comparison import METHOD_LABELS, aggregate_row, comparison_table, paired_lines
 from sparse_perception.conditions import CONDITION_KEYS
 
-#: Table 1 in the seed's vocabulary (no RL / RL).
-SEED_LABELS = {**METHOD_LABELS, "uniform": "No RL (uniform magnitude)", "full": "RL (stage 1 + PPO + fine-tune)"}
+#: Table 1 in the seed's vocabulary: its "no RL" column is the stage-1 budgets (`importance`), its
+#: "RL" column the full pipeline (`full`); the other rows are baselines the seed did not report.
+SEED_LABELS = METHOD_LABELS
 
 
 def device_info() -> dict[str, Any]:
@@ -31,13 +32,14 @@ def _f(v: Any, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
 
 
 def rl_gain(results: dict[str, Any]) -> dict[str, float]:
-    """RL minus no-RL mAP50-95 in points, per level (the seed reports +7.4 at 75 %, +8.3 at 90 %)."""
+    """RL minus no-RL mAP50-95 in points, per level: ``full`` minus ``importance`` (the seed's "no RL"
+    is its stage-1 sparsity mapping; it reports +7.4 at 75 %, +8.3 at 90 %)."""
     out = {}
     agg = results.get("aggregate", [])
     for lv in sorted({r["level"] for r in agg}):
-        full, uni = aggregate_row(agg, "full", lv), aggregate_row(agg, "uniform", lv)
-        if full and uni:
-            out[f"{int(round(lv * 100))}"] = round((full["map50_95"] - uni["map50_95"]) * 100, 2)
+        full, no_rl = aggregate_row(agg, "full", lv), aggregate_row(agg, "importance", lv)
+        if full and no_rl:
+            out[f"{int(round(lv * 100))}"] = round((full["map50_95"] - no_rl["map50_95"]) * 100, 2)
     return out
 
 
@@ -68,7 +70,8 @@ def zoo_lines(manifest: dict[str, Any]) -> list[str]:
 
 
 def condition_lines(manifest: dict[str, Any], live: dict[str, Any] | None) -> list[str]:
-    """mAP50-95 per driving condition: each selected zoo artifact on the test split, and live."""
+    """mAP50-95 per driving condition: each selected zoo artifact on the export's split (val: the
+    split the bisection and the condition policy select on), and live."""
     sel = [a for a in manifest.get("artifacts", []) if a.get("selected")]
     sel.sort(key=lambda a: a["sparsity"])
     keys = [k for k in CONDITION_KEYS if any(k in (a.get("map_by_condition") or {}) for a in sel)
@@ -104,7 +107,8 @@ def plot_conditions(manifest: dict[str, Any], path: Path) -> bool:
         ax.bar(x + i * width, vals, width, label=f"{a['level']} ({a['precision']})")
     ax.set_xticks(x + width * (len(sel) - 1) / 2, keys, rotation=30, fontsize=8)
     ax.set_ylabel("mAP50-95 (%)")
-    ax.set_title("Accuracy per driving condition (test split), per zoo level")
+    ax.set_title(f"Accuracy per driving condition ({(manifest.get('data') or {}).get('split', 'val')} split), "
+                 "per zoo level")
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -188,18 +192,25 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], profile: dict
           "## Table 1 — pruning at equal targets", "",
           f"mAP50-95 / mAP50: test split of {data['source']} at "
           f"{prune['config']['data']['imgsz'][0]}x{prune['config']['data']['imgsz'][1]}; latency: "
-          f"ONNX Runtime CPU FP32, median; {prune['config']['trials']} trial(s), mean ± std where more than one; "
+          f"ONNX Runtime CPU FP32, all models round-robin in one process, median; "
+          f"{prune['config']['trials']} trial(s), mean ± std where more than one; selection on the val split; "
           f"evaluator: "
           f"{prune.get('evaluator')}. Sparsity target = fraction of parameters removed.", "",
           *comparison_table(prune["dense"], prune.get("aggregate", []), SEED_LABELS), "",
           *([f"Real-frame AP columns: {prune['dense']['real']['data']} — KITTI AP|R40 at IoU 0.7 (Car) / 0.5 "
              "(Pedestrian), moderate cut, DontCare ignored; frames no model here was trained or selected on.", ""]
             if prune["dense"].get("real") else []),
-          "RL minus no-RL, mAP50-95 points: " + (", ".join(f"{k} %: {v:+.2f}" for k, v in gains.items()) or "–")
-          + " (the seed reports +7.4 at 75 % and +8.3 at 90 % on real KITTI with long training).", ""]
+          "RL minus no-RL (`full` − `importance`), mAP50-95 points: "
+          + (", ".join(f"{k} %: {v:+.2f}" for k, v in gains.items()) or "–")
+          + " (the seed reports +7.4 at 75 % and +8.3 at 90 % on real KITTI with long training).", "",
+          *paired_lines(prune.get("paired_differences") or []), ""]
     if profile["name"] == "quick":
-        md += ["*Quick profile*: one trial, a few PPO episodes and a few dozen fine-tuning batches per level, so "
-               "these figures show the mechanics, not converged accuracy; `make table` runs the full profile.", ""]
+        rl = prune["config"].get("rl", {})
+        md += [f"*Quick profile*: one trial, {rl.get('episodes')} PPO episodes (+{rl.get('warmup_episodes')} warm-up) "
+               "per level and as many random-search evaluations, and a few dozen fine-tuning batches per level, so "
+               "these figures show the mechanics, not converged accuracy; "
+               "`pruning_tools/configs/medium.yaml` (3 trials, 300 episodes) and `make table` are the real runs.",
+               ""]
     md += ["![mAP vs latency](pareto.png)", "", "## Engine zoo (quantisation by constrained bisection)", "",
            f"Accuracy-drop bound δ = {manifest.get('data', {}).get('delta_points')} mAP50-95 points; "
            f"{len(manifest.get('artifacts', []))} artifacts; the node preloads the selected one per level.", "",

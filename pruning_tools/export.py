@@ -63,7 +63,7 @@ class ExportConfig:
     imgsz: tuple[int, int] | None = None
     calib_images: int = 500
     dataset: Path | None = None
-    split: str = "test"
+    split: str = "val"
     backends: tuple[str, ...] = ("onnxruntime",)
     precisions: tuple[str, ...] = SEARCH_PRECISIONS
     quick: bool = False
@@ -417,7 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=int, help="INT8 calibration images from the train split (default 500; "
                                                     "32 with --quick)")
     p.add_argument("--dataset", type=Path, help="YOLO dataset (default: the run's)")
-    p.add_argument("--split", default="test", help="evaluation split (default test)")
+    p.add_argument("--split", default="val",
+                   help="selection split: the bisection accepts precisions by its mAP and the manifest's "
+                        "per-condition mAP (the condition policy's training data) come from it (default val; "
+                        "the test split is only reported, by prune)")
     p.add_argument("--eval-images", type=int, help="evaluate at most N images (default all; 48 with --quick)")
     p.add_argument("--backends", default="onnxruntime", help="onnxruntime[,tensorrt]")
     p.add_argument("--precisions", default="fp32,fp16,int8", help="precisions searched (default fp32,fp16,int8)")

@@ -211,6 +211,48 @@ def ort_latency(onnx_path: str | Path, imgsz: tuple[int, int] = (384, 1248), thr
             "min_ms": round(times[0], 3), "runs": len(times)}
 
 
+def interleaved_latency(onnx_paths: dict[str, str | Path], imgsz: tuple[int, int] = (384, 1248), threads: int = 2,
+                        warmup: int = 3, runs: int = 20) -> dict[str, dict[str, float]]:
+    """ONNX Runtime CPU latency of several models measured round-robin in this one process.
+
+    Every session is created and warmed up first; then each of ``runs`` rounds times one inference
+    of every model, in an order rotated by one each round, so slow phases of a shared machine hit
+    all models alike. Quote medians and ratios from one call.
+
+    :param onnx_paths: key -> ONNX file.
+    :return: key -> ``{"median_ms", "p90_ms", "min_ms", "runs", "interleaved": True, "models": N}``.
+    :raises ValueError: on an empty mapping or ``runs < 1``.
+    """
+    if not onnx_paths:
+        raise ValueError("interleaved_latency needs at least one model")
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    keys = list(onnx_paths)
+    sessions, feeds = {}, {}
+    x32 = np.random.default_rng(0).random((1, 3, int(imgsz[0]), int(imgsz[1]))).astype(np.float32)
+    for k in keys:
+        sess = ort_session(onnx_paths[k], threads)
+        inp = sess.get_inputs()[0]
+        sessions[k] = sess
+        feeds[k] = {inp.name: x32.astype(np.float16) if "float16" in inp.type else x32}
+    for _ in range(max(0, warmup)):
+        for k in keys:
+            sessions[k].run(None, feeds[k])
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    for r in range(runs):
+        for j in range(len(keys)):
+            k = keys[(j + r) % len(keys)]
+            t0 = time.perf_counter()
+            sessions[k].run(None, feeds[k])
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for k, ts in times.items():
+        ts.sort()
+        out[k] = {"median_ms": round(statistics.median(ts), 3), "p90_ms": round(ts[int(0.9 * (len(ts) - 1))], 3),
+                  "min_ms": round(ts[0], 3), "runs": len(ts), "interleaved": True, "models": len(keys)}
+    return out
+
+
 def model_latency(model: nn.Module, imgsz: tuple[int, int] = (384, 1248), threads: int = 2, warmup: int = 3,
                   runs: int = 10, keep: str | Path | None = None) -> dict[str, float]:
     """Export ``model`` to ONNX (to ``keep`` or a temp file) and measure :func:`ort_latency`."""

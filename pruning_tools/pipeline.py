@@ -1,11 +1,12 @@
 """``pruning-tools prune --config FILE``: the three-stage pruning pipeline and its comparison table.
 
-For every target level (parameter sparsity, default 50/75/90 %) and trial, three methods reach
-the same target and get the same stage-3 fine-tuning:
-
-* ``uniform``    — one channel ratio for every layer (magnitude channel selection, no RL);
-* ``importance`` — stage-1 budgets only (gradient-L1 importance -> per-layer ratios);
-* ``full``       — stage 1 + stage 2 (PPO search seeded by the stage-1 budgets) + stage 3.
+For every target level (parameter sparsity, default 50/75/90 %) and trial, each method of
+:mod:`pruning_tools.methods` (``uniform``, ``importance`` — the seed's "no RL", ``random``,
+``global``, ``full`` — the seed's "RL") turns the dense model into per-layer ratios meeting the level
+(within 1 %, else an error), and every one gets the same stage-3 pruning + fine-tuning. One
+(method, level, trial) unit is :meth:`Pipeline.run_unit`; selection (search, re-ranking) uses the
+val split only, the test split is only reported. Latencies are measured at the end, every model
+round-robin in one process.
 
 Run-directory layout (consumed by ``pruning-tools export``)::
 
@@ -16,12 +17,14 @@ Run-directory layout (consumed by ``pruning-tools export``)::
     <run>/pareto.png             mAP50-95 vs ONNX Runtime latency
     <run>/layer_sparsity.png     per-layer ratios per method and level
     <run>/dense.json             dense baseline measurements
-    <run>/importance_t<k>.json   stage-1 layer importance and budgets (trial k)
+    <run>/importance_t<k>.json   stage-1 layer importance, channel scores and budgets (trial k)
+    <run>/dense.onnx             the dense model's ONNX file (interleaved latency)
     <run>/tb/                    TensorBoard logs of the PPO runs
     <run>/<method>/s<NN>/model.pt        pruned + fine-tuned FP32 checkpoint (trial 0)
     <run>/<method>/s<NN>/result.json     its measurements (and ratios)
+    <run>/<method>/s<NN>/model.onnx      its ONNX file (interleaved latency)
     <run>/<method>/s<NN>/t<k>/...        the same for trial k >= 1
-    <run>/full/s<NN>/search.json         stage-2 episode history (trial 0; t<k>/ for others)
+    <run>/{full,random}/s<NN>/search.json  search history (trial 0; t<k>/ for others)
 
 Re-running the same command resumes: finished results are kept, an interrupted stage-3 job
 continues from its last checkpoint.
@@ -40,7 +43,7 @@ import numpy as np
 import torch
 import yaml
 
-from pruning_tools.comparison import METHOD_LABELS, aggregate_row, comparison_table
+from pruning_tools.comparison import METHOD_LABELS, PAIRS, aggregate_row, comparison_table, paired_differences, paired_lines
 from pruning_tools.prune_config import ConfigError, PruneConfig, config_to_dict, load_config
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -62,6 +65,40 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     return str(o)
+
+
+#: a method whose ratios or pruned model miss the level by more than this (absolute sparsity) is an error
+LEVEL_TOLERANCE = 0.01
+
+
+class _ValMap:
+    """Picklable ``model -> mAP50-95`` on the val split."""
+
+    def __init__(self, data: Path, imgsz: tuple[int, int], max_images: int | None) -> None:
+        self.data, self.imgsz, self.max_images = Path(data), tuple(imgsz), max_images
+
+    def __call__(self, model: torch.nn.Module) -> float:
+        from pruning_tools.measure import evaluate_model
+
+        return float(evaluate_model(model, self.data, "val", self.imgsz, max_images=self.max_images)["map50_95"])
+
+
+class _EnvFactory:
+    """Picklable constructor of a stage-2 environment (SB3 subprocess envs call it in each worker)."""
+
+    def __init__(self, dense: torch.nn.Module, space: Any, level: float, calib: Any, val_map: _ValMap,
+                 dense_val: float, cfg: PruneConfig, channel_scores: dict[str, torch.Tensor] | None) -> None:
+        self.dense, self.space, self.level, self.calib, self.val_map = dense, space, level, calib, val_map
+        self.dense_val, self.cfg, self.channel_scores = dense_val, cfg, channel_scores
+
+    def __call__(self) -> Any:
+        from pruning_tools.rl_env import PruningEnv, RewardProxy
+
+        r = self.cfg.rl
+        proxy = RewardProxy(self.dense, self.space, self.calib, self.val_map, r.bn_batches, r.ft_steps, r.ft_lr,
+                            self.channel_scores)
+        return PruningEnv(self.space, self.level, proxy, self.dense_val, r.lambda_map, r.lambda_sparsity,
+                          self.cfg.max_ratio, r.lambda_flops)
 
 
 def level_dir(run: Path, method: str, level: float, trial: int) -> Path:
@@ -139,7 +176,9 @@ class Pipeline:
         m = evaluate_model(model, data, "test", c.data.imgsz, max_images=c.data.test_images, progress=self.progress)
         self.evaluator = m.get("evaluator", "?")
         gflops, params = count_flops(model, c.data.imgsz)
-        lat = model_latency(model, c.data.imgsz, c.latency.threads, c.latency.warmup, c.latency.runs, keep=onnx_path)
+        # one timed run here (the ONNX file and its size); Table 1's latencies come from the interleaved
+        # round-robin of every model in report()
+        lat = model_latency(model, c.data.imgsz, c.latency.threads, 1, 1, keep=onnx_path)
         out = {"map50_95": float(m["map50_95"]), "map50": float(m["map50"]), "evaluator": self.evaluator,
                "latency_ms": lat["median_ms"],
                "latency": lat, "gflops": round(gflops, 4), "params": params,
@@ -174,164 +213,297 @@ class Pipeline:
         _write_json(path, rec)
         return rec
 
-    # ------------------------------------------------------------------ main
-    def run_all(self) -> dict[str, Any]:
-        from pruning_tools.agent import AgentConfig, search
-        from pruning_tools.finetune import FinetuneConfig, prune_and_finetune
-        from pruning_tools.importance import budgets_from_importance, compute_importance
-        from pruning_tools.measure import evaluate_model
+    # ------------------------------------------------------------------ shared state (lazy, per process)
+    def prepare(self) -> None:
+        """Dataset, dense model, pruning space, dense measurements. Idempotent; every unit needs it."""
+        if getattr(self, "space", None) is not None:
+            return
         from pruning_tools.pruning import PruningSpace, check_target
-        from pruning_tools.rl_env import PruningEnv, RewardProxy
-        from pruning_tools.training import BatchStream, YoloDataset
+        from pruning_tools.training import YoloDataset
 
         c = self.cfg
         for lv in c.levels:
             check_target(lv, "level")
         torch.set_num_threads(c.threads)
         (self.run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(c), sort_keys=False))
-        data = self.dataset()
-        dense = self.baseline()
-        space = PruningSpace(dense, c.data.imgsz, c.round_to, c.target_metric)
+        self.data = self.dataset()
+        self.dense = self.baseline()
+        self.dense.eval()
+        space = PruningSpace(self.dense, c.data.imgsz, c.round_to, c.target_metric)
         for lv in c.levels:
             if space.max_sparsity(c.max_ratio) < lv:
                 raise ConfigError(f"level {lv} unreachable with max_ratio {c.max_ratio} "
                                   f"(at most {space.max_sparsity(c.max_ratio):.3f})")
-        self.log(f"baseline {self.baseline_path} | {len(space)} prunable layers | data {data}")
-
+        self.log(f"baseline {self.baseline_path} | {len(space)} prunable layers | data {self.data}")
         dense_path = self.run / "dense.json"
         if dense_path.is_file():
-            dense_res = self._add_missing_real(json.loads(dense_path.read_text()), dense_path)
+            self.dense_res = self._add_missing_real(json.loads(dense_path.read_text()), dense_path)
         else:
             self.log("measuring dense baseline (test mAP, ONNX Runtime latency)")
-            dense_res = {"method": "dense", "level": 0.0, "sparsity": 0.0, **self.measure(dense, data)}
-            _write_json(dense_path, dense_res)
-
-        train_ds = YoloDataset(data, "train", c.data.imgsz)
+            self.dense_res = {"method": "dense", "level": 0.0, "sparsity": 0.0,
+                              **self.measure(self.dense, self.data, self.run / "dense.onnx")}
+            _write_json(dense_path, self.dense_res)
+        train_ds = YoloDataset(self.data, "train", c.data.imgsz)
         if c.data.train_images is not None and c.data.train_images < len(train_ds):
-            train_ds = YoloDataset(data, "train", c.data.imgsz, indices=list(range(c.data.train_images)))
-        val_n = c.data.val_images
+            train_ds = YoloDataset(self.data, "train", c.data.imgsz, indices=list(range(c.data.train_images)))
+        self.train_ds = train_ds
+        self._stage1: dict[int, dict[str, Any]] = {}
+        self._dense_val: float | None = None
+        self.space = space
 
-        def val_map(model: torch.nn.Module) -> float:
-            return float(evaluate_model(model, data, "val", c.data.imgsz, max_images=val_n)["map50_95"])
+    def stage1(self, trial: int) -> dict[str, Any]:
+        """Stage-1 importance, channel scores and budgets of ``trial`` (``importance_t<k>.json``; read
+        back when present, so units in other processes reuse it)."""
+        if trial in self._stage1:
+            return self._stage1[trial]
+        from pruning_tools.importance import budgets_from_importance, compute_importance
+        from pruning_tools.training import BatchStream
 
-        records: list[dict[str, Any]] = []
-        for trial in range(c.trials):
+        c, space = self.cfg, self.space
+        path = self.run / f"importance_t{trial}.json"
+        st = None
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("batches") == c.importance.batches and saved.get("channel_scores") \
+                    and saved.get("layers") == [l.name for l in space.layers]:
+                st = {"importance": np.asarray(saved["importance"]),
+                      "channel_scores": {k: torch.tensor(v) for k, v in saved["channel_scores"].items()}}
+        if st is None:
             seed = c.seed + trial
-            torch.manual_seed(seed)
-            stream = BatchStream(train_ds, c.finetune.batch, seed, c.finetune.crop_width)
-            imp_path = self.run / f"importance_t{trial}.json"
-            need_imp = any(m in c.methods for m in ("importance", "full"))
-            if need_imp:
-                imp_stream = BatchStream(train_ds, c.importance.batch, seed + 1000, c.finetune.crop_width)
-                res = compute_importance(dense, space, imp_stream, c.importance.batches, self.progress)
-                budgets = {lv: budgets_from_importance(space, res.layer_importance, lv, c.max_ratio, c.importance.beta)
-                           for lv in c.levels}
-                _write_json(imp_path, {"batches": c.importance.batches, "layers": [l.name for l in space.layers],
-                                       "importance": res.layer_importance,
-                                       "budgets": {str(lv): b for lv, b in budgets.items()}})
-            dense_val = None
-            for lv in c.levels:
-                for method in c.methods:
-                    out = level_dir(self.run, method, lv, trial)
-                    res_path = out / "result.json"
-                    if res_path.is_file():
-                        records.append(self._add_missing_real(json.loads(res_path.read_text()), res_path))
-                        self.log(f"{method} s{int(lv * 100)} t{trial}: done earlier (resume)")
-                        continue
-                    t_m = time.monotonic()
-                    search_info: dict[str, Any] = {}
-                    if method == "uniform":
-                        ratios = space.uniform(lv, c.max_ratio)
-                    elif method == "importance":
-                        ratios = budgets[lv]
-                    else:
-                        if dense_val is None:
-                            dense_val = val_map(dense)
-                            self.log(f"dense mAP50-95 on {val_n} held-out val images: {dense_val:.4f}")
-                        calib = BatchStream(train_ds, c.rl.bn_batch, seed + 2000, c.finetune.crop_width)
-                        proxy = RewardProxy(dense, space, calib, val_map, c.rl.bn_batches, c.rl.ft_steps, c.rl.ft_lr)
-                        env = PruningEnv(space, lv, proxy, dense_val, c.rl.lambda_map, c.rl.lambda_sparsity,
-                                         c.max_ratio)
-                        acfg = AgentConfig(episodes=c.rl.episodes, warmup_episodes=c.rl.warmup_episodes,
-                                           warmup_noise=c.rl.warmup_noise, learning_rate=c.rl.learning_rate,
-                                           episodes_per_update=c.rl.episodes_per_update, n_epochs=c.rl.n_epochs,
-                                           gamma=c.rl.gamma, seed=seed)
-                        sr = search(env, budgets[lv], acfg, self.run / "tb" / f"s{int(lv * 100)}_t{trial}",
-                                    self.progress, desc=f"stage 2: PPO s{int(lv * 100)}")
-                        ratios = sr.ratios
-                        rerank = self.rerank(dense, space, calib, data, sr.history, budgets[lv], seed)
-                        if rerank:
-                            ratios = np.asarray(rerank[0]["ratios"])
-                        search_info = {"best_reward": sr.reward, "best_proxy_map": sr.map, "episodes": len(sr.history),
-                                       "rerank": [{k: v for k, v in r.items() if k != "ratios"} for r in rerank],
-                                       "proxy_evaluations": sr.proxy_evaluations, "wall_s": sr.wall_s,
-                                       "dense_val_map": dense_val}
-                        _write_json(out / "search.json", {**search_info, "history": sr.history, "ratios": ratios})
-                    fcfg = FinetuneConfig(prune_steps=c.finetune.prune_steps, steps_per_prune=c.finetune.steps_per_prune,
-                                          final_steps=c.finetune.final_steps, batch=c.finetune.batch,
-                                          lr0=c.finetune.lr0, checkpoint_every=c.finetune.checkpoint_every,
-                                          bn_batches=c.finetune.bn_batches, seed=seed)
-                    meta = {"kind": "pruned", "method": method, "level": lv, "trial": trial, "seed": seed,
-                            "baseline": str(self.baseline_path.name), "ratios": [float(r) for r in ratios],
-                            "layers": [l.name for l in space.layers], "round_to": c.round_to}
-                    # channel choice inside a layer: L2 magnitude for every method (methods differ in ratios only)
-                    model, ft = prune_and_finetune(dense, space, ratios, stream, out, fcfg, meta, None, self.progress,
-                                                   desc=f"stage 3: {method} s{int(lv * 100)}")
-                    meas = self.measure(model, data)
-                    rec = {"method": method, "level": lv, "trial": trial, "seed": seed,
-                           "sparsity": round(1 - meas["params"] / dense_res["params"], 4),
-                           "target_metric": c.target_metric, "achieved_target": round(space.sparsity(ratios), 4),
-                           "flops_reduction": round(1 - meas["gflops"] / dense_res["gflops"], 4), **meas,
-                           "ratios": [round(float(r), 4) for r in ratios], "finetune": ft, "search": search_info,
-                           "checkpoint": str((out / "model.pt").relative_to(self.run)),
-                           "wall_s": round(time.monotonic() - t_m, 1)}
-                    # record results in the checkpoint's meta too (export reads either)
-                    from pruning_tools.ultralytics_adapter import save_checkpoint
+            imp_stream = BatchStream(self.train_ds, c.importance.batch, seed + 1000, c.finetune.crop_width)
+            res = compute_importance(self.dense, space, imp_stream, c.importance.batches, self.progress)
+            st = {"importance": res.layer_importance, "channel_scores": res.channel_scores}
+        for layer, v in zip(space.layers, st["importance"]):
+            layer.importance = float(v)
+        st["budgets"] = {lv: budgets_from_importance(space, st["importance"], lv, c.max_ratio, c.importance.beta)
+                         for lv in c.levels}
+        _write_json(path, {"batches": c.importance.batches, "layers": [l.name for l in space.layers],
+                           "importance": st["importance"], "budgets": {str(lv): b for lv, b in st["budgets"].items()},
+                           "channel_scores": {k: [float(x) for x in v] for k, v in st["channel_scores"].items()}})
+        self._stage1[trial] = st
+        return st
 
-                    save_checkpoint(model, out / "model.pt", {**meta, "ratios_key": _ratios_key(ratios),
-                                                              "finetune": ft, "map50_95": meas["map50_95"],
-                                                              "map50": meas["map50"], "sparsity": rec["sparsity"]})
-                    _write_json(res_path, rec)
-                    records.append(rec)
-                    self.log(f"{method} s{int(lv * 100)} t{trial}: mAP50-95 {meas['map50_95']:.4f} "
-                             f"mAP50 {meas['map50']:.4f} {meas['latency_ms']:.1f} ms sparsity {rec['sparsity']:.3f}")
-        return self.report(dense_res, records, space)
+    def channel_scores(self, method: Any, trial: int) -> dict[str, torch.Tensor] | None:
+        """Stage-1 per-channel scores where the config asks for them and ``method`` uses stage 1."""
+        if self.cfg.importance.channel_choice == "gradient" and getattr(method, "uses_importance", False):
+            return self.stage1(trial)["channel_scores"]
+        return None
 
-    def rerank(self, dense: torch.nn.Module, space: Any, calib: Any, data: Path, history: list[dict[str, Any]],
-               prior: np.ndarray, seed: int) -> list[dict[str, Any]]:
-        """Re-score the prior and the best episodes with a more careful proxy; best first."""
-        from pruning_tools.measure import evaluate_model
+    def _proxy_data(self) -> tuple[tuple[int, int], Any]:
+        from pruning_tools.training import YoloDataset
+
+        c = self.cfg
+        sz = tuple(c.rl.proxy_imgsz) if c.rl.proxy_imgsz else tuple(c.data.imgsz)
+        n = c.data.train_images
+        ds = self.train_ds if sz == tuple(c.data.imgsz) else YoloDataset(
+            self.data, "train", sz, indices=list(range(min(n, len(self.train_ds)))) if n is not None else None)
+        return (int(sz[0]), int(sz[1])), ds
+
+    def val_map_fn(self, max_images: int | None) -> Any:
+        """``model -> mAP50-95`` on the val split at the proxy input size (never the test split)."""
+        sz, _ = self._proxy_data()
+        return _ValMap(self.data, sz, max_images)
+
+    def dense_val(self) -> float:
+        if self._dense_val is None:
+            self._dense_val = float(self.val_map_fn(self.cfg.data.val_images)(self.dense))
+            self.log(f"dense mAP50-95 on {self.cfg.data.val_images} val images: {self._dense_val:.4f}")
+        return self._dense_val
+
+    def make_env(self, level: float, trial: int, uses_importance: bool = False) -> Any:
+        """The stage-2 environment (reward proxy on the val split) for ``level``, ``trial``."""
+        return self.env_factory(level, trial, uses_importance)()
+
+    def env_factory(self, level: float, trial: int, uses_importance: bool = False) -> Any:
+        """A picklable constructor of :meth:`make_env`'s environment (for SB3 subprocess envs)."""
+        from pruning_tools.training import BatchStream
+
+        c = self.cfg
+        sz, ds = self._proxy_data()
+        calib = BatchStream(ds, c.rl.bn_batch, c.seed + trial + 2000, c.finetune.crop_width)
+        scores = self.stage1(trial)["channel_scores"] if (uses_importance and c.importance.channel_choice
+                                                           == "gradient") else None
+        if uses_importance:
+            self.stage1(trial)  # importance is an observation feature of the env
+        return _EnvFactory(self.dense, self.space, level, calib, self.val_map_fn(c.data.val_images), self.dense_val(),
+                           c, scores)
+
+    def reward_evaluations(self) -> int:
+        """Reward evaluations of one search: ``full``'s episodes (warm-up + PPO + final rollout);
+        ``random`` gets the same number."""
+        r = self.cfg.rl
+        return r.warmup_episodes + r.episodes + (1 if r.episodes > 0 else 0)
+
+    def ppo_search(self, level: float, trial: int, method: Any) -> Any:
+        """Stage 2 for ``full``: warm-up from the stage-1 prior, PPO, val-split re-ranking."""
+        from pruning_tools.agent import AgentConfig, search
+        from pruning_tools.methods import MethodResult
+
+        c = self.cfg
+        prior = self.stage1(trial)["budgets"][level]
+        factory = self.env_factory(level, trial, uses_importance=True)
+        env = factory()
+        acfg = AgentConfig(episodes=c.rl.episodes, warmup_episodes=c.rl.warmup_episodes,
+                           warmup_noise=c.rl.warmup_noise, learning_rate=c.rl.learning_rate,
+                           episodes_per_update=c.rl.episodes_per_update, n_epochs=c.rl.n_epochs,
+                           gamma=c.rl.gamma, log_std_init=c.rl.log_std_init, imitation_steps=c.rl.imitation_steps,
+                           n_envs=c.rl.n_envs, seed=c.seed + trial)
+        sr = search(env, prior, acfg, self.run / "tb" / f"s{int(round(level * 100))}_t{trial}", self.progress,
+                    desc=f"stage 2: PPO s{int(round(level * 100))}", env_factory=factory)
+        rerank = self.rerank(trial, sr.history, uses_importance=True)
+        ratios = np.asarray(rerank[0]["ratios"]) if rerank else sr.ratios
+        info = {"best_reward": sr.reward, "best_proxy_map": sr.map, "episodes": len(sr.history),
+                "rerank": [{k: v for k, v in r.items() if k != "ratios"} for r in rerank],
+                "proxy_evaluations": sr.proxy_evaluations, "wall_s": sr.wall_s, "dense_val_map": self.dense_val(),
+                "chosen_from": rerank[0]["candidate"] if rerank else "best episode"}
+        return MethodResult(ratios, info, sr.history, self.channel_scores(method, trial))
+
+    def rerank(self, trial: int, history: list[dict[str, Any]], uses_importance: bool = False
+               ) -> list[dict[str, Any]]:
+        """Re-score the ``rl.rerank_top`` best episodes of a search with a more careful proxy
+        (``rl.rerank_ft_steps`` fine-tune batches, ``rl.rerank_val_images`` of the val split); best first.
+        No candidate is added that the search did not find (the stage-1 prior competes only as an episode)."""
         from pruning_tools.rl_env import RewardProxy
+        from pruning_tools.training import BatchStream
 
         c = self.cfg.rl
         if c.rerank_top <= 0:
             return []
-        cands: list[tuple[str, list[float]]] = [("prior", [float(r) for r in prior])]
+        cands: list[tuple[str, list[float]]] = []
         seen = set()
         for h in sorted(history, key=lambda h: -h["reward"]):
-            key = tuple(space.kept(i, r) for i, r in enumerate(h["ratios"]))
+            key = tuple(self.space.kept(i, r) for i, r in enumerate(h["ratios"]))
             if key in seen:
                 continue
             seen.add(key)
             cands.append((f"episode {h['episode']} ({h['kind']})", h["ratios"]))
-            if len(cands) > c.rerank_top:
+            if len(cands) >= c.rerank_top:
                 break
-
-        def careful(model: torch.nn.Module) -> float:
-            return float(evaluate_model(model, data, "val", self.cfg.data.imgsz,
-                                        max_images=c.rerank_val_images)["map50_95"])
-
-        proxy = RewardProxy(dense, space, calib, careful, c.bn_batches, c.rerank_ft_steps, c.ft_lr)
-        out = []
-        for name, ratios in cands:
-            out.append({"candidate": name, "map": proxy(ratios), "ratios": ratios})
+        _, ds = self._proxy_data()
+        calib = BatchStream(ds, c.bn_batch, self.cfg.seed + trial + 2000, self.cfg.finetune.crop_width)
+        scores = self.stage1(trial)["channel_scores"] if (uses_importance and self.cfg.importance.channel_choice
+                                                           == "gradient") else None
+        proxy = RewardProxy(self.dense, self.space, calib, self.val_map_fn(c.rerank_val_images), c.bn_batches,
+                            c.rerank_ft_steps, c.ft_lr, scores)
+        out = [{"candidate": name, "map": proxy(ratios), "ratios": ratios} for name, ratios in cands]
         out.sort(key=lambda r: -r["map"])
-        self.log("rerank: " + ", ".join(f"{r['candidate']}={r['map']:.4f}" for r in out))
+        self.log("rerank (val split): " + ", ".join(f"{r['candidate']}={r['map']:.4f}" for r in out))
         return out
 
+    # ------------------------------------------------------------------ units
+    def run_unit(self, method: str, level: float, trial: int) -> dict[str, Any]:
+        """One (method, level, trial) unit: ratios, stage 3, test-split measurements; its record.
+
+        A plain call (an executor may run units in other processes: shared inputs are files in the
+        run folder). A finished unit's ``result.json`` is returned as is.
+
+        :raises PruningError: when the method's ratios or the pruned model miss the level by more than 1 %.
+        """
+        from pruning_tools.finetune import FinetuneConfig, prune_and_finetune
+        from pruning_tools.methods import UnitContext, get_method
+        from pruning_tools.pruning import PruningError
+        from pruning_tools.training import BatchStream
+        from pruning_tools.ultralytics_adapter import save_checkpoint
+
+        self.prepare()
+        c, space = self.cfg, self.space
+        out = level_dir(self.run, method, level, trial)
+        res_path = out / "result.json"
+        if res_path.is_file():
+            self.log(f"{method} s{int(round(level * 100))} t{trial}: done earlier (resume)")
+            return self._add_missing_real(json.loads(res_path.read_text()), res_path)
+        t_m = time.monotonic()
+        seed = c.seed + trial
+        torch.manual_seed(seed)
+        m = get_method(method)
+        result = m.ratios(UnitContext(self, level, trial, out))
+        ratios = np.asarray(result.ratios, dtype=np.float64)
+        achieved = float(space.sparsity(ratios))
+        if abs(achieved - level) > LEVEL_TOLERANCE:
+            raise PruningError(f"method {method!r} at level {level} (trial {trial}): its ratios reach "
+                               f"{achieved:.4f}, more than {LEVEL_TOLERANCE:.0%} from the level")
+        if result.history is not None:
+            _write_json(out / "search.json", {**result.search, "history": result.history, "ratios": ratios})
+        stream = BatchStream(self.train_ds, c.finetune.batch, seed, c.finetune.crop_width)
+        fcfg = FinetuneConfig(prune_steps=c.finetune.prune_steps, steps_per_prune=c.finetune.steps_per_prune,
+                              final_steps=c.finetune.final_steps, batch=c.finetune.batch,
+                              lr0=c.finetune.lr0, checkpoint_every=c.finetune.checkpoint_every,
+                              bn_batches=c.finetune.bn_batches, seed=seed)
+        choice = "gradient" if result.channel_scores is not None else "magnitude"
+        meta = {"kind": "pruned", "method": method, "level": level, "trial": trial, "seed": seed,
+                "baseline": str(self.baseline_path.name), "ratios": [float(r) for r in ratios],
+                "layers": [l.name for l in space.layers], "round_to": c.round_to, "channel_choice": choice}
+        model, ft = prune_and_finetune(self.dense, space, ratios, stream, out, fcfg, meta, result.channel_scores,
+                                       self.progress, desc=f"stage 3: {method} s{int(round(level * 100))}")
+        meas = self.measure(model, self.data, out / "model.onnx")
+        dense_res = self.dense_res
+        rec = {"method": method, "level": level, "trial": trial, "seed": seed,
+               "sparsity": round(1 - meas["params"] / dense_res["params"], 4),
+               "target_metric": c.target_metric, "achieved_target": round(achieved, 4),
+               "flops_reduction": round(1 - meas["gflops"] / dense_res["gflops"], 4), **meas,
+               "ratios": [round(float(r), 4) for r in ratios], "channel_choice": choice, "finetune": ft,
+               "search": result.search, "checkpoint": str((out / "model.pt").relative_to(self.run)),
+               "onnx": str((out / "model.onnx").relative_to(self.run)),
+               "wall_s": round(time.monotonic() - t_m, 1)}
+        measured = rec["sparsity"] if c.target_metric == "params" else rec["flops_reduction"]
+        if abs(measured - level) > LEVEL_TOLERANCE:
+            raise PruningError(f"method {method!r} at level {level} (trial {trial}): the pruned model has "
+                               f"{c.target_metric} sparsity {measured:.4f}, more than {LEVEL_TOLERANCE:.0%} from "
+                               f"the level (checkpoint kept: {out / 'model.pt'})")
+        # record results in the checkpoint's meta too (export reads either)
+        save_checkpoint(model, out / "model.pt", {**meta, "ratios_key": _ratios_key(ratios),
+                                                  "finetune": ft, "map50_95": meas["map50_95"],
+                                                  "map50": meas["map50"], "sparsity": rec["sparsity"]})
+        _write_json(res_path, rec)
+        self.log(f"{method} s{int(round(level * 100))} t{trial}: mAP50-95 {meas['map50_95']:.4f} "
+                 f"mAP50 {meas['map50']:.4f} {meas['latency_ms']:.1f} ms sparsity {rec['sparsity']:.3f}")
+        return rec
+
+    def units(self) -> list[tuple[str, float, int]]:
+        """Every (method, level, trial) of the config, in run order."""
+        c = self.cfg
+        return [(m, lv, t) for t in range(c.trials) for lv in c.levels for m in c.methods]
+
+    def run_all(self) -> dict[str, Any]:
+        self.prepare()
+        records = [self.run_unit(m, lv, t) for m, lv, t in self.units()]
+        return self.report(self.dense_res, records, self.space)
+
     # ------------------------------------------------------------------ outputs
+    def interleave_latency(self, dense_res: dict[str, Any], records: list[dict[str, Any]]
+                           ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+        """Every model of the table timed round-robin in this process (``latency.runs`` each, medians);
+        returns copies of ``dense_res`` and ``records`` whose ``latency_ms`` are those medians."""
+        from pruning_tools.measure import interleaved_latency
+        from pruning_tools.ultralytics_adapter import class_names, export_onnx, load_checkpoint
+
+        c = self.cfg
+        paths: dict[str, Path] = {}
+        dense_onnx = self.run / "dense.onnx"
+        if not dense_onnx.is_file():
+            export_onnx(self.dense, dense_onnx, imgsz=c.data.imgsz, class_names=class_names(self.dense))
+        paths["dense"] = dense_onnx
+        for r in records:
+            key = f"{r['method']}/{r['level']}/{r['trial']}"
+            p = self.run / r.get("onnx", str(Path(r["checkpoint"]).with_suffix(".onnx")))
+            if not p.is_file():
+                model, _ = load_checkpoint(self.run / r["checkpoint"])
+                export_onnx(model, p, imgsz=c.data.imgsz, class_names=class_names(model))
+            paths[key] = p
+        self.log(f"latency: {len(paths)} models round-robin, {c.latency.runs} timed runs each")
+        lat = interleaved_latency(paths, c.data.imgsz, c.latency.threads, c.latency.warmup, c.latency.runs)
+        dense_out = {**dense_res, "latency_ms": lat["dense"]["median_ms"], "latency": lat["dense"]}
+        recs = []
+        for r in records:
+            k = f"{r['method']}/{r['level']}/{r['trial']}"
+            recs.append({**r, "latency_unit_ms": r["latency_ms"], "latency_ms": lat[k]["median_ms"], "latency": lat[k]})
+        info = {"method": "interleaved round-robin in one process", "models": len(paths), "runs": c.latency.runs,
+                "warmup": c.latency.warmup, "threads": c.latency.threads}
+        return dense_out, recs, info
+
     def report(self, dense_res: dict[str, Any], records: list[dict[str, Any]], space: Any) -> dict[str, Any]:
         c = self.cfg
+        dense_res, records, lat_info = self.interleave_latency(dense_res, records)
         agg: list[dict[str, Any]] = []
         for lv in c.levels:
             for method in c.methods:
@@ -346,12 +518,16 @@ class Pipeline:
                 if all(r.get("real") for r in rs):
                     row["real"] = _mean_real([r["real"] for r in rs])
                 agg.append(row)
+        pairs = [d for lv in c.levels for a, b in PAIRS if a in c.methods and b in c.methods
+                 for d in [paired_differences(records, a, b, lv)] if d is not None]
         results = {"config": config_to_dict(c), "baseline": str(self.baseline_path),
                    "evaluator": getattr(self, "evaluator", dense_res.get("evaluator")), "dense": dense_res,
-                   "records": records, "aggregate": agg, "layers": [l.name for l in space.layers],
-                   "wall_s": round(time.monotonic() - self.t0, 1), "targets": self.targets(dense_res, agg)}
+                   "records": records, "aggregate": agg, "paired_differences": pairs, "latency": lat_info,
+                   "selection_split": "val", "report_split": "test",
+                   "layers": [l.name for l in space.layers],
+                   "wall_s": round(time.monotonic() - self.t0, 1), "targets": self.targets(dense_res, agg, pairs)}
         _write_json(self.run / "results.json", results)
-        (self.run / "table.md").write_text(self.table(dense_res, agg))
+        (self.run / "table.md").write_text(self.table(dense_res, agg, pairs))
         summary = {"run_dir": str(self.run), "baseline": str(self.baseline_path), "imgsz": list(c.data.imgsz),
                    "dense": {"map50_95": dense_res["map50_95"], "map50": dense_res["map50"]},
                    "checkpoints": [{"method": r["method"], "level": r["level"], "trial": r["trial"],
@@ -365,8 +541,19 @@ class Pipeline:
         self.log(f"wrote {self.run}/table.md, results.json, summary.json, pareto.png, layer_sparsity.png")
         return results
 
-    def targets(self, dense_res: dict[str, Any], agg: list[dict[str, Any]]) -> dict[str, Any]:
+    def targets(self, dense_res: dict[str, Any], agg: list[dict[str, Any]],
+                pairs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        # issue 12: full - importance >= +1.0 points at 75 %, >= +2.0 at 90 % (mean over trials); full >= random
+        for p in pairs or []:
+            lv = int(round(p["level"] * 100))
+            out[f"{p['a']}_minus_{p['b']}_at_{lv}_points"] = p["mean"]
+            out[f"{p['a']}_minus_{p['b']}_at_{lv}_exceeds_trial_spread"] = p["exceeds_spread"]
+            if p["b"] == "importance" and lv in (75, 90):
+                need = 1.0 if lv == 75 else 2.0
+                out[f"full_beats_importance_by_{need:g}_at_{lv}"] = p["mean"] >= need
+            if p["b"] == "random":
+                out[f"full_at_least_random_at_{lv}"] = p["mean"] >= 0.0
         full75, uni75, full50 = (aggregate_row(agg, m, lv) for m, lv in (("full", 0.75), ("uniform", 0.75),
                                                                          ("full", 0.5)))
         if full75 and uni75:
@@ -388,15 +575,22 @@ class Pipeline:
                 out[f"real_car_ap_keeps_{int(need * 100)}pct_at_{int(lv * 100)}"] = keep >= need
         return out
 
-    def table(self, dense_res: dict[str, Any], agg: list[dict[str, Any]]) -> str:
+    def table(self, dense_res: dict[str, Any], agg: list[dict[str, Any]],
+              pairs: list[dict[str, Any]] | None = None) -> str:
         c = self.cfg
         real = (dense_res.get("real") or {}).get("data")
         lines = [f"# Pruning comparison — {c.name}", "",
                  f"mAP50-95 / mAP50: test split of `{c.data.dataset or 'generated scenes'}` at "
-                 f"{c.data.imgsz[0]}x{c.data.imgsz[1]}; latency: ONNX Runtime CPU, {c.latency.threads} threads, "
-                 f"median of {c.latency.runs} runs; {c.trials} trial(s) (mean ± std); sparsity = fraction of "
-                 "parameters removed.", "",
+                 f"{c.data.imgsz[0]}x{c.data.imgsz[1]} (every choice — re-ranking, search — used the val split); "
+                 f"latency: ONNX Runtime CPU, {c.latency.threads} threads, all models round-robin in one process, "
+                 f"median of {c.latency.runs} runs each; {c.trials} trial(s) (mean ± std); sparsity = fraction of "
+                 f"{'parameters' if c.target_metric == 'params' else 'conv FLOPs'} removed; same fine-tuning for "
+                 f"every method; PPO and random search: {self.reward_evaluations()} reward evaluations each. "
+                 "The seed's \"no RL\" column is `importance`, its \"RL\" column `full`.", "",
                  *comparison_table(dense_res, agg)]
+        if pairs:
+            lines += ["", "Paired differences (same trial = same seed, data order and stage-1 gradients):", "",
+                      *paired_lines(pairs)]
         if real:
             lines += ["", f"Real-frame AP: {real} — KITTI AP|R40 at IoU 0.7 (Car) / 0.5 (Pedestrian), moderate "
                           "cut, DontCare ignored (`pruning-tools evaluate`)."]
@@ -409,14 +603,15 @@ class Pipeline:
         import matplotlib.pyplot as plt
 
         c = self.cfg
-        colors = {"uniform": "tab:blue", "importance": "tab:orange", "full": "tab:green"}
+        colors = {"uniform": "tab:blue", "importance": "tab:orange", "random": "tab:gray", "global": "tab:purple",
+                  "full": "tab:green"}
         fig, ax = plt.subplots(figsize=(7, 4.5))
         ax.scatter([dense_res["latency_ms"]], [dense_res["map50_95"] * 100], c="k", marker="*", s=120, label="dense")
         for method in c.methods:
             rs = sorted([r for r in records if r["method"] == method], key=lambda r: r["latency_ms"])
             if rs:
                 ax.plot([r["latency_ms"] for r in rs], [r["map50_95"] * 100 for r in rs], "o-",
-                        color=colors[method], label=METHOD_LABELS[method])
+                        color=colors.get(method), label=METHOD_LABELS[method])
                 for r in rs:
                     ax.annotate(f"{int(r['level'] * 100)}%", (r["latency_ms"], r["map50_95"] * 100), fontsize=7,
                                 xytext=(3, 3), textcoords="offset points")
@@ -435,7 +630,7 @@ class Pipeline:
             for method in c.methods:
                 r = next((r for r in records if r["method"] == method and r["level"] == lv and r["trial"] == 0), None)
                 if r is not None:
-                    ax.plot(x, r["ratios"], ".-", color=colors[method], label=METHOD_LABELS[method], lw=1)
+                    ax.plot(x, r["ratios"], ".-", color=colors.get(method), label=METHOD_LABELS[method], lw=1)
             ax.set_ylabel(f"ratio @ {int(lv * 100)}%")
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)

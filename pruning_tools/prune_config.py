@@ -13,7 +13,9 @@ from typing import Any
 
 import yaml
 
-METHODS = ("uniform", "importance", "full")
+from pruning_tools.methods import METHOD_NAMES
+
+METHODS = METHOD_NAMES  # uniform, importance, random, global, full (pruning_tools/methods.py)
 
 
 class ConfigError(ValueError):
@@ -53,15 +55,21 @@ class ImportanceConfig:
     """:param batches: K training batches whose gradient L1 norms are accumulated.
     :param batch: images per batch.
     :param beta: skew of budgets by importance (0: uniform).
+    :param channel_choice: which channels the stage-1 methods (``importance``, ``full``) remove inside
+        a layer: ``magnitude`` (group L2, as every other method) or ``gradient`` (stage-1 per-channel
+        summed |grad|, lowest first).
     """
 
     batches: int = 8
     batch: int = 4
     beta: float = 0.5
+    channel_choice: str = "magnitude"
 
     def __post_init__(self) -> None:
         if self.batches < 1 or self.batch < 1:
             raise ValueError("importance.batches and importance.batch must be >= 1")
+        if self.channel_choice not in ("magnitude", "gradient"):
+            raise ValueError(f"importance.channel_choice must be 'magnitude' or 'gradient', got {self.channel_choice!r}")
         if self.beta < 0:
             raise ValueError(f"importance.beta must be >= 0, got {self.beta}")
 
@@ -72,7 +80,10 @@ class RLConfig:
 
     ``rerank_top``: the best episodes by proxy reward (plus the stage-1 prior) are re-scored with a
     more careful proxy (``rerank_ft_steps`` fine-tune batches, ``rerank_val_images`` val images,
-    ``None``: the whole val split) and the best of those is kept (0: keep the best episode).
+    ``None``: the whole val split) and the best of those is kept (0: keep the best episode). The same
+    re-ranking serves ``random``. ``lambda_flops``: reward weight of the conv FLOPs removed (points);
+    ``n_envs``: PPO environments in parallel subprocesses; ``proxy_imgsz``: input size of the reward
+    proxy's BN recalibration, fine-tuning and val evaluation (``None``: ``data.imgsz``).
     """
 
     episodes: int = 20
@@ -91,8 +102,25 @@ class RLConfig:
     rerank_top: int = 3
     rerank_ft_steps: int = 8
     rerank_val_images: int | None = None
+    lambda_flops: float = 0.0
+    n_envs: int = 1
+    log_std_init: float = -1.0
+    imitation_steps: int = 200
+    proxy_imgsz: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        if self.n_envs < 1:
+            raise ValueError(f"rl.n_envs must be >= 1, got {self.n_envs}")
+        per_rollout = max(1, self.episodes_per_update // self.n_envs) * self.n_envs
+        if self.episodes % per_rollout:
+            raise ValueError(f"rl.episodes ({self.episodes}) must be a multiple of the episodes per PPO rollout "
+                             f"({per_rollout} = rl.episodes_per_update spread over rl.n_envs), so that PPO and "
+                             "random search get the same number of reward evaluations")
+        if self.proxy_imgsz is not None and (len(self.proxy_imgsz) != 2
+                                             or any(int(v) % 32 or int(v) <= 0 for v in self.proxy_imgsz)):
+            raise ValueError(f"rl.proxy_imgsz must be two positive multiples of 32, got {self.proxy_imgsz}")
+        if self.lambda_flops < 0:
+            raise ValueError(f"rl.lambda_flops must be >= 0, got {self.lambda_flops}")
         if self.rerank_top < 0 or self.rerank_ft_steps < 0:
             raise ValueError("rl.rerank_top and rl.rerank_ft_steps must be >= 0")
         if self.episodes < 0 or self.warmup_episodes < 0:

@@ -9,9 +9,14 @@ Episode = one pass over the prunable layers in model order. At step ``t``:
   layer's channels removed), then clipped so the global target stays reachable — the lower bound is
   the smallest ratio for which pruning every later layer at ``max_ratio`` still meets the target,
   the upper bound the ratio that meets it with every later layer unpruned;
-* **reward**: ``lambda_sparsity * dSparsity`` each step (sparsity gained by this action, later
-  layers counted unpruned) and, at the last step, ``lambda_map * dmAP`` with ``dmAP`` = proxy mAP of
-  the pruned model minus the dense mAP, in mAP points (x100).
+* **reward**: at the last step ``lambda_map * dmAP + lambda_flops * dFLOPs`` with ``dmAP`` = proxy
+  mAP of the pruned model minus the dense mAP and ``dFLOPs`` = fraction of the dense convolution
+  FLOPs removed (the cost model's, a modelled latency: ONNX Runtime CPU latency follows FLOPs,
+  see ``bench/prune_speed.py``), both in points (x100). Both vary between episodes at the same
+  parameter sparsity. ``lambda_sparsity * dSparsity`` is paid per step (sparsity gained by this
+  action) as shaping only: the clipping below ends every episode exactly on the target, so these
+  steps always sum to ``lambda_sparsity * target`` — a constant that carries no signal (the seed's
+  ``lambda2 * dSparsity`` term); the shipped configs set it to 0.
 
 The proxy (:class:`RewardProxy`) prunes a deep copy physically, re-estimates BN statistics on a
 few training batches, optionally fine-tunes a few batches and measures mAP on a validation slice
@@ -83,13 +88,14 @@ class PruningEnv(gym.Env):
     :param lambda_map: weight of dmAP (in mAP points).
     :param lambda_sparsity: weight of dSparsity (fraction).
     :param max_ratio: largest layer ratio.
+    :param lambda_flops: weight of the FLOPs removed (in points of the dense conv FLOPs).
     """
 
     metadata = {"render_modes": []}
 
     def __init__(self, space: PruningSpace, target: float, proxy: Callable[[Sequence[float]], float],
                  dense_map: float, lambda_map: float = 1.0, lambda_sparsity: float = 10.0,
-                 max_ratio: float = 0.9) -> None:
+                 max_ratio: float = 0.9, lambda_flops: float = 0.0) -> None:
         super().__init__()
         self.space = space
         self.target = check_target(target)
@@ -101,6 +107,7 @@ class PruningEnv(gym.Env):
         self.proxy = proxy
         self.dense_map = float(dense_map)
         self.lambda_map, self.lambda_sparsity = float(lambda_map), float(lambda_sparsity)
+        self.lambda_flops = float(lambda_flops)
         self.max_ratio = float(max_ratio)
         self.n = len(space)
         self.desc = space.descriptors()
@@ -180,7 +187,9 @@ class PruningEnv(gym.Env):
         if terminated:
             m = float(self.proxy(self.ratios))
             d_map = (m - self.dense_map) * 100.0
-            reward += self.lambda_map * d_map
-            info.update({"map": m, "dmap_points": d_map, "sparsity": after, "ratios": self.ratios.copy()})
+            d_flops = (1.0 - self.space.flops(self.ratios) / self.space.dense_flops) * 100.0
+            reward += self.lambda_map * d_map + self.lambda_flops * d_flops
+            info.update({"map": m, "dmap_points": d_map, "dflops_points": d_flops, "sparsity": after,
+                         "ratios": self.ratios.copy()})
             self.last_info = info
         return self._obs(), float(reward), terminated, False, info

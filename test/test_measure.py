@@ -44,3 +44,22 @@ def test_flops_and_latency(tmp_path: Path) -> None:
     assert params == sum(p.numel() for p in model.parameters()) and gflops > 0.1
     lat = model_latency(model, IMGSZ, threads=1, warmup=1, runs=2, keep=tmp_path / "m.onnx")
     assert lat["median_ms"] > 0 and (tmp_path / "m.onnx").is_file() and lat["onnx_bytes"] > 1e6
+
+
+def test_interleaved_latency_times_every_model_round_robin(tmp_path: Path) -> None:
+    import copy
+
+    from pruning_tools.measure import interleaved_latency
+    from pruning_tools.pruning import PruningSpace, apply_ratios
+
+    dense = ua.build_model("yolov5n.yaml").eval()
+    space = PruningSpace(dense, IMGSZ, round_to=8)
+    small = apply_ratios(copy.deepcopy(dense), space, space.uniform(0.9))
+    for name, m in (("dense", dense), ("small", small)):
+        ua.export_onnx(m, tmp_path / f"{name}.onnx", imgsz=IMGSZ, class_names=ua.class_names(m))
+    lat = interleaved_latency({k: tmp_path / f"{k}.onnx" for k in ("dense", "small")}, IMGSZ, threads=1,
+                              warmup=1, runs=5)
+    assert set(lat) == {"dense", "small"}
+    assert all(v["runs"] == 5 and v["interleaved"] and v["models"] == 2 and v["median_ms"] > 0 for v in lat.values())
+    with pytest.raises(ValueError, match="at least one"):
+        interleaved_latency({}, IMGSZ)

@@ -11,11 +11,14 @@ from pruning_tools.prune_config import ConfigError, config_from_dict, load_confi
 CONFIGS = Path(__file__).resolve().parent.parent / "pruning_tools" / "configs"
 
 
-@pytest.mark.parametrize("name", ["quick.yaml", "full.yaml"])
+@pytest.mark.parametrize("name", ["quick.yaml", "medium.yaml", "full.yaml"])
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(CONFIGS / name)
-    assert cfg.levels == (0.5, 0.75, 0.9) and set(cfg.methods) == {"uniform", "importance", "full"}
-    assert cfg.rl.learning_rate == 3e-4
+    assert cfg.levels == (0.5, 0.75, 0.9)
+    assert cfg.methods == ("uniform", "importance", "random", "global", "full")  # Table 1's rows, every profile
+    assert cfg.rl.learning_rate == 3e-4 and cfg.rl.lambda_sparsity == 0.0 and cfg.rl.lambda_flops > 0
+    if name == "medium.yaml":
+        assert cfg.trials >= 3 and cfg.rl.episodes >= 300 and cfg.latency.runs >= 20
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.trials = 5  # type: ignore[misc]
 
@@ -30,6 +33,10 @@ def test_shipped_configs_load(name: str) -> None:
     ({"trials": 0}, r"trials must be >= 1"),
     ({"data": {"imgsz": [384, 1000]}}, r"multiples of 32"),
     ({"data": "x"}, r"data: expected a mapping"),
+    ({"rl": {"episodes": 7, "episodes_per_update": 2}}, r"multiple of the episodes per PPO rollout"),
+    ({"rl": {"n_envs": 0}}, r"n_envs must be >= 1"),
+    ({"rl": {"proxy_imgsz": [100, 320]}}, r"proxy_imgsz"),
+    ({"importance": {"channel_choice": "random"}}, r"channel_choice"),
 ])
 def test_bad_values_are_named(raw: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

@@ -82,3 +82,44 @@ def test_bad_env_arguments(env_parts: tuple) -> None:
         PruningEnv(space, 1.2, proxy, dense)
     with pytest.raises(ValueError, match="unreachable"):
         PruningEnv(space, 0.95, proxy, dense, max_ratio=0.3)
+
+
+def test_reward_varies_between_episodes_that_meet_the_same_target(env_parts: tuple) -> None:
+    """Every episode ends on the target, so the per-step dSparsity terms telescope to one constant
+    (lambda_sparsity x target); the FLOPs term (modelled latency) and dmAP differ between episodes."""
+    _, space, proxy, dense = env_parts
+    shaping, flops = [], []
+    for actions in (np.full(len(space), -1.0), np.full(len(space), 1.0)):
+        env = PruningEnv(space, 0.75, proxy, dense, lambda_map=0.0, lambda_sparsity=10.0, max_ratio=0.9,
+                         lambda_flops=1.0)
+        env.reset()
+        total = 0.0
+        for a in actions:
+            _, r, _, _, info = env.step(np.array([a], np.float32))
+            total += r
+        assert info["dflops_points"] == pytest.approx(100 * (1 - space.flops(info["ratios"]) / space.dense_flops))
+        assert total == pytest.approx(10.0 * info["sparsity"] + info["dflops_points"])
+        shaping.append(10.0 * info["sparsity"])
+        flops.append(info["dflops_points"])
+    assert shaping[0] == pytest.approx(shaping[1], abs=0.1)  # the seed's dSparsity term: a constant
+    assert abs(flops[0] - flops[1]) > 1.0  # the FLOPs term tells the episodes apart
+
+
+@pytest.mark.slow
+def test_ppo_steps_parallel_subprocess_envs(env_parts: tuple, tmp_path) -> None:
+    _, space, proxy, dense = env_parts
+    factory = _Factory(space, proxy, dense)
+    cfg = AgentConfig(episodes=2, warmup_episodes=0, episodes_per_update=2, n_epochs=1, n_envs=2, seed=1)
+    res = search(factory(), None, cfg, log_dir=None, progress=False, env_factory=factory)
+    assert [h["kind"] for h in res.history] == ["ppo", "ppo", "policy"]
+    assert all(h["sparsity"] >= 0.5 - 1e-9 for h in res.history)
+    with pytest.raises(ValueError, match="env_factory"):
+        search(factory(), None, cfg, progress=False)
+
+
+class _Factory:
+    def __init__(self, space: PruningSpace, proxy: RewardProxy, dense: float) -> None:
+        self.space, self.proxy, self.dense = space, proxy, dense
+
+    def __call__(self) -> PruningEnv:
+        return PruningEnv(self.space, 0.5, self.proxy, self.dense, max_ratio=0.9, lambda_flops=0.05)

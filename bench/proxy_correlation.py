@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Does the stage-2 reward proxy rank ratio vectors like fine-tuning does? Spearman over N vectors.
+
+For ``--vectors`` ratio vectors at one level (default 75 %; random per-layer weights solved to the
+level, plus the uniform and stage-1 vectors), in one run:
+
+* the **proxy** mAP50-95 — exactly what the PPO reward sees (:class:`pruning_tools.rl_env.RewardProxy`:
+  physical pruning of a copy, ``--proxy-ft-steps`` fine-tune batches, BN recalibration on
+  ``--bn-batches`` batches, val split at ``--proxy-imgsz`` on ``--val-images`` images) and its
+  wall time per evaluation;
+* the **post-fine-tune** mAP50-95 — stage 3 (:func:`pruning_tools.finetune.prune_and_finetune`,
+  ``--ft-steps`` batches in ``--prune-steps`` increments), val split at the deployment size;
+
+then the Spearman rank correlation between the two (issue 12 asks for >= 0.6 at 75 %). The JSON also
+holds the per-evaluation and per-fine-tune wall times (the cost model of ``configs/medium.yaml``).
+
+    .venv/bin/python bench/proxy_correlation.py --quick --json bench/results/proxy_correlation.json
+    .venv/bin/python bench/proxy_correlation.py --data DATASET --vectors 24 --ft-steps 150 --json OUT
+
+Without ``--data`` a small dataset of generated scenes is written into a temp folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def ranks(values: list[float]) -> list[float]:
+    """Average ranks (ties share their mean rank), 1-based."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman rank correlation (Pearson of average ranks); ``None`` when either side is constant."""
+    if len(a) != len(b) or len(a) < 3:
+        raise ValueError("spearman needs two equally long lists of >= 3 values")
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va = sum((x - ma) ** 2 for x in ra)
+    vb = sum((y - mb) ** 2 for y in rb)
+    if va == 0 or vb == 0:
+        return None
+    return cov / (va * vb) ** 0.5
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="reduced size (8 vectors, 256x832, short fine-tuning): shows the mechanics and the costs")
+    p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "proxy_correlation.json")
+    p.add_argument("--data", type=Path, default=None, help="YOLO dataset (default: generated scenes in a temp dir)")
+    p.add_argument("--frames", type=int, default=None, help="generated scenes without --data (quick 80, else 400)")
+    p.add_argument("--model", type=Path, default=REPO / "pruning_tools" / "assets" / "baseline_yolov5n.pt")
+    p.add_argument("--level", type=float, default=0.75)
+    p.add_argument("--vectors", type=int, default=None, help="ratio vectors (quick 8, else 24)")
+    p.add_argument("--imgsz", type=int, nargs=2, default=None, help="deployment input (quick 256 832, else 384 1248)")
+    p.add_argument("--proxy-imgsz", type=int, nargs=2, default=None, help="proxy input (default: --imgsz)")
+    p.add_argument("--round-to", type=int, default=16)
+    p.add_argument("--max-ratio", type=float, default=0.9)
+    p.add_argument("--bn-batches", type=int, default=3)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--proxy-ft-steps", type=int, default=None, help="proxy fine-tune batches (quick 2, else 4)")
+    p.add_argument("--val-images", type=int, default=None, help="proxy val images (quick 8, else 32)")
+    p.add_argument("--ft-steps", type=int, default=None, help="stage-3 batches per vector (quick 12, else 150)")
+    p.add_argument("--prune-steps", type=int, default=2)
+    p.add_argument("--crop-width", type=int, default=640, help="training crop width (0: full width)")
+    p.add_argument("--channel-choice", choices=("magnitude", "gradient"), default="magnitude",
+                   help="channels removed inside a layer (gradient: stage-1 per-channel scores)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from pruning_tools import ultralytics_adapter as ua
+    from pruning_tools.finetune import FinetuneConfig, prune_and_finetune
+    from pruning_tools.importance import budgets_from_importance, compute_importance
+    from pruning_tools.measure import evaluate_model
+    from pruning_tools.pruning import PruningSpace
+    from pruning_tools.rl_env import RewardProxy
+    from pruning_tools.training import BatchStream, YoloDataset
+    from sparse_perception.machine import machine_info
+
+    q = a.quick
+    n_vec = a.vectors or (8 if q else 24)
+    imgsz = tuple(a.imgsz or ((256, 832) if q else (384, 1248)))
+    pimgsz = tuple(a.proxy_imgsz or imgsz)
+    pft = a.proxy_ft_steps if a.proxy_ft_steps is not None else (2 if q else 4)
+    val_n = a.val_images or (8 if q else 32)
+    ft = a.ft_steps or (12 if q else 150)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="proxy_corr_") as tmp:
+        data = a.data
+        if data is None:
+            from pruning_tools.kitti import convert_kitti, generate_dataset
+
+            frames = a.frames or (80 if q else 400)
+            generate_dataset(Path(tmp) / "kitti", frames=frames, seed=a.seed + 11, progress=False)
+            data = convert_kitti(Path(tmp) / "kitti", Path(tmp) / "yolo", progress=False)
+        dense, _ = ua.load_checkpoint(a.model)
+        dense.eval()
+        space = PruningSpace(dense, imgsz, a.round_to)
+        train = YoloDataset(data, "train", imgsz)
+        ptrain = train if pimgsz == imgsz else YoloDataset(data, "train", pimgsz)
+        crop = a.crop_width or None
+        stream = BatchStream(train, a.batch, a.seed, crop)
+        calib = BatchStream(ptrain, a.batch, a.seed + 2000, crop if crop and crop < pimgsz[1] else None)
+        imp = compute_importance(dense, space, BatchStream(train, a.batch, a.seed + 1000, crop), 4, progress=False)
+        scores = imp.channel_scores if a.channel_choice == "gradient" else None
+
+        def val_proxy(m: torch.nn.Module) -> float:
+            return float(evaluate_model(m, data, "val", pimgsz, max_images=val_n)["map50_95"])
+
+        proxy = RewardProxy(dense, space, calib, val_proxy, a.bn_batches, pft, 0.002, scores)
+        rng = np.random.default_rng(a.seed)
+        vectors = [("uniform", space.uniform(a.level, a.max_ratio)),
+                   ("stage-1", budgets_from_importance(space, imp.layer_importance, a.level, a.max_ratio, 0.5))]
+        while len(vectors) < n_vec:
+            vectors.append((f"random {len(vectors) - 1}", space.solve(rng.uniform(0.05, 1.0, len(space)), a.level,
+                                                                      a.max_ratio)))
+        rows = []
+        for k, (name, ratios) in enumerate(vectors):
+            t1 = time.monotonic()
+            pm = proxy(ratios)
+            t2 = time.monotonic()
+            cfg = FinetuneConfig(prune_steps=a.prune_steps, steps_per_prune=max(1, ft // (2 * a.prune_steps)),
+                                 final_steps=ft - a.prune_steps * max(1, ft // (2 * a.prune_steps)), batch=a.batch,
+                                 checkpoint_every=10_000, bn_batches=a.bn_batches, seed=a.seed)
+            model, _ = prune_and_finetune(dense, space, ratios, stream, Path(tmp) / f"v{k}", cfg, None, scores,
+                                          progress=False)
+            t3 = time.monotonic()
+            post = float(evaluate_model(model, data, "val", imgsz)["map50_95"])
+            t4 = time.monotonic()
+            rows.append({"vector": name, "sparsity": round(space.sparsity(ratios), 4), "proxy_map50_95": round(pm, 5),
+                         "post_finetune_map50_95": round(post, 5), "proxy_s": round(t2 - t1, 2),
+                         "finetune_s": round(t3 - t2, 2), "eval_s": round(t4 - t3, 2)})
+            print(f"{name:>10}: proxy {pm:.4f}  post-fine-tune {post:.4f}  ({t2 - t1:.1f} s proxy, "
+                  f"{t3 - t2:.1f} s fine-tune)", flush=True)
+    rho = spearman([r["proxy_map50_95"] for r in rows], [r["post_finetune_map50_95"] for r in rows])
+    out = {"benchmark": "proxy_correlation", "quick": q, "level": a.level, "vectors": len(rows),
+           "imgsz": list(imgsz), "proxy": {"imgsz": list(pimgsz), "bn_batches": a.bn_batches, "ft_steps": pft,
+                                           "val_images": val_n, "batch": a.batch},
+           "finetune": {"steps": ft, "prune_steps": a.prune_steps, "batch": a.batch, "crop_width": crop},
+           "channel_choice": a.channel_choice, "data": str(a.data or "generated scenes"), "threads": a.threads,
+           "machine": machine_info(), "load_average": list(os.getloadavg()), "rows": rows,
+           "spearman": None if rho is None else round(rho, 3),
+           "target": {"spearman_at_least": 0.6, "met": None if rho is None else (rho >= 0.6 and len(rows) >= 20),
+                      "note": "the target needs >= 20 vectors"},
+           "mean_proxy_s": round(float(np.mean([r["proxy_s"] for r in rows])), 2),
+           "mean_finetune_s_per_step": round(float(np.mean([r["finetune_s"] for r in rows])) / ft, 3),
+           "wall_s": round(time.monotonic() - t0, 1)}
+    a.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp_json = a.json.with_suffix(".json.tmp")
+    tmp_json.write_text(json.dumps(out, indent=2) + "\n")
+    os.replace(tmp_json, a.json)
+    print(f"Spearman (proxy vs post-fine-tune mAP50-95, {len(rows)} vectors at {a.level}): {out['spearman']}; "
+          f"proxy {out['mean_proxy_s']} s per evaluation; wrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
