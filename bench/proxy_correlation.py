@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop-width", type=int, default=640, help="training crop width (0: full width)")
     p.add_argument("--channel-choice", choices=("magnitude", "gradient"), default="magnitude",
                    help="channels removed inside a layer (gradient: stage-1 per-channel scores)")
+    p.add_argument("--surgery", choices=("mask", "physical"), default="mask",
+                   help="proxy: zero the channels (one graph trace) or prune each candidate physically")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         def val_proxy(m: torch.nn.Module) -> float:
             return float(evaluate_model(m, data, "val", pimgsz, max_images=val_n)["map50_95"])
 
-        proxy = RewardProxy(dense, space, calib, val_proxy, a.bn_batches, pft, 0.002, scores)
+        proxy = RewardProxy(dense, space, calib, val_proxy, a.bn_batches, pft, 0.002, scores, a.surgery)
         rng = np.random.default_rng(a.seed)
         vectors = [("uniform", space.uniform(a.level, a.max_ratio)),
                    ("stage-1", budgets_from_importance(space, imp.layer_importance, a.level, a.max_ratio, 0.5))]
@@ -161,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     rho = spearman([r["proxy_map50_95"] for r in rows], [r["post_finetune_map50_95"] for r in rows])
     out = {"benchmark": "proxy_correlation", "quick": q, "level": a.level, "vectors": len(rows),
            "imgsz": list(imgsz), "proxy": {"imgsz": list(pimgsz), "bn_batches": a.bn_batches, "ft_steps": pft,
-                                           "val_images": val_n, "batch": a.batch},
+                                           "val_images": val_n, "batch": a.batch,
+                                           "surgery": a.surgery},
            "finetune": {"steps": ft, "prune_steps": a.prune_steps, "batch": a.batch, "crop_width": crop},
            "channel_choice": a.channel_choice, "data": str(a.data or "generated scenes"), "threads": a.threads,
            "machine": machine_info(), "load_average": list(os.getloadavg()), "rows": rows,

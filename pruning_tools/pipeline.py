@@ -96,7 +96,7 @@ class _EnvFactory:
 
         r = self.cfg.rl
         proxy = RewardProxy(self.dense, self.space, self.calib, self.val_map, r.bn_batches, r.ft_steps, r.ft_lr,
-                            self.channel_scores)
+                            self.channel_scores, r.proxy_surgery)
         return PruningEnv(self.space, self.level, proxy, self.dense_val, r.lambda_map, r.lambda_sparsity,
                           self.cfg.max_ratio, r.lambda_flops)
 
@@ -384,7 +384,7 @@ class Pipeline:
         scores = self.stage1(trial)["channel_scores"] if (uses_importance and self.cfg.importance.channel_choice
                                                            == "gradient") else None
         proxy = RewardProxy(self.dense, self.space, calib, self.val_map_fn(c.rerank_val_images), c.bn_batches,
-                            c.rerank_ft_steps, c.ft_lr, scores)
+                            c.rerank_ft_steps, c.ft_lr, scores, c.proxy_surgery)
         out = [{"candidate": name, "map": proxy(ratios), "ratios": ratios} for name, ratios in cands]
         out.sort(key=lambda r: -r["map"])
         self.log("rerank (val split): " + ", ".join(f"{r['candidate']}={r['map']:.4f}" for r in out))

@@ -83,7 +83,8 @@ class RLConfig:
     ``None``: the whole val split) and the best of those is kept (0: keep the best episode). The same
     re-ranking serves ``random``. ``lambda_flops``: reward weight of the conv FLOPs removed (points);
     ``n_envs``: PPO environments in parallel subprocesses; ``proxy_imgsz``: input size of the reward
-    proxy's BN recalibration, fine-tuning and val evaluation (``None``: ``data.imgsz``).
+    proxy's BN recalibration, fine-tuning and val evaluation (``None``: ``data.imgsz``);
+    ``proxy_surgery``: ``mask`` (zero the channels, one graph trace in all) or ``physical``.
     """
 
     episodes: int = 20
@@ -107,8 +108,11 @@ class RLConfig:
     log_std_init: float = -1.0
     imitation_steps: int = 200
     proxy_imgsz: tuple[int, int] | None = None
+    proxy_surgery: str = "mask"
 
     def __post_init__(self) -> None:
+        if self.proxy_surgery not in ("mask", "physical"):
+            raise ValueError(f"rl.proxy_surgery must be 'mask' or 'physical', got {self.proxy_surgery!r}")
         if self.n_envs < 1:
             raise ValueError(f"rl.n_envs must be >= 1, got {self.n_envs}")
         per_rollout = max(1, self.episodes_per_update // self.n_envs) * self.n_envs

@@ -382,6 +382,69 @@ def apply_ratios(model: nn.Module, space: PruningSpace, ratios: Sequence[float],
     return model
 
 
+class ChannelMasks:
+    """The effect of :func:`apply_ratios` on a dense model without its surgery: the channels it would
+    remove are zeroed instead (conv output filters and bias, BatchNorm weight and bias of every
+    out-channel item of the layer's group). A zeroed channel outputs exactly 0 after BN (and after a
+    BN re-estimation: its batch mean and variance are 0), so consumers, residual sums and concats
+    see what physical removal gives them. Built once per dense model (one dependency graph), each
+    application costs a tensor write per touched module instead of a graph trace per candidate.
+
+    :param model: the dense model (read only).
+    :param space: its pruning space.
+    :param channel_scores: per-layer scores choosing the channels (lowest first); default group L2
+        magnitude, as :func:`apply_ratios`.
+    """
+
+    def __init__(self, model: nn.Module, space: PruningSpace,
+                 channel_scores: dict[str, torch.Tensor] | None = None) -> None:
+        self.space = space
+        dg = build_graph(model)
+        modules = dict(model.named_modules())
+        names = {m: n for n, m in modules.items()}
+        imp_fn = tp.importance.GroupMagnitudeImportance(p=2)
+        self.order: list[list[int]] = []
+        self.items: list[list[tuple[str, list[int]]]] = []
+        for layer in space.layers:
+            root = modules[layer.name]
+            n = root.out_channels
+            group = dg.get_pruning_group(root, tp.prune_conv_out_channels, idxs=list(range(n)))
+            scores = channel_scores.get(layer.name) if channel_scores else None
+            if scores is None or len(scores) != n:
+                scores = imp_fn(group)
+            self.order.append(torch.argsort(torch.as_tensor(scores, dtype=torch.float32)).tolist())
+            outs = []
+            for item in group:
+                mod = item.dep.target.module
+                if dg.is_out_channel_pruning_fn(item.dep.handler) and isinstance(mod, (nn.Conv2d, nn.BatchNorm2d)) \
+                        and mod in names:
+                    roots = getattr(item, "root_idxs", None) or list(item.idxs)
+                    outs.append((names[mod], [int(i) for i in item.idxs], [int(r) for r in roots]))
+            self.items.append(outs)  # type: ignore[arg-type]
+
+    def apply(self, model: nn.Module, ratios: Sequence[float]) -> nn.Module:
+        """Zero the channels ``apply_ratios(dense, space, ratios)`` would remove, in ``model`` (a copy
+        of the dense model), in place. :return: ``model``."""
+        r = self.space._check(ratios)
+        modules = dict(model.named_modules())
+        with torch.no_grad():
+            for layer, ratio, order, outs in zip(self.space.layers, r, self.order, self.items):
+                n_prune = layer.channels - self.space.kept(layer.index, float(ratio))
+                if n_prune <= 0:
+                    continue
+                gone = set(order[:n_prune])
+                for name, idxs, roots in outs:  # type: ignore[misc]
+                    sel = [i for i, rt in zip(idxs, roots) if rt in gone]
+                    if not sel:
+                        continue
+                    mod = modules[name]
+                    ix = torch.as_tensor(sel, dtype=torch.long)
+                    mod.weight.index_fill_(0, ix, 0.0)
+                    if mod.bias is not None:
+                        mod.bias.index_fill_(0, ix, 0.0)
+        return model
+
+
 def unstructured_prune(model: nn.Module, sparsity: float) -> nn.Module:
     """Zero the smallest-magnitude weights of every prunable conv (global threshold) in place.
 

@@ -33,7 +33,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from pruning_tools.pruning import PruningSpace, apply_ratios, check_target
+from pruning_tools.pruning import ChannelMasks, PruningSpace, apply_ratios, check_target
 from pruning_tools.training import BatchStream, recalibrate_bn, train_steps
 
 OBS_DIM = 9
@@ -49,14 +49,22 @@ class RewardProxy:
     :param bn_batches: BN recalibration batches.
     :param ft_steps: fine-tune batches (0: none).
     :param ft_lr: fine-tune learning rate.
+    :param surgery: ``physical`` (prune a copy with Torch-Pruning: one dependency-graph trace per
+        candidate) or ``mask`` (:class:`~pruning_tools.pruning.ChannelMasks`: zero the same channels
+        of a full-width copy; one trace in all, the same outputs — tested).
     """
 
     def __init__(self, model: nn.Module, space: PruningSpace, calib: BatchStream,
                  evaluate: Callable[[nn.Module], float], bn_batches: int = 4, ft_steps: int = 0,
-                 ft_lr: float = 0.002, channel_scores: dict[str, torch.Tensor] | None = None) -> None:
+                 ft_lr: float = 0.002, channel_scores: dict[str, torch.Tensor] | None = None,
+                 surgery: str = "physical") -> None:
+        if surgery not in ("physical", "mask"):
+            raise ValueError(f"proxy surgery must be 'physical' or 'mask', got {surgery!r}")
         self.model, self.space, self.calib, self.evaluate = model, space, calib, evaluate
         self.bn_batches, self.ft_steps, self.ft_lr = int(bn_batches), int(ft_steps), float(ft_lr)
         self.channel_scores = channel_scores
+        self.surgery = surgery
+        self._masks: ChannelMasks | None = None
         self.cache: dict[tuple[int, ...], float] = {}
         self.calls = 0
 
@@ -69,9 +77,18 @@ class RewardProxy:
             return self.cache[k]
         self.calls += 1
         m = copy.deepcopy(self.model)
-        apply_ratios(m, self.space, ratios, self.channel_scores)
-        if self.ft_steps > 0:
-            train_steps(m, self.calib, 0, self.ft_steps, self.ft_steps, self.ft_lr)
+        if self.surgery == "mask":
+            if self._masks is None:
+                self._masks = ChannelMasks(self.model, self.space, self.channel_scores)
+            masks = self._masks
+            masks.apply(m, ratios)
+            if self.ft_steps > 0:  # keep removed channels at zero through the fine-tune steps
+                train_steps(m, self.calib, 0, self.ft_steps, self.ft_steps, self.ft_lr,
+                            on_step=lambda step, loss: masks.apply(m, ratios))
+        else:
+            apply_ratios(m, self.space, ratios, self.channel_scores)
+            if self.ft_steps > 0:
+                train_steps(m, self.calib, 0, self.ft_steps, self.ft_steps, self.ft_lr)
         recalibrate_bn(m, self.calib, self.bn_batches, start=self.ft_steps)
         value = float(self.evaluate(m))
         self.cache[k] = value

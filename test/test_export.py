@@ -50,6 +50,8 @@ def test_manifest_describes_zoo(zoo: tuple[Path, str]) -> None:
     out, _ = zoo
     m = load_manifest(out / "manifest.json", verify=True)  # schema + every sha256
     assert m.levels() == ["dense", "s75"]
+    # the bisection selects (and the policy's per-condition mAP come from) the val split, never test
+    assert json.loads((out / "manifest.json").read_text())["data"]["split"] == "val"
     for level in ("dense", "s75"):
         arts = [a for a in m.artifacts if a.level == level]
         assert {a.precision for a in arts} == {"fp32", "fp16", "int8"}

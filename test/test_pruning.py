@@ -122,3 +122,19 @@ def test_rejected_group_is_an_error_not_a_silent_skip(dense: nn.Module, space: P
     monkeypatch.setattr(tp.DependencyGraph, "check_pruning_group", lambda self, group: False)
     with pytest.raises(PruningError, match="rejected"):
         apply_ratios(copy.deepcopy(dense), space, space.uniform(0.5))
+
+
+def test_channel_masks_give_the_outputs_of_physical_pruning(dense: nn.Module, space: PruningSpace) -> None:
+    """The reward proxy's cheap surgery: zeroing the channels apply_ratios removes changes nothing
+    the detector outputs (one graph trace per model instead of one per candidate)."""
+    from pruning_tools.pruning import ChannelMasks
+
+    masks = ChannelMasks(dense, space)
+    x = torch.rand(2, 3, *IMGSZ)
+    for seed in (0, 1):
+        ratios = np.random.default_rng(seed).uniform(0.0, 0.85, len(space))
+        pruned = apply_ratios(copy.deepcopy(dense), space, ratios).eval()
+        masked = masks.apply(copy.deepcopy(dense), ratios).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(ua.raw_forward(masked, x), ua.raw_forward(pruned, x), rtol=1e-4, atol=1e-4)
+    assert sum(p.numel() for p in masked.parameters()) == sum(p.numel() for p in dense.parameters())

@@ -75,7 +75,9 @@ def pseudo_label(fp32_onnx: Path, root: Path, split: str = "test", conf: float =
 
 
 def tiny_dataset(root: Path, fp32_onnx: Path, n_train: int = 12, n_test: int = 8, seed: int = 0) -> Path:
-    """A tiny dataset at :data:`IMGSZ` with pseudo-labelled test split (see module docstring)."""
-    make_yolo_dataset(root, n_train=n_train, n_val=2, n_test=n_test, size=IMGSZ, seed=seed)
+    """A tiny dataset at :data:`IMGSZ` with pseudo-labelled val and test splits (see module docstring);
+    val is the split export's bisection selects on."""
+    make_yolo_dataset(root, n_train=n_train, n_val=n_test, n_test=n_test, size=IMGSZ, seed=seed)
+    pseudo_label(fp32_onnx, root, "val")
     pseudo_label(fp32_onnx, root, "test")
     return root
