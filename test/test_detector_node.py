@@ -290,6 +290,52 @@ def test_detections_match_ground_truth_on_replayed_sequence(tmp_path: Path, gt_m
     assert precision >= GT_PRECISION_FLOOR, f"precision@0.5 {precision:.3f} < floor {GT_PRECISION_FLOOR}"
 
 
+# ---------------------------------------------------------------------------------- a real drive
+REAL_FRAMES = "data/kitti_raw_frames/2011_09_26"
+REAL_CALIB_DAY = "data/kitti_raw/2011_09_26_calib/2011_09_26"
+#: Floors for the real KITTI raw drive (78 consecutive frames of dense city traffic, no labels) through the
+#: node with the shipped baseline at 384x1248, conf 0.25: the fraction of frames with at least one Car and
+#: the mean number of Car detections per frame. Measured values and margins: docs/node.md, "Real drive".
+REAL_CAR_FRAMES_FLOOR = 0.9
+REAL_CARS_PER_FRAME_FLOOR = 2.0
+
+
+@pytest.mark.slow
+def test_real_kitti_drive_replayed_through_node_detects_cars(tmp_path: Path, gt_model: Path, shared_dir: Path) -> None:
+    """78 real KITTI raw frames -> ``kitti to-bag --rate 10`` -> ``replay`` -> node: every frame is answered and
+    cars are found in the frames (floors measured with the shipped baseline)."""
+    pytest.importorskip("sparse_perception.replay", reason="replay tool not installed")
+    from pruning_tools.kitti.cli import main as kitti_main
+    from sparse_perception.ros_convert import detections_from_msg
+
+    bag = tmp_path / "real_drive"
+    assert kitti_main(["to-bag", "--raw-drive", str(shared_dir / REAL_FRAMES), "--rate", "10", "--calib",
+                       str(shared_dir / REAL_CALIB_DAY), "--out", str(bag), "--no-progress"]) == 0
+    images, _ = read_bag(bag)
+    assert len(images) == 78
+    with managed_process(node_cmd(f"model_path:={gt_model}", "autostart:=true", "image_reliability:=reliable",
+                                  f"image_topic:={GT_IMAGE_TOPIC}", namespace="/real")) as node:
+        client = DetectorClient(namespace="/real", name="real_client", image_topic=GT_IMAGE_TOPIC)
+        try:
+            assert client.wait_ready(60, shape=(375, 1242)), _fail(node, "detector not ready")
+            with managed_process(python_cmd("-m", "sparse_perception.cli", "replay", str(bag),
+                                            "--rate", str(GT_REPLAY_RATE))) as replay:
+                assert wait_until(lambda: not replay.alive(), 180), "replay did not finish"
+                assert replay.proc.returncode == 0, replay.output()
+            time.sleep(2.0)
+            dets = {stamp_ns(m.header): detections_from_msg(m) for m in client.received()}
+        finally:
+            client.close()
+    dets = {ns: d for ns, d in dets.items() if ns in images}
+    assert len(dets) >= 0.9 * len(images), _fail(node, f"{len(dets)} of {len(images)} frames answered")
+    cars = [sum(1 for n in names if n == "Car") for _, _, names in dets.values()]
+    with_car = sum(1 for c in cars if c) / len(cars)
+    per_frame = sum(cars) / len(cars)
+    print(f"real drive: {len(dets)} frames answered, {with_car:.3f} with a Car, {per_frame:.2f} Car detections/frame")
+    assert with_car >= REAL_CAR_FRAMES_FLOOR, f"only {with_car:.2f} of the frames have a Car detection"
+    assert per_frame >= REAL_CARS_PER_FRAME_FLOOR, f"{per_frame:.2f} Car detections per frame"
+
+
 # ---------------------------------------------------------------------------------- auto mode
 #: Score-table policy of the auto-mode test: s75 on clear days, dense at night in fog, s50 at dusk in rain.
 AUTO_SCORES = {"day_clear": {"dense": 0.5, "s50": 0.6, "s75": 0.9},
