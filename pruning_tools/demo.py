@@ -98,6 +98,20 @@ class Demo:
     def data_dir(self) -> Path:
         return self.run_dir / "data"
 
+    def baseline_split_file(self) -> Path | None:
+        """The shipped baseline's real train/val/test frame ids as a split file (``None`` if it records none), so
+        a real root's frames it was trained on never land in the test split."""
+        from pruning_tools.evaluate import baseline_real_splits
+        from pruning_tools.pipeline import DEFAULT_BASELINE
+
+        splits = baseline_real_splits(DEFAULT_BASELINE)
+        if not splits:
+            return None
+        path = self.data_dir / "baseline_splits.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(splits, indent=1) + "\n")
+        return path
+
     def real_args(self) -> list[str]:
         return ["--real-eval", str(self.real_eval)] if self.real_eval is not None else []
 
@@ -116,7 +130,11 @@ class Demo:
         if self.kitti_root is not None:
             source = f"real KITTI object data at {self.kitti_root}"
             r.log(f"converting {source}")
-            convert_kitti(self.kitti_root, yolo)
+            split_file = self.baseline_split_file()
+            if split_file is not None:
+                r.log("frames the shipped baseline was trained/selected on keep their train/val split "
+                      f"({split_file})")
+            convert_kitti(self.kitti_root, yolo, split_file=split_file)
         else:
             source = f"generated KITTI-format scenes ({p.frames} frames, seed {self.seed})"
             r.log(f"generating {p.frames} scenes")
