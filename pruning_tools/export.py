@@ -241,6 +241,14 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
         raise ExportError(f"no dataset: {cfg.run}/config.yaml names none and {cfg.run}/data/yolo is absent; "
                           "pass --dataset DIR")
     split_images(dataset, cfg.split)  # clear error early
+    real_frames = None
+    if cfg.real_eval is not None:
+        from pruning_tools.evaluate import real_eval_frames
+
+        baseline = (_read_json(cfg.run / "results.json") or {}).get("baseline") if (cfg.run / "results.json").is_file() \
+            else None
+        real_frames = real_eval_frames(cfg.real_eval, baseline, cfg.real_split_file, cfg.real_split)
+        log(f"real-frame AP of every ONNX Runtime artifact on {real_frames.description}")
     imgsz = tuple(cfg.imgsz or summary.get("imgsz") or DEFAULT_IMGSZ)
     imgsz = (int(imgsz[0]), int(imgsz[1]))
     if cfg.zoo.exists() and not cfg.overwrite and any(cfg.zoo.iterdir()):
@@ -274,14 +282,6 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
     names: list[str] = []
     from tqdm import tqdm
 
-    real_frames = None
-    if cfg.real_eval is not None:
-        from pruning_tools.evaluate import real_eval_frames
-
-        baseline = (_read_json(cfg.run / "results.json") or {}).get("baseline") if (cfg.run / "results.json").is_file() \
-            else None
-        real_frames = real_eval_frames(cfg.real_eval, baseline, cfg.real_split_file, cfg.real_split)
-        log(f"real-frame AP of every ONNX Runtime artifact on {real_frames.description}")
     bar = tqdm(levels, desc="export", unit="level", disable=not cfg.progress)
     for src in bar:
         bar.set_postfix_str(src.level)
@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         if "fp32" not in cfg.precisions:
             raise ValueError("--precisions must include fp32 (the reference)")
         export_zoo(cfg)
-    except (ValueError, ExportError, QuantizeError) as exc:
+    except (ValueError, ExportError, QuantizeError, FileNotFoundError) as exc:
         print(f"pruning-tools export: error: {exc}", file=sys.stderr)
         return 2
     return 0
