@@ -172,6 +172,18 @@ def _artifact(zoo: Path, src: LevelSource, prec: str, backend: str, path: Path, 
     return art
 
 
+def _baseline_licence(run: Path) -> str | None:
+    """The licence the run's baseline records (weights trained on KITTI frames carry KITTI's terms)."""
+    res = run / "results.json"
+    if not res.is_file():
+        return None
+    base = (_read_json(res) or {}).get("baseline")
+    side = Path(base).with_suffix(".json") if base else None
+    if side is None or not side.is_file():
+        return None
+    return (_read_json(side) or {}).get("licence")
+
+
 def _real_of(onnx_path: Path, frames: Any, threads: int) -> dict[str, Any]:
     """Real-frame AP of one exported ONNX artifact (its own session, as the node runs it)."""
     from pruning_tools.evaluate import load_detector, real_summary
@@ -335,6 +347,7 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
     manifest = {
         "schema_version": 1, "created": _now(), "model_family": "yolov5n", "class_names": names,
         "data": {"source": "prune run", "run": str(cfg.run), "method": cfg.method, "dataset": str(dataset),
+                 **({"weights_licence": lic} if (lic := _baseline_licence(cfg.run)) else {}),
                  "split": cfg.split, "eval_images": cfg.eval_images, "calibration_split": "train",
                  "calibration_images": len(calib), "delta_points": cfg.delta, "quick": cfg.quick,
                  **({"tensorrt_skipped": trt_note} if trt_note else {})},
