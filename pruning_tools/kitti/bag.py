@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from pruning_tools.kitti.dataset import CameraInfoData, RawDrive
 from pruning_tools.kitti.io import KittiObject
+from sparse_perception.partials import make_partial_dir, remove_stale_partials
 
 #: rosbag2 metadata version written (read by Jazzy and later).
 BAG_VERSION = 8
@@ -166,7 +166,8 @@ def raw_drive_to_bag(drive: Path, out: Path, *, storage: str = "mcap", camera: s
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    remove_stale_partials(out)  # left by a killed earlier run (its process is gone)
+    tmp = make_partial_dir(out)
     try:
         with Writer(tmp / out.name, version=BAG_VERSION, storage_plugin=plugin) as w:
             def conn(topic: str, msgtype: str, transient_local: bool = False) -> Any:
