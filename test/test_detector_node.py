@@ -146,8 +146,11 @@ def test_diagnostics_report_latency_fps_and_drops(active_node: ManagedProcess) -
             client.wait_for_stamp(9_000_000_000 + i)
         assert wait_until(lambda: len(got) >= 2, 10)
         values = {kv.key: kv.value for kv in got[-1].status[0].values}
-        for key in ("latency_p50_ms", "latency_p95_ms", "fps", "frames_dropped", "active_level"):
+        for key in ("latency_p50_ms", "latency_p95_ms", "fps", "frames_dropped", "active_level", "callback_errors"):
             assert key in values, values
+        # the engine actually running, not a fixed "cpu" (the test zoo is ONNX Runtime on the CPU)
+        assert (values["backend"], values["device"]) == ("onnxruntime", "cpu"), values
+        assert got[-1].status[0].hardware_id == "onnxruntime:cpu"
         assert float(values["latency_p95_ms"]) >= float(values["latency_p50_ms"]) > 0
     finally:
         client.close()
