@@ -111,7 +111,8 @@ class _Msgs:
                             bbox=Box(center_x=(x1 + x2) / 2, center_y=(y1 + y2) / 2, theta=0.0,
                                      size_x=x2 - x1, size_y=y2 - y1),
                             id=f"{frame_name}:{i}"))
-        return self.t["sparse_perception_msgs/msg/Detection2DArray"](header=h, detections=dets)
+        return self.t["sparse_perception_msgs/msg/Detection2DArray"](header=h, detections=dets, level="",
+                                                                     engine_time_ms=0.0)
 
     def condition(self, cond: Any, ns: int) -> Any:
         return self.t["sparse_perception_msgs/msg/DrivingCondition"](
