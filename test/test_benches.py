@@ -1,4 +1,7 @@
-"""The benches measure what they claim: decode on the node's real prediction count; mAP drops judged only where the model detects."""
+"""The benches measure what they claim.
+
+Decode runs on the node's real prediction count; an mAP drop is judged only where the model detects.
+"""
 from __future__ import annotations
 
 import importlib.util

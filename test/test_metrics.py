@@ -124,7 +124,8 @@ HAND_CASES = {
     "tp_fp_tp": ([([B[0], [200, 200, 220, 220]], [0.9, 0.8], [0, 0], [B[0], B[1]], [0, 0]),
                   ([B[2]], [0.7], [0], [B[2]], [0])], None),
     # an image without GT contributes only false positives; one without predictions only misses
-    "empty_images": ([([B[3]], [0.95], [0], [], []), ([], [], [], [B[1]], [1]), ([B[1]], [0.6], [1], [B[1]], [1])], None),
+    "empty_images": ([([B[3]], [0.95], [0], [], []), ([], [], [], [B[1]], [1]),
+                      ([B[1]], [0.6], [1], [B[1]], [1])], None),
     # greedy by score: the high-score box takes the GT it overlaps most, the second one the other GT
     "greedy_assignment": ([([[0, 0, 10, 10], [0, 0, 12, 10]], [0.9, 0.8], [0, 0], [[0, 0, 10, 10], [1, 0, 12, 10]],
                             [0, 0])], None),
