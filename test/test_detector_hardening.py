@@ -213,3 +213,25 @@ def test_100_concurrent_set_sparsity_calls_from_two_clients_all_answered_while_f
         finally:
             a.close()
             b.close()
+
+
+def test_an_exception_inside_any_callback_is_logged_counted_and_answered() -> None:
+    """The last resort: whatever slips through a callback stays in it (spin_once would end the process)."""
+    import rclpy
+    from sparse_perception_msgs.srv import SetSparsity
+
+    from sparse_perception.detector_node import DetectorNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        node = DetectorNode(context=ctx)
+        resp = node._on_set_sparsity(None, SetSparsity.Response())  # not a request at all
+        assert not resp.success and "set_sparsity failed, node keeps running: AttributeError" in resp.message
+        assert node._on_condition(None) is None  # not a DrivingCondition
+        res = node._on_set_parameters(None)  # not a parameter list
+        assert not res.successful and "TypeError" in res.reason
+        assert node.stats.callback_errors == 3
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
