@@ -243,7 +243,7 @@ def config_from_dict(raw: dict[str, Any]) -> PruneConfig:
 def load_config(path: str | Path) -> PruneConfig:
     """Load and validate a YAML configuration file.
 
-    :raises ConfigError: naming the file and the offending key.
+    :raises ConfigError: naming the file and the offending key; an empty file (or ``{}``) is refused.
     :raises FileNotFoundError: when the file is missing.
     """
     path = Path(path)
@@ -255,8 +255,11 @@ def load_config(path: str | Path) -> PruneConfig:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    if not raw:  # an empty file would silently start the full default run (hours)
+        raise ConfigError(f"{path}: the config file is empty (no settings); write the keys to use, e.g. "
+                          "start from pruning_tools/configs/quick.yaml (minutes) or full.yaml (hours)")
     try:
-        return config_from_dict(raw or {})
+        return config_from_dict(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 

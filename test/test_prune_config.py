@@ -56,3 +56,16 @@ def test_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["--config", str(bad), "--out", str(tmp_path / "run")]) == 2
     assert "unknown key 'finetune.stepz'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_empty_config_file_is_refused(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from pruning_tools.pipeline import main
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(text)
+    with pytest.raises(ConfigError, match=r"empty.yaml: the config file is empty"):
+        load_config(empty)
+    assert main(["--config", str(empty), "--out", str(tmp_path / "run")]) == 2
+    assert "the config file is empty" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -25,6 +24,7 @@ import numpy as np
 from pruning_tools.kitti.dataset import KittiObjectDataset
 from pruning_tools.kitti.io import KITTI_TYPES, check_new_output, iter_labels, publish_dir, read_image
 from sparse_perception.conditions import read_condition
+from sparse_perception.partials import make_partial_dir, remove_stale_partials
 
 #: Default class map: the three KITTI benchmark classes; every other type is dropped.
 DEFAULT_CLASSES: dict[str, str | None] = {
@@ -216,7 +216,8 @@ def convert_kitti(kitti_root: Path, out: Path, *, classes: Mapping[str, str | No
     split_of = {fid: s for s, lst in splits.items() for fid in lst}
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    remove_stale_partials(out)  # left by a killed earlier run (its process is gone)
+    tmp = make_partial_dir(out)
     try:
         for s in SPLITS:
             (tmp / "images" / s).mkdir(parents=True)
