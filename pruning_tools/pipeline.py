@@ -117,8 +117,8 @@ class Pipeline:
                     raise ConfigError(f"data.dataset not set and the scene generator is unavailable ({exc})") from exc
                 self.log(f"generating {c.generate_frames} scenes (seed {c.generate_seed})")
                 raw = self.run / "data" / "kitti"
-                generate_dataset(raw, frames=c.generate_frames, seed=c.generate_seed)
-                convert_kitti(raw, root)
+                generate_dataset(raw, frames=c.generate_frames, seed=c.generate_seed, progress=self.progress)
+                convert_kitti(raw, root, progress=self.progress)
         for split in ("train", "val", "test"):
             resolve_split_dir(root, split)  # clear error on missing / empty splits
         return root
