@@ -87,11 +87,16 @@ class Pipeline:
     :param real_eval: a real KITTI object root: every measurement also gets real-frame AP
         (:func:`pruning_tools.evaluate.real_eval_frames`: the baseline's real train/val frames left out,
         or ``real_split`` of ``real_split_file``).
+    :param mix: further YOLO datasets ``(root, repeats)`` whose train splits join every training batch
+        stream (stage 1, stage-2 calibration, stage-3 fine-tuning), e.g. the real frames the baseline
+        was trained on, so pruned models keep what the baseline learnt from them.
     """
 
     def __init__(self, cfg: PruneConfig, run_dir: Path, progress: bool = True, real_eval: Path | None = None,
-                 real_split_file: Path | None = None, real_split: str = "test") -> None:
+                 real_split_file: Path | None = None, real_split: str = "test",
+                 mix: list[tuple[Path, int]] | None = None) -> None:
         self.cfg, self.run, self.progress = cfg, Path(run_dir), progress
+        self.mix = [(Path(d), int(r)) for d, r in (mix or [])]
         self.run.mkdir(parents=True, exist_ok=True)
         self.t0 = time.monotonic()
         self.real_eval, self.real_split_file, self.real_split = real_eval, real_split_file, real_split
@@ -209,6 +214,13 @@ class Pipeline:
         train_ds = YoloDataset(data, "train", c.data.imgsz)
         if c.data.train_images is not None and c.data.train_images < len(train_ds):
             train_ds = YoloDataset(data, "train", c.data.imgsz, indices=list(range(c.data.train_images)))
+        if self.mix:
+            from pruning_tools.training import MixedDataset
+
+            parts = [YoloDataset(d, "train", c.data.imgsz, cache=True) for d, _ in self.mix]
+            self.log("training batches mix in " + ", ".join(f"{d} ({len(p)} frames x {r})"
+                                                          for (d, r), p in zip(self.mix, parts)))
+            train_ds = MixedDataset([train_ds, *parts], [1, *(r for _, r in self.mix)])  # type: ignore[assignment]
         val_n = c.data.val_images
 
         def val_map(model: torch.nn.Module) -> float:
@@ -347,6 +359,7 @@ class Pipeline:
                     row["real"] = _mean_real([r["real"] for r in rs])
                 agg.append(row)
         results = {"config": config_to_dict(c), "baseline": str(self.baseline_path),
+                   "mix": [{"dataset": str(d), "repeats": r} for d, r in self.mix],
                    "evaluator": getattr(self, "evaluator", dense_res.get("evaluator")), "dense": dense_res,
                    "records": records, "aggregate": agg, "layers": [l.name for l in space.layers],
                    "wall_s": round(time.monotonic() - self.t0, 1), "targets": self.targets(dense_res, agg)}
@@ -480,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real-split-file", type=Path, default=None,
                    help="with --real-eval: evaluate only --real-split's frames of this JSON {train,val,test: [ids]}")
     p.add_argument("--real-split", default="test", help="split of --real-split-file (default test)")
+    p.add_argument("--mix", nargs=2, action="append", default=[], metavar=("DIR", "REPEATS"),
+                   help="also fine-tune on this YOLO dataset's train split, repeated REPEATS times per epoch "
+                        "(e.g. the baseline's real training frames); may be given again")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     try:
@@ -492,8 +508,11 @@ def main(argv: list[str] | None = None) -> int:
             if a.baseline is not None:
                 cfg = dataclasses.replace(cfg, baseline=str(a.baseline))
         run = a.out or (Path(cfg.run_dir) if cfg.run_dir else next_run_dir(Path("runs"), f"prune_{cfg.name}"))
+        mix = [(Path(d), int(r)) for d, r in a.mix]
+        if any(r < 1 for _, r in mix):
+            raise ValueError("--mix REPEATS must be >= 1")
         Pipeline(cfg, run, progress=not a.no_progress, real_eval=a.real_eval, real_split_file=a.real_split_file,
-                 real_split=a.real_split).run_all()
+                 real_split=a.real_split, mix=mix).run_all()
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"pruning-tools prune: error: {exc}", file=sys.stderr)
         return 2

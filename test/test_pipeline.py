@@ -31,7 +31,10 @@ def test_tiny_prune_run_end_to_end(tmp_path: Path) -> None:
            "latency": {"runs": 1, "warmup": 0}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
-    assert main(["--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--no-progress"]) == 0
+    extra = make_yolo_dataset(tmp_path / "extra", n_train=2, n_val=1, n_test=1, size=tuple(IMGSZ))
+    assert main(["--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--no-progress",
+                 "--mix", str(extra), "3"]) == 0
+    assert json.loads((run / "results.json").read_text())["mix"] == [{"dataset": str(extra), "repeats": 3}]
     for name in ("table.md", "results.json", "summary.json", "pareto.png", "layer_sparsity.png", "dense.json",
                  "importance_t0.json", "full/s75/search.json"):
         assert (run / name).is_file(), name
