@@ -5,8 +5,9 @@ The pipeline's unit of work is one (method, level, trial) (:meth:`Pipeline.run_u
 executor from this module:
 
 * the dense baseline checkpoint and the data slices the units read (the training images used, the
-  whole validation split, the test images used) are put into Ray's object store **once**; a worker
-  process unpacks them into a temporary folder the first time it needs them and keeps them;
+  whole validation split, the test images used) are put into Ray's object store **once**; each node
+  unpacks them once into ``<tmp>/sp_ray_ctx_<sha256>`` (kept, so a rerun reuses it), and each worker
+  process loads them once;
 * every pending unit is a Ray task (1 CPU, torch 1 thread) that runs in a scratch folder and returns
   its result and files; the driver writes them into the run folder as units finish, ``result.json``
   last, so a rerun skips finished units wherever they ran;
@@ -25,6 +26,8 @@ loopback address (and ``local``) the driver also uses loopback for its own node 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -35,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from pruning_tools.pipeline import Inputs, Pipeline, ProxySpec, _write_json
+from pruning_tools.pipeline import Inputs, Pipeline, ProxySpec, level_dir
 from pruning_tools.prune_config import PruneConfig, config_from_dict, config_to_dict
 
 #: retries of a task whose worker process or node dies
@@ -116,22 +119,32 @@ _CONTEXTS: dict[str, tuple[Pipeline, Inputs]] = {}
 
 
 def worker_context(box: list[Any]) -> tuple[Pipeline, Inputs]:
-    """This worker process's pipeline and inputs for the shared context in ``box`` (unpacked once)."""
+    """This worker process's pipeline and inputs for the shared context ``box = [ref, key]``.
+
+    The context is unpacked once per node into ``<tmp>/sp_ray_ctx_<key>`` (``key``: sha256 of its
+    content, so reruns reuse it) and loaded once per worker process.
+    """
     import ray
     import torch
 
-    ref = box[0]
-    key = ref.hex()
+    ref, key = box
     if key not in _CONTEXTS:
-        ctx = ray.get(ref)
-        root = Path(tempfile.mkdtemp(prefix="sp_ray_ctx_"))
-        unpack(ctx["data"], root / "data")
-        base = root / ctx["baseline_name"]
-        base.write_bytes(ctx["baseline"])
-        cfg = config_from_dict(ctx["config"])
-        cfg = dataclasses.replace(cfg, baseline=str(base), threads=1,
+        root = Path(tempfile.gettempdir()) / f"sp_ray_ctx_{key}"
+        if not (root / "context.json").is_file():
+            ctx = ray.get(ref)
+            tmp = Path(tempfile.mkdtemp(prefix=f".sp_ray_ctx_{key}_", dir=root.parent))
+            unpack(ctx["data"], tmp / "data")
+            (tmp / ctx["baseline_name"]).write_bytes(ctx["baseline"])
+            (tmp / "context.json").write_text(json.dumps({"config": ctx["config"], "baseline_name": ctx["baseline_name"]}))
+            try:
+                os.rename(tmp, root)
+            except OSError:  # another worker of this node unpacked it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        meta = json.loads((root / "context.json").read_text())
+        cfg = config_from_dict(meta["config"])
+        cfg = dataclasses.replace(cfg, baseline=str(root / meta["baseline_name"]), threads=1,
                                   data=dataclasses.replace(cfg.data, dataset=str(root / "data")))
-        pipe = Pipeline(cfg, root / "run", progress=False)
+        pipe = Pipeline(cfg, Path(tempfile.mkdtemp(prefix="sp_ray_run_")), progress=False)
         _CONTEXTS[key] = (pipe, pipe.prepare())
     torch.set_num_threads(1)
     return _CONTEXTS[key]
@@ -284,7 +297,10 @@ class RayExecutor:
         if self._box is None or self._box_key != key:
             ctx = {"config": config_to_dict(pipe.cfg), "baseline": Path(pipe.baseline_path).read_bytes(),
                    "baseline_name": Path(pipe.baseline_path).name, "data": pack_dataset(inputs.data, pipe.cfg)}
-            self._box, self._box_key = [ray.put(ctx)], key
+            h = hashlib.sha256(json.dumps(ctx["config"], sort_keys=True).encode() + ctx["baseline"])
+            for rel in sorted(ctx["data"]):
+                h.update(rel.encode() + b"\0" + ctx["data"][rel])
+            self._box, self._box_key = [ray.put(ctx), h.hexdigest()[:24]], key
         return self._box
 
     def batch_evaluator(self, spec: ProxySpec) -> Callable[[list[list[float]]], list[float]]:
@@ -321,8 +337,7 @@ class RayExecutor:
                     failed.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
                     pipe.log(f"ray: unit {name} failed: {exc}")
                     continue
-                unpack(files, pipe.run, last=str(Path(*_unit_rel(pipe, u)) / "result.json"))
-                _write_json(pipe.run / Path(*_unit_rel(pipe, u)) / "result.json", rec)
+                unpack(files, pipe.run, last=str(level_dir(Path(), *u) / "result.json"))
                 done[u] = rec
                 self.progress.add.remote("units", 1)
                 pipe.log(f"{name}: mAP50-95 {rec['map50_95']:.4f} sparsity {rec['sparsity']:.3f} (ray)")
@@ -336,8 +351,3 @@ class RayExecutor:
                                + "; ".join(failed))
         return done
 
-
-def _unit_rel(pipe: Pipeline, u: Unit) -> tuple[str, ...]:
-    from pruning_tools.pipeline import level_dir
-
-    return level_dir(Path("."), *u).parts
