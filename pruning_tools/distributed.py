@@ -177,14 +177,14 @@ def _evaluate(box: list[Any], spec: ProxySpec, ratios: list[float], progress: An
     return value
 
 
-def _run_unit(box: list[Any], unit: Unit, budgets: dict[float, np.ndarray] | None, dense_res: dict[str, Any],
+def _run_unit(box: list[Any], unit: Unit, stage1: dict[str, Any] | None, dense_res: dict[str, Any],
               progress: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     pipe, inputs = worker_context(box)
     scratch = Path(tempfile.mkdtemp(prefix="sp_ray_unit_"))
     try:
         upipe = Pipeline(pipe.cfg, scratch, progress=False, executor=_WorkerBatches(box, progress))
         upipe.baseline_path = pipe.baseline_path
-        rec = upipe.run_unit(inputs, *unit, budgets, dense_res)
+        rec = upipe.run_unit(inputs, *unit, stage1, dense_res)
         return rec, pack_dir(scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -314,7 +314,7 @@ class RayExecutor:
         return ray.get(self.progress.get.remote())
 
     def run_units(self, pipe: Pipeline, inputs: Inputs, units: list[Unit],
-                  budgets: dict[int, dict[float, np.ndarray] | None],
+                  stage1: dict[int, dict[str, Any] | None],
                   dense_res: dict[str, Any]) -> dict[Unit, dict[str, Any]]:
         """Run ``units`` as Ray tasks; each finished unit's files land in ``pipe.run`` as it finishes."""
         import ray
@@ -322,7 +322,7 @@ class RayExecutor:
         box = self.share(pipe, inputs)
         pipe.log(f"ray: {len(units)} unit(s) on {self.cluster_line()}")
         task = _unit_task()
-        futures = {task.remote(box, u, budgets[u[2]], dense_res, self.progress): u for u in units}
+        futures = {task.remote(box, u, stage1[u[2]], dense_res, self.progress): u for u in units}
         done: dict[Unit, dict[str, Any]] = {}
         failed: list[str] = []
         last = time.monotonic()

@@ -187,8 +187,9 @@ class Pipeline:
             train_ds = YoloDataset(data, "train", c.data.imgsz, indices=list(range(c.data.train_images)))
         return Inputs(data=data, dense=dense, space=space, train_ds=train_ds)
 
-    def stage1(self, inputs: Inputs, trial: int) -> dict[float, np.ndarray] | None:
-        """Stage-1 budgets of ``trial`` (``None`` when no method needs them); writes ``importance_t<k>.json``."""
+    def stage1(self, inputs: Inputs, trial: int) -> dict[str, Any] | None:
+        """Stage 1 of ``trial``: ``{"budgets": {level: ratios}, "importance": per-layer}`` (``None`` when no
+        method needs it); writes ``importance_t<k>.json``."""
         from pruning_tools.importance import budgets_from_importance, compute_importance
         from pruning_tools.training import BatchStream
 
@@ -203,7 +204,8 @@ class Pipeline:
         _write_json(self.run / f"importance_t{trial}.json",
                     {"batches": c.importance.batches, "layers": [l.name for l in space.layers],
                      "importance": res.layer_importance, "budgets": {str(lv): b for lv, b in budgets.items()}})
-        return budgets
+        # the layers' importance is part of the stage-2 observation: units set it on their space
+        return {"budgets": budgets, "importance": [float(l.importance) for l in space.layers]}
 
     def reward_proxy(self, inputs: Inputs, spec: ProxySpec) -> Any:
         """The stage-2 reward proxy described by ``spec``; batches go through the executor when one is set."""
@@ -242,19 +244,21 @@ class Pipeline:
                 done[u] = json.loads(res_path.read_text())
                 self.log(f"{u[0]} s{int(u[1] * 100)} t{u[2]}: done earlier (resume)")
         todo = [u for u in units if u not in done]
-        budgets = {t: self.stage1(inputs, t) for t in sorted({u[2] for u in todo})}
+        stage1 = {t: self.stage1(inputs, t) for t in sorted({u[2] for u in todo})}
         if self.executor is not None and todo:
-            done.update(self.executor.run_units(self, inputs, todo, budgets, dense_res))
+            done.update(self.executor.run_units(self, inputs, todo, stage1, dense_res))
         else:
             for u in todo:
-                done[u] = self.run_unit(inputs, *u, budgets[u[2]], dense_res)
+                done[u] = self.run_unit(inputs, *u, stage1[u[2]], dense_res)
         return self.report(dense_res, [done[u] for u in units], inputs.space)
 
-    def run_unit(self, inputs: Inputs, method: str, lv: float, trial: int,
-                 budgets: dict[float, np.ndarray] | None, dense_res: dict[str, Any]) -> dict[str, Any]:
+    def run_unit(self, inputs: Inputs, method: str, lv: float, trial: int, stage1: dict[str, Any] | None,
+                 dense_res: dict[str, Any]) -> dict[str, Any]:
         """One (method, level, trial): ratios (stage 1/2), stage 3, measurements; writes its folder.
 
         A pure function of its arguments and the seed, so it gives the same result wherever it runs.
+
+        :param stage1: the trial's :meth:`stage1` result (needed by ``importance`` and ``full``).
         """
         from pruning_tools.agent import AgentConfig, search
         from pruning_tools.finetune import FinetuneConfig, prune_and_finetune
@@ -263,6 +267,12 @@ class Pipeline:
 
         c = self.cfg
         data, dense, space = inputs.data, inputs.dense, inputs.space
+        if method != "uniform" and not stage1:
+            raise ValueError(f"method {method!r} needs the trial's stage-1 result")
+        budgets = stage1["budgets"] if stage1 else {}
+        if stage1:
+            for layer, imp in zip(space.layers, stage1["importance"]):
+                layer.importance = imp
         seed = c.seed + trial
         torch.manual_seed(seed)
         stream = BatchStream(inputs.train_ds, c.finetune.batch, seed, c.finetune.crop_width)
@@ -272,10 +282,8 @@ class Pipeline:
         if method == "uniform":
             ratios = space.uniform(lv, c.max_ratio)
         elif method == "importance":
-            assert budgets is not None
             ratios = budgets[lv]
         else:
-            assert budgets is not None
             spec = ProxySpec(seed, c.rl.bn_batches, c.rl.ft_steps, c.rl.ft_lr, c.data.val_images)
             proxy = self.reward_proxy(inputs, spec)
             if inputs.dense_val is None:

@@ -46,7 +46,8 @@ class LoopbackRayCluster:
                     "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(repo), "PYTHONUNBUFFERED": "1"}
         self.env.pop("RAY_ADDRESS", None)
         self.procs: list[subprocess.Popen] = []
-        self.head = self._start(["--head", "--port", str(self.port), "--include-dashboard", "false"], head=True)
+        self.head = self._start(["--head", "--port", str(self.port), "--include-dashboard", "false",
+                                 "--ray-client-server-port", str(free_port())], head=True)
 
     def _start(self, args: list[str], head: bool, cpus: int = 1) -> subprocess.Popen:
         ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
