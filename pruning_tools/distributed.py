@@ -179,7 +179,11 @@ def _evaluate(box: list[Any], spec: ProxySpec, ratios: list[float], progress: An
 
 def _run_unit(box: list[Any], unit: Unit, stage1: dict[str, Any] | None, dense_res: dict[str, Any],
               progress: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
+    import ray
+
     pipe, inputs = worker_context(box)
+    pipe.log(f"unit {unit[0]} s{int(round(unit[1] * 100))} t{unit[2]} started on node "
+             f"{ray.get_runtime_context().get_node_id()}")
     scratch = Path(tempfile.mkdtemp(prefix="sp_ray_unit_"))
     try:
         upipe = Pipeline(pipe.cfg, scratch, progress=False, executor=_WorkerBatches(box, progress))

@@ -17,7 +17,7 @@ from helpers.tiny_data import make_yolo_dataset
 ray = pytest.importorskip("ray")
 
 IMGSZ = [64, 192]
-UNITS = 6  # 2 levels x 3 methods x 1 trial
+UNITS = 3  # 1 level x 3 methods x 1 trial
 
 
 def test_parse_address(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,7 +69,7 @@ def tiny_cfg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = make_yolo_dataset(tmp / "ds", n_train=6, n_val=2, n_test=2, size=tuple(IMGSZ))
     torch.manual_seed(0)
     base = ua.save_checkpoint(ua.build_model("yolov5n.yaml"), tmp / "base.pt")
-    cfg = {"name": "tiny", "baseline": str(base), "levels": [0.5, 0.75], "round_to": 8, "threads": 1,
+    cfg = {"name": "tiny", "baseline": str(base), "levels": [0.75], "round_to": 8, "threads": 1,
            "data": {"dataset": str(data), "imgsz": IMGSZ, "val_images": 2, "test_images": 2},
            "importance": {"batches": 1, "batch": 2},
            "rl": {"episodes": 2, "warmup_episodes": 2, "episodes_per_update": 2, "n_epochs": 1, "bn_batches": 1,
@@ -108,7 +108,7 @@ def test_two_node_cluster_runs_the_prune_with_the_same_answers_as_locally(
     from pruning_tools import ultralytics_adapter as ua
     from pruning_tools.pipeline import main
 
-    cluster.add_node()
+    cluster.add_node()  # the second node (killed by the next test)
     nodes = cluster.wait_nodes(2)
     assert {n["address"] for n in nodes} == {"127.0.0.1"}, nodes
     run = tmp_path / "ray_run"
@@ -118,7 +118,7 @@ def test_two_node_cluster_runs_the_prune_with_the_same_answers_as_locally(
     assert "2 node(s), 2 CPU(s)" in out.stdout and "reward evaluations" in out.stdout
     on_ray = _results(run)
     assert len(on_ray) == UNITS and all((run / r["checkpoint"]).is_file() for r in on_ray.values())
-    assert (run / "full" / "s50" / "search.json").is_file() and list((run / "tb").rglob("events.out.tfevents*"))
+    assert (run / "full" / "s75" / "search.json").is_file() and list((run / "tb").rglob("events.out.tfevents*"))
 
     local = tmp_path / "local_run"
     assert main(["--config", str(tiny_cfg), "--out", str(local), "--no-progress"]) == 0
@@ -140,39 +140,39 @@ def test_two_node_cluster_runs_the_prune_with_the_same_answers_as_locally(
     assert ray_search["proxy_evaluations"] == local_search["proxy_evaluations"] > 1
 
     # resumable: a second --ray run recomputes nothing
-    mtime = (run / "uniform" / "s50" / "model.pt").stat().st_mtime
+    mtime = (run / "uniform" / "s75" / "model.pt").stat().st_mtime
     out = subprocess.run(_prune_cmd(tiny_cfg, run, cluster.address), cwd=repo_root, env=cluster.env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     assert out.stdout.count("done earlier (resume)") == UNITS
-    assert (run / "uniform" / "s50" / "model.pt").stat().st_mtime == mtime
+    assert (run / "uniform" / "s75" / "model.pt").stat().st_mtime == mtime
 
 
 @pytest.mark.slow
 def test_run_finishes_when_a_worker_node_is_killed_mid_run(cluster, tiny_cfg: Path, tmp_path: Path,
                                                            repo_root: Path) -> None:
-    victim = cluster.add_node()
-    cluster.wait_nodes(len([p for p in cluster.procs if p.poll() is None]))
+    victim = (cluster.workers() or [cluster.add_node()])[-1]  # the two-node test's second node
+    victim_id = cluster.node_ids[victim.pid]
     run = tmp_path / "run"
-    log = open(tmp_path / "prune.log", "w+")
-    proc = subprocess.Popen(_prune_cmd(tiny_cfg, run, cluster.address), cwd=repo_root, env=cluster.env,
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    log_path = tmp_path / "prune.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(_prune_cmd(tiny_cfg, run, cluster.address), cwd=repo_root, env=cluster.env,
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         t0 = time.monotonic()
-        while "unit(s) on" not in (tmp_path / "prune.log").read_text():
-            assert proc.poll() is None and time.monotonic() - t0 < 300, (tmp_path / "prune.log").read_text()[-3000:]
+        while f"started on node {victim_id}" not in log_path.read_text():  # a unit runs on the victim
+            assert proc.poll() is None and time.monotonic() - t0 < 600, log_path.read_text()[-3000:]
             time.sleep(0.5)
-        time.sleep(6)  # units are running on every node
-        assert proc.poll() is None, "the run ended before the node could be killed"
         cluster.kill(victim)
         killed_with = len(list(run.glob("*/s*/result.json")))
-        assert proc.wait(900) == 0, (tmp_path / "prune.log").read_text()[-4000:]
+        assert proc.wait(900) == 0, log_path.read_text()[-4000:]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
-        log.close()
+    text = log_path.read_text()
     assert killed_with < UNITS
+    assert text.count("started on node") > UNITS, text[-3000:]  # the victim's unit started again elsewhere
     recs = _results(run)
     assert len(recs) == UNITS
     for r in recs.values():

@@ -43,9 +43,10 @@ class LoopbackRayCluster:
         self.tmp, self.port = tmp, free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(24),
-                    "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(repo), "PYTHONUNBUFFERED": "1"}
+                    "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "PYTHONPATH": str(repo), "PYTHONUNBUFFERED": "1"}
         self.env.pop("RAY_ADDRESS", None)
         self.procs: list[subprocess.Popen] = []
+        self.node_ids: dict[int, str] = {}
         self.head = self._start(["--head", "--port", str(self.port), "--include-dashboard", "false",
                                  "--ray-client-server-port", str(free_port())], head=True)
 
@@ -68,19 +69,33 @@ class LoopbackRayCluster:
         self.procs.append(proc)
         return proc
 
-    def add_node(self, cpus: int = 1) -> subprocess.Popen:
-        return self._start(["--address", self.address], head=False, cpus=cpus)
+    def add_node(self, cpus: int = 1, timeout: float = 180.0) -> subprocess.Popen:
+        """Start a worker node and wait until the cluster lists it; its id goes into ``node_ids[pid]``."""
+        before = {n["id"] for n in self.nodes()}
+        proc = self._start(["--address", self.address], head=False, cpus=cpus)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout and proc.poll() is None:
+            new = {n["id"] for n in self.nodes()} - before
+            if new:
+                self.node_ids[proc.pid] = new.pop()
+                return proc
+            time.sleep(2)
+        pytest.fail(f"worker node did not join the cluster; logs in {self.tmp}")
+
+    def workers(self) -> list[subprocess.Popen]:
+        """Worker nodes still running."""
+        return [p for p in self.procs if p is not self.head and p.poll() is None]
 
     def nodes(self) -> list[dict]:
         """Live nodes as the cluster reports them (a short-lived driver in a subprocess)."""
         code = ("import json, ray; ray.init(address=%r, logging_level='error'); "
-                "print(json.dumps([[n['NodeManagerAddress'], n['Resources'].get('CPU', 0)] "
+                "print(json.dumps([[n['NodeManagerAddress'], n['Resources'].get('CPU', 0), n['NodeID']] "
                 "for n in ray.nodes() if n['Alive']]))" % self.address)
         env = {**self.env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         if out.returncode != 0:
             return []
-        return [{"address": a, "cpus": c} for a, c in json.loads(out.stdout.strip().splitlines()[-1])]
+        return [{"address": a, "cpus": c, "id": i} for a, c, i in json.loads(out.stdout.strip().splitlines()[-1])]
 
     def wait_nodes(self, n: int, timeout: float = 120.0) -> list[dict]:
         t0 = time.monotonic()
