@@ -260,7 +260,12 @@ class RayExecutor:
             raise ConnectionError(f"cannot reach Ray at {self.address!r}: {exc}") from exc
         try:
             self.check_nodes()
-            self.progress = ray.remote(num_cpus=0)(_Progress).remote()
+            # the counters live on the driver's node: a worker node that dies must not take them along
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+            self.progress = ray.remote(num_cpus=0, max_restarts=-1)(_Progress).options(
+                scheduling_strategy=here).remote()
         except Exception:
             ray.shutdown()
             raise
@@ -313,9 +318,13 @@ class RayExecutor:
         return _batch_evaluator(self._box, self.progress, spec)
 
     def counts(self) -> dict[str, int]:
+        """Progress counters; empty if they cannot be read (progress display only, never fatal)."""
         import ray
 
-        return ray.get(self.progress.get.remote())
+        try:
+            return ray.get(self.progress.get.remote(), timeout=30)
+        except (ray.exceptions.RayError, TimeoutError):
+            return {}
 
     def run_units(self, pipe: Pipeline, inputs: Inputs, units: list[Unit],
                   stage1: dict[int, dict[str, Any] | None],
@@ -343,12 +352,11 @@ class RayExecutor:
                     continue
                 unpack(files, pipe.run, last=str(level_dir(Path(), *u) / "result.json"))
                 done[u] = rec
-                self.progress.add.remote("units", 1)
                 pipe.log(f"{name}: mAP50-95 {rec['map50_95']:.4f} sparsity {rec['sparsity']:.3f} (ray)")
             if not ready or time.monotonic() - last >= self.report_s:
                 c = self.counts()
                 pipe.log(f"ray: units {len(done)}/{len(units)} done, {len(futures)} to go | reward evaluations "
-                         f"{c.get('evaluations', 0)} done | {self.cluster_line()}")
+                         f"{c.get('evaluations', '?')} done | {self.cluster_line()}")
                 last = time.monotonic()
         if failed:
             raise RuntimeError(f"{len(failed)} unit(s) failed on Ray (finished ones are kept; rerun to retry): "
