@@ -118,9 +118,9 @@ def component_costs(work: Path, quick: bool) -> dict:
     t_img = (time.perf_counter() - t0) / n_img
     return {"imgsz": list(imgsz), "threads": 1, "bn_batch_s": round(t_bn, 3), "finetune_step_s": round(t_ft, 3),
             "eval_image_s": round(t_img, 4), "bn_batch": full.rl.bn_batch, "finetune_batch": full.finetune.batch,
-            "crop_width": full.finetune.crop_width, "note": "fine-tune steps at the stage-2 batch size "
-            f"({full.rl.bn_batch}) and the stage-3 one ({full.finetune.batch}) are both taken as measured at "
-            f"{full.rl.bn_batch}, scaled by batch size for stage 3"}
+            "crop_width": full.finetune.crop_width,
+            "note": f"batches of {full.rl.bn_batch} (rl.bn_batch); stage-3 costs are scaled to finetune.batch "
+                    f"({full.finetune.batch}) linearly; the dense measurement and stage 1 (driver) are left out"}
 
 
 def estimate_full(cost: dict, workers: list[int]) -> dict:
