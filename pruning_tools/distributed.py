@@ -144,7 +144,7 @@ def worker_context(box: list[Any]) -> tuple[Pipeline, Inputs]:
         cfg = config_from_dict(meta["config"])
         cfg = dataclasses.replace(cfg, baseline=str(root / meta["baseline_name"]), threads=1,
                                   data=dataclasses.replace(cfg.data, dataset=str(root / "data")))
-        pipe = Pipeline(cfg, Path(tempfile.mkdtemp(prefix="sp_ray_run_")), progress=False)
+        pipe = Pipeline(cfg, Path(tempfile.mkdtemp(prefix="run_", dir=root)), progress=False)
         _CONTEXTS[key] = (pipe, pipe.prepare())
     torch.set_num_threads(1)
     return _CONTEXTS[key]

@@ -45,6 +45,9 @@ class LoopbackRayCluster:
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(24),
                     "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "PYTHONPATH": str(repo), "PYTHONUNBUFFERED": "1"}
         self.env.pop("RAY_ADDRESS", None)
+        # the workers' unpacked contexts (<tmp>/sp_ray_ctx_*) stay inside the test's temp dir
+        (tmp / "worker_tmp").mkdir(exist_ok=True)
+        self.env["TMPDIR"] = str(tmp / "worker_tmp")
         self.procs: list[subprocess.Popen] = []
         self.node_ids: dict[int, str] = {}
         self.head = self._start(["--head", "--port", str(self.port), "--include-dashboard", "false",
