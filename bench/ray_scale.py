@@ -144,7 +144,8 @@ def estimate_full(cost: dict, workers: list[int]) -> dict:
     full_cpu = evals * ev + rerank + stage3
     n_trials_levels = c.trials * len(c.levels)
     total = n_trials_levels * (2 * stage3 + full_cpu)
-    out = {"reward_evaluation_s": round(ev, 1), "stage3_unit_s": round(stage3, 1), "full_unit_cpu_s": round(full_cpu, 1),
+    out = {"reward_evaluation_s": round(ev, 1), "stage3_unit_s": round(stage3, 1),
+           "full_unit_cpu_s": round(full_cpu, 1),
            "units": n_trials_levels * len(c.methods), "evaluations_per_full_unit": evals,
            "total_cpu_h": round(total / 3600, 2), "wall_h": {}}
     for w in workers:

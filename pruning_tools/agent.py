@@ -3,8 +3,9 @@
 Search = warm-up episodes (the first replays the stage-1 budgets exactly, the others add Gaussian
 noise around them) followed by PPO episodes, ``episodes_per_update`` of them side by side per
 rollout; the rewards of the warm-up episodes, and of each rollout's episodes, are evaluated as one
-batch (in parallel on Ray workers, see :mod:`pruning_tools.distributed`); every episode's result is recorded and the best
-reward wins (AMC-style), with a final deterministic policy rollout also considered. One ``seed``
+batch (in parallel on Ray workers, see :mod:`pruning_tools.distributed`); every episode's result
+is recorded and the best reward wins (AMC-style), with a final deterministic policy rollout also
+considered. One ``seed``
 drives numpy, torch, the env and PPO; TensorBoard logs go to ``<log_dir>/ppo_<n>``.
 """
 from __future__ import annotations

@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import yaml
 
 from pruning_tools.pipeline import Inputs, Pipeline, ProxySpec, level_dir
@@ -135,7 +134,8 @@ def worker_context(box: list[Any]) -> tuple[Pipeline, Inputs]:
             tmp = Path(tempfile.mkdtemp(prefix=f".sp_ray_ctx_{key}_", dir=root.parent))
             unpack(ctx["data"], tmp / "data")
             (tmp / ctx["baseline_name"]).write_bytes(ctx["baseline"])
-            (tmp / "context.json").write_text(json.dumps({"config": ctx["config"], "baseline_name": ctx["baseline_name"]}))
+            meta = {"config": ctx["config"], "baseline_name": ctx["baseline_name"]}
+            (tmp / "context.json").write_text(json.dumps(meta))
             try:
                 os.rename(tmp, root)
             except OSError:  # another worker of this node unpacked it first

@@ -216,7 +216,8 @@ class Pipeline:
         c = self.cfg
 
         def val_map(model: torch.nn.Module) -> float:
-            return float(evaluate_model(model, inputs.data, "val", c.data.imgsz, max_images=spec.val_images)["map50_95"])
+            res = evaluate_model(model, inputs.data, "val", c.data.imgsz, max_images=spec.val_images)
+            return float(res["map50_95"])
 
         calib = BatchStream(inputs.train_ds, c.rl.bn_batch, spec.seed + 2000, c.finetune.crop_width)
         batch = self.executor.batch_evaluator(spec) if self.executor is not None else None

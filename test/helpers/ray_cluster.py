@@ -43,7 +43,8 @@ class LoopbackRayCluster:
         self.tmp, self.port = tmp, free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(24),
-                    "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "PYTHONPATH": str(repo), "PYTHONUNBUFFERED": "1"}
+                    "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "PYTHONPATH": str(repo),
+                    "PYTHONUNBUFFERED": "1"}
         self.env.pop("RAY_ADDRESS", None)
         # the workers' unpacked contexts (<tmp>/sp_ray_ctx_*) stay inside the test's temp dir
         (tmp / "worker_tmp").mkdir(exist_ok=True)
