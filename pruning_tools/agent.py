@@ -1,12 +1,16 @@
 """Stage 2 agent: stable-baselines3 PPO over :class:`pruning_tools.rl_env.PruningEnv`.
 
 Search = warm-up episodes (the first replays the stage-1 budgets exactly, the others add Gaussian
-noise around them) followed by PPO episodes; every episode's result is recorded and the best
-reward wins (AMC-style), with a final deterministic policy rollout also considered. One ``seed``
+noise around them) followed by PPO episodes, ``episodes_per_update`` of them side by side per
+rollout; the rewards of the warm-up episodes, and of each rollout's episodes, are evaluated as one
+batch (in parallel on Ray workers, see :mod:`pruning_tools.distributed`); every episode's result
+is recorded and the best reward wins (AMC-style), with a final deterministic policy rollout also
+considered. One ``seed``
 drives numpy, torch, the env and PPO; TensorBoard logs go to ``<log_dir>/ppo_<n>``.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +21,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import DummyVecEnv
 from tqdm import tqdm
 
 from pruning_tools.rl_env import PruningEnv
@@ -77,18 +82,50 @@ class _EpisodeRecorder(BaseCallback):
     def __init__(self, on_episode: Any) -> None:
         super().__init__()
         self.on_episode = on_episode
-        self.ep_reward = 0.0
+        self.ep_reward: dict[int, float] = {}
 
     def _on_step(self) -> bool:
-        self.ep_reward += float(self.locals["rewards"][0])
-        if self.locals["dones"][0]:
-            info = self.locals["infos"][0]
-            self.on_episode("ppo", self.ep_reward, info)
-            self.logger.record("episode/reward", self.ep_reward)
-            self.logger.record("episode/map", info.get("map", 0.0))
-            self.logger.record("episode/sparsity", info.get("sparsity", 0.0))
-            self.ep_reward = 0.0
+        for i, (r, done) in enumerate(zip(self.locals["rewards"], self.locals["dones"])):
+            self.ep_reward[i] = self.ep_reward.get(i, 0.0) + float(r)
+            if done:
+                info = self.locals["infos"][i]
+                self.on_episode("ppo", self.ep_reward[i], info)
+                self.logger.record("episode/reward", self.ep_reward[i])
+                self.logger.record("episode/map", info.get("map", 0.0))
+                self.logger.record("episode/sparsity", info.get("sparsity", 0.0))
+                self.ep_reward[i] = 0.0
         return True
+
+
+class BatchedVecEnv(DummyVecEnv):
+    """``DummyVecEnv`` over copies of one :class:`PruningEnv` whose final rewards are evaluated as one batch.
+
+    The episodes of a PPO rollout run in lockstep (fixed length), so before their last step the final
+    ratio vectors of all of them are known; they go to the proxy's ``prefetch`` together (Ray workers
+    evaluate them in parallel; locally they are evaluated in order) and the steps then read the cache.
+    """
+
+    def __init__(self, envs: list[PruningEnv]) -> None:
+        super().__init__([lambda e=e: e for e in envs])
+        self.pruning_envs = envs
+
+    def step_wait(self) -> Any:
+        prefetch = getattr(self.pruning_envs[0].proxy, "prefetch", None)
+        if prefetch is not None:
+            finals = [e.final_ratios(a) for e, a in zip(self.pruning_envs, self.actions)]
+            if all(f is not None for f in finals):
+                prefetch(finals)
+        return super().step_wait()
+
+
+def final_ratios_of(env: PruningEnv, actions: np.ndarray) -> np.ndarray:
+    """Ratios an episode of fixed per-layer ``actions`` ends with, without evaluating its reward."""
+    env.reset()
+    for t in range(env.n - 1):
+        env.step(np.array([actions[t]], dtype=np.float32))
+    final = env.final_ratios(np.array([actions[env.n - 1]], dtype=np.float32))
+    env.reset()
+    return final
 
 
 def run_episode(env: PruningEnv, actions: np.ndarray) -> tuple[float, dict[str, Any]]:
@@ -129,15 +166,23 @@ def search(env: PruningEnv, prior: np.ndarray | None, cfg: AgentConfig, log_dir:
         bar.set_postfix(best=f"{best['reward']:.2f}", map=f"{entry['map']:.3f}")
 
     base = prior if prior is not None else np.full(env.n, env.target)
-    for k in range(cfg.warmup_episodes):
-        ratios = base if k == 0 else base + rng.normal(0.0, cfg.warmup_noise, env.n)
-        ret, info = run_episode(env, env.ratio_to_action(ratios))
+    warm = [env.ratio_to_action(base if k == 0 else base + rng.normal(0.0, cfg.warmup_noise, env.n))
+            for k in range(cfg.warmup_episodes)]
+    prefetch = getattr(env.proxy, "prefetch", None)
+    if prefetch is not None and len(warm) > 1:  # the warm-up episodes' rewards as one batch
+        prefetch([final_ratios_of(env, a) for a in warm])
+    for k, actions in enumerate(warm):
+        ret, info = run_episode(env, actions)
         record("warmup" if k else "prior", ret, info)
 
     if cfg.episodes > 0:
-        env.reset(seed=cfg.seed)
+        # the episodes of one rollout run side by side, their final rewards evaluated as one batch
+        envs = [env] + [copy.copy(env) for _ in range(cfg.episodes_per_update - 1)]
+        for k, e in enumerate(envs):
+            e.reset(seed=cfg.seed + k)
         env.action_space.seed(cfg.seed)
-        n_steps = env.n * cfg.episodes_per_update
+        vec = BatchedVecEnv(envs)
+        n_steps = env.n
         tb = None
         if log_dir is not None:
             try:
@@ -146,8 +191,8 @@ def search(env: PruningEnv, prior: np.ndarray | None, cfg: AgentConfig, log_dir:
                 tb = str(log_dir)
             except ImportError:  # pragma: no cover - tensorboard is in the lock file
                 tb = None
-        model = PPO("MlpPolicy", env, learning_rate=cfg.learning_rate, n_steps=n_steps,
-                    batch_size=min(n_steps, max(8, env.n)), n_epochs=cfg.n_epochs, gamma=cfg.gamma,
+        model = PPO("MlpPolicy", vec, learning_rate=cfg.learning_rate, n_steps=n_steps,
+                    batch_size=min(n_steps * len(envs), max(8, env.n)), n_epochs=cfg.n_epochs, gamma=cfg.gamma,
                     ent_coef=cfg.ent_coef, seed=cfg.seed, verbose=0, tensorboard_log=tb,
                     policy_kwargs={"net_arch": [64, 64], "log_std_init": cfg.log_std_init}, device="cpu")
         if prior is not None and cfg.imitation_steps > 0:

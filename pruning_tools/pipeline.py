@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,25 +79,52 @@ def next_run_dir(base: Path, name: str) -> Path:
     return base / f"{name}_{n}"
 
 
+@dataclass
+class Inputs:
+    """What every unit of work reads: the dataset root, the dense model, its pruning space, the
+    training split and (once measured) the dense model's mAP on the stage-2 validation slice."""
+
+    data: Path
+    dense: torch.nn.Module
+    space: Any
+    train_ds: Any
+    dense_val: float | None = None
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """A stage-2 reward proxy: calibration seed, BN batches, fine-tune batches and lr, val images."""
+
+    seed: int
+    bn_batches: int
+    ft_steps: int
+    ft_lr: float
+    val_images: int | None
+
+
 class Pipeline:
     """Runs the comparison described in the module docstring.
 
     :param cfg: validated configuration.
     :param run_dir: output folder (created; re-use resumes).
     :param progress: show progress bars.
+    :param executor: runs the (method, level, trial) units and reward-evaluation batches elsewhere
+        (:class:`pruning_tools.distributed.RayExecutor`); ``None``: everything in this process.
     :param real_eval: a real KITTI object root: every measurement also gets real-frame AP
         (:func:`pruning_tools.evaluate.real_eval_frames`: the baseline's real train/val frames left out,
-        or ``real_split`` of ``real_split_file``).
+        or ``real_split`` of ``real_split_file``). Units run elsewhere get it on the driver afterwards.
     :param mix: further YOLO datasets ``(root, repeats)`` whose train splits join every training batch
         stream (stage 1, stage-2 calibration, stage-3 fine-tuning), e.g. the real frames the baseline
-        was trained on, so pruned models keep what the baseline learnt from them.
+        was trained on, so pruned models keep what the baseline learnt from them (not with an executor).
     """
 
-    def __init__(self, cfg: PruneConfig, run_dir: Path, progress: bool = True, real_eval: Path | None = None,
-                 real_split_file: Path | None = None, real_split: str = "test",
+    def __init__(self, cfg: PruneConfig, run_dir: Path, progress: bool = True, executor: Any = None,
+                 real_eval: Path | None = None, real_split_file: Path | None = None, real_split: str = "test",
                  mix: list[tuple[Path, int]] | None = None) -> None:
-        self.cfg, self.run, self.progress = cfg, Path(run_dir), progress
+        self.cfg, self.run, self.progress, self.executor = cfg, Path(run_dir), progress, executor
         self.mix = [(Path(d), int(r)) for d, r in (mix or [])]
+        if self.mix and executor is not None:
+            raise ValueError("--mix is not supported with --ray yet (workers read only the packed dataset)")
         self.run.mkdir(parents=True, exist_ok=True)
         self.t0 = time.monotonic()
         self.real_eval, self.real_split_file, self.real_split = real_eval, real_split_file, real_split
@@ -169,7 +197,8 @@ class Pipeline:
         return real_summary(res)
 
     def _add_missing_real(self, rec: dict[str, Any], path: Path) -> dict[str, Any]:
-        """A result from an earlier run without ``real_eval``: measure its checkpoint on the real frames."""
+        """A result without real-frame AP (an earlier run without ``real_eval``, or a unit run elsewhere):
+        measure its checkpoint on the real frames here."""
         if self.real_eval is None or "real" in rec:
             return rec
         from pruning_tools.ultralytics_adapter import load_checkpoint
@@ -180,20 +209,15 @@ class Pipeline:
         return rec
 
     # ------------------------------------------------------------------ main
-    def run_all(self) -> dict[str, Any]:
-        from pruning_tools.agent import AgentConfig, search
-        from pruning_tools.finetune import FinetuneConfig, prune_and_finetune
-        from pruning_tools.importance import budgets_from_importance, compute_importance
-        from pruning_tools.measure import evaluate_model
+    def prepare(self) -> Inputs:
+        """Dataset, dense model, pruning space and training split (no measurement)."""
         from pruning_tools.pruning import PruningSpace, check_target
-        from pruning_tools.rl_env import PruningEnv, RewardProxy
-        from pruning_tools.training import BatchStream, YoloDataset
+        from pruning_tools.training import YoloDataset
 
         c = self.cfg
         for lv in c.levels:
             check_target(lv, "level")
         torch.set_num_threads(c.threads)
-        (self.run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(c), sort_keys=False))
         data = self.dataset()
         dense = self.baseline()
         space = PruningSpace(dense, c.data.imgsz, c.round_to, c.target_metric)
@@ -201,16 +225,6 @@ class Pipeline:
             if space.max_sparsity(c.max_ratio) < lv:
                 raise ConfigError(f"level {lv} unreachable with max_ratio {c.max_ratio} "
                                   f"(at most {space.max_sparsity(c.max_ratio):.3f})")
-        self.log(f"baseline {self.baseline_path} | {len(space)} prunable layers | data {data}")
-
-        dense_path = self.run / "dense.json"
-        if dense_path.is_file():
-            dense_res = self._add_missing_real(json.loads(dense_path.read_text()), dense_path)
-        else:
-            self.log("measuring dense baseline (test mAP, ONNX Runtime latency)")
-            dense_res = {"method": "dense", "level": 0.0, "sparsity": 0.0, **self.measure(dense, data)}
-            _write_json(dense_path, dense_res)
-
         train_ds = YoloDataset(data, "train", c.data.imgsz)
         if c.data.train_images is not None and c.data.train_images < len(train_ds):
             train_ds = YoloDataset(data, "train", c.data.imgsz, indices=list(range(c.data.train_images)))
@@ -220,102 +234,165 @@ class Pipeline:
             parts = [YoloDataset(d, "train", c.data.imgsz, cache=True) for d, _ in self.mix]
             self.log("training batches mix in " + ", ".join(f"{d} ({len(p)} frames x {r})"
                                                           for (d, r), p in zip(self.mix, parts)))
-            train_ds = MixedDataset([train_ds, *parts], [1, *(r for _, r in self.mix)])  # type: ignore[assignment]
-        val_n = c.data.val_images
+            train_ds = MixedDataset([train_ds, *parts], [1, *(r for _, r in self.mix)])
+        return Inputs(data=data, dense=dense, space=space, train_ds=train_ds)
 
-        def val_map(model: torch.nn.Module) -> float:
-            return float(evaluate_model(model, data, "val", c.data.imgsz, max_images=val_n)["map50_95"])
+    def stage1(self, inputs: Inputs, trial: int) -> dict[str, Any] | None:
+        """Stage 1 of ``trial``: ``{"budgets": {level: ratios}, "importance": per-layer}`` (``None`` when no
+        method needs it); writes ``importance_t<k>.json``."""
+        from pruning_tools.importance import budgets_from_importance, compute_importance
+        from pruning_tools.training import BatchStream
 
-        records: list[dict[str, Any]] = []
-        for trial in range(c.trials):
-            seed = c.seed + trial
-            torch.manual_seed(seed)
-            stream = BatchStream(train_ds, c.finetune.batch, seed, c.finetune.crop_width)
-            imp_path = self.run / f"importance_t{trial}.json"
-            need_imp = any(m in c.methods for m in ("importance", "full"))
-            if need_imp:
-                imp_stream = BatchStream(train_ds, c.importance.batch, seed + 1000, c.finetune.crop_width)
-                res = compute_importance(dense, space, imp_stream, c.importance.batches, self.progress)
-                budgets = {lv: budgets_from_importance(space, res.layer_importance, lv, c.max_ratio, c.importance.beta)
-                           for lv in c.levels}
-                _write_json(imp_path, {"batches": c.importance.batches, "layers": [l.name for l in space.layers],
-                                       "importance": res.layer_importance,
-                                       "budgets": {str(lv): b for lv, b in budgets.items()}})
-            dense_val = None
-            for lv in c.levels:
-                for method in c.methods:
-                    out = level_dir(self.run, method, lv, trial)
-                    res_path = out / "result.json"
-                    if res_path.is_file():
-                        records.append(self._add_missing_real(json.loads(res_path.read_text()), res_path))
-                        self.log(f"{method} s{int(lv * 100)} t{trial}: done earlier (resume)")
-                        continue
-                    t_m = time.monotonic()
-                    search_info: dict[str, Any] = {}
-                    if method == "uniform":
-                        ratios = space.uniform(lv, c.max_ratio)
-                    elif method == "importance":
-                        ratios = budgets[lv]
-                    else:
-                        if dense_val is None:
-                            dense_val = val_map(dense)
-                            self.log(f"dense mAP50-95 on {val_n} held-out val images: {dense_val:.4f}")
-                        calib = BatchStream(train_ds, c.rl.bn_batch, seed + 2000, c.finetune.crop_width)
-                        proxy = RewardProxy(dense, space, calib, val_map, c.rl.bn_batches, c.rl.ft_steps, c.rl.ft_lr)
-                        env = PruningEnv(space, lv, proxy, dense_val, c.rl.lambda_map, c.rl.lambda_sparsity,
-                                         c.max_ratio)
-                        acfg = AgentConfig(episodes=c.rl.episodes, warmup_episodes=c.rl.warmup_episodes,
-                                           warmup_noise=c.rl.warmup_noise, learning_rate=c.rl.learning_rate,
-                                           episodes_per_update=c.rl.episodes_per_update, n_epochs=c.rl.n_epochs,
-                                           gamma=c.rl.gamma, seed=seed)
-                        sr = search(env, budgets[lv], acfg, self.run / "tb" / f"s{int(lv * 100)}_t{trial}",
-                                    self.progress, desc=f"stage 2: PPO s{int(lv * 100)}")
-                        ratios = sr.ratios
-                        rerank = self.rerank(dense, space, calib, data, sr.history, budgets[lv], seed)
-                        if rerank:
-                            ratios = np.asarray(rerank[0]["ratios"])
-                        search_info = {"best_reward": sr.reward, "best_proxy_map": sr.map, "episodes": len(sr.history),
-                                       "rerank": [{k: v for k, v in r.items() if k != "ratios"} for r in rerank],
-                                       "proxy_evaluations": sr.proxy_evaluations, "wall_s": sr.wall_s,
-                                       "dense_val_map": dense_val}
-                        _write_json(out / "search.json", {**search_info, "history": sr.history, "ratios": ratios})
-                    fcfg = FinetuneConfig(prune_steps=c.finetune.prune_steps, steps_per_prune=c.finetune.steps_per_prune,
-                                          final_steps=c.finetune.final_steps, batch=c.finetune.batch,
-                                          lr0=c.finetune.lr0, checkpoint_every=c.finetune.checkpoint_every,
-                                          bn_batches=c.finetune.bn_batches, seed=seed)
-                    meta = {"kind": "pruned", "method": method, "level": lv, "trial": trial, "seed": seed,
-                            "baseline": str(self.baseline_path.name), "ratios": [float(r) for r in ratios],
-                            "layers": [l.name for l in space.layers], "round_to": c.round_to}
-                    # channel choice inside a layer: L2 magnitude for every method (methods differ in ratios only)
-                    model, ft = prune_and_finetune(dense, space, ratios, stream, out, fcfg, meta, None, self.progress,
-                                                   desc=f"stage 3: {method} s{int(lv * 100)}")
-                    meas = self.measure(model, data)
-                    rec = {"method": method, "level": lv, "trial": trial, "seed": seed,
-                           "sparsity": round(1 - meas["params"] / dense_res["params"], 4),
-                           "target_metric": c.target_metric, "achieved_target": round(space.sparsity(ratios), 4),
-                           "flops_reduction": round(1 - meas["gflops"] / dense_res["gflops"], 4), **meas,
-                           "ratios": [round(float(r), 4) for r in ratios], "finetune": ft, "search": search_info,
-                           "checkpoint": str((out / "model.pt").relative_to(self.run)),
-                           "wall_s": round(time.monotonic() - t_m, 1)}
-                    # record results in the checkpoint's meta too (export reads either)
-                    from pruning_tools.ultralytics_adapter import save_checkpoint
+        c = self.cfg
+        if not any(m in c.methods for m in ("importance", "full")):
+            return None
+        space = inputs.space
+        imp_stream = BatchStream(inputs.train_ds, c.importance.batch, c.seed + trial + 1000, c.finetune.crop_width)
+        res = compute_importance(inputs.dense, space, imp_stream, c.importance.batches, self.progress)
+        budgets = {lv: budgets_from_importance(space, res.layer_importance, lv, c.max_ratio, c.importance.beta)
+                   for lv in c.levels}
+        _write_json(self.run / f"importance_t{trial}.json",
+                    {"batches": c.importance.batches, "layers": [l.name for l in space.layers],
+                     "importance": res.layer_importance, "budgets": {str(lv): b for lv, b in budgets.items()}})
+        # the layers' importance is part of the stage-2 observation: units set it on their space
+        return {"budgets": budgets, "importance": [float(l.importance) for l in space.layers]}
 
-                    save_checkpoint(model, out / "model.pt", {**meta, "ratios_key": _ratios_key(ratios),
-                                                              "finetune": ft, "map50_95": meas["map50_95"],
-                                                              "map50": meas["map50"], "sparsity": rec["sparsity"]})
-                    _write_json(res_path, rec)
-                    records.append(rec)
-                    self.log(f"{method} s{int(lv * 100)} t{trial}: mAP50-95 {meas['map50_95']:.4f} "
-                             f"mAP50 {meas['map50']:.4f} {meas['latency_ms']:.1f} ms sparsity {rec['sparsity']:.3f}")
-        return self.report(dense_res, records, space)
-
-    def rerank(self, dense: torch.nn.Module, space: Any, calib: Any, data: Path, history: list[dict[str, Any]],
-               prior: np.ndarray, seed: int) -> list[dict[str, Any]]:
-        """Re-score the prior and the best episodes with a more careful proxy; best first."""
+    def reward_proxy(self, inputs: Inputs, spec: ProxySpec) -> Any:
+        """The stage-2 reward proxy described by ``spec``; batches go through the executor when one is set."""
         from pruning_tools.measure import evaluate_model
         from pruning_tools.rl_env import RewardProxy
+        from pruning_tools.training import BatchStream
 
+        c = self.cfg
+
+        def val_map(model: torch.nn.Module) -> float:
+            res = evaluate_model(model, inputs.data, "val", c.data.imgsz, max_images=spec.val_images)
+            return float(res["map50_95"])
+
+        calib = BatchStream(inputs.train_ds, c.rl.bn_batch, spec.seed + 2000, c.finetune.crop_width)
+        batch = self.executor.batch_evaluator(spec) if self.executor is not None else None
+        return RewardProxy(inputs.dense, inputs.space, calib, val_map, spec.bn_batches, spec.ft_steps, spec.ft_lr,
+                           batch_evaluate=batch)
+
+    def run_all(self) -> dict[str, Any]:
+        c = self.cfg
+        (self.run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(c), sort_keys=False))
+        inputs = self.prepare()
+        self.log(f"baseline {self.baseline_path} | {len(inputs.space)} prunable layers | data {inputs.data}")
+        dense_path = self.run / "dense.json"
+        if dense_path.is_file():
+            dense_res = self._add_missing_real(json.loads(dense_path.read_text()), dense_path)
+        else:
+            self.log("measuring dense baseline (test mAP, ONNX Runtime latency)")
+            dense_res = {"method": "dense", "level": 0.0, "sparsity": 0.0, **self.measure(inputs.dense, inputs.data)}
+            _write_json(dense_path, dense_res)
+
+        units = [(method, lv, trial) for trial in range(c.trials) for lv in c.levels for method in c.methods]
+        done: dict[tuple[str, float, int], dict[str, Any]] = {}
+        for u in units:
+            res_path = level_dir(self.run, *u) / "result.json"
+            if res_path.is_file():
+                done[u] = json.loads(res_path.read_text())
+                self.log(f"{u[0]} s{int(u[1] * 100)} t{u[2]}: done earlier (resume)")
+        todo = [u for u in units if u not in done]
+        stage1 = {t: self.stage1(inputs, t) for t in sorted({u[2] for u in todo})}
+        if self.executor is not None and todo:
+            done.update(self.executor.run_units(self, inputs, todo, stage1, dense_res))
+        else:
+            for u in todo:
+                done[u] = self.run_unit(inputs, *u, stage1[u[2]], dense_res)
+        # real-frame AP for results measured without it (earlier runs, units run on other nodes)
+        done = {u: self._add_missing_real(r, level_dir(self.run, *u) / "result.json") for u, r in done.items()}
+        return self.report(dense_res, [done[u] for u in units], inputs.space)
+
+    def run_unit(self, inputs: Inputs, method: str, lv: float, trial: int, stage1: dict[str, Any] | None,
+                 dense_res: dict[str, Any]) -> dict[str, Any]:
+        """One (method, level, trial): ratios (stage 1/2), stage 3, measurements; writes its folder.
+
+        A pure function of its arguments and the seed, so it gives the same result wherever it runs.
+
+        :param stage1: the trial's :meth:`stage1` result (needed by ``importance`` and ``full``).
+        """
+        from pruning_tools.agent import AgentConfig, search
+        from pruning_tools.finetune import FinetuneConfig, prune_and_finetune
+        from pruning_tools.rl_env import PruningEnv
+        from pruning_tools.training import BatchStream
+
+        c = self.cfg
+        data, dense, space = inputs.data, inputs.dense, inputs.space
+        if method != "uniform" and not stage1:
+            raise ValueError(f"method {method!r} needs the trial's stage-1 result")
+        budgets = stage1["budgets"] if stage1 else {}
+        if stage1:
+            for layer, imp in zip(space.layers, stage1["importance"]):
+                layer.importance = imp
+        seed = c.seed + trial
+        torch.manual_seed(seed)
+        stream = BatchStream(inputs.train_ds, c.finetune.batch, seed, c.finetune.crop_width)
+        out = level_dir(self.run, method, lv, trial)
+        t_m = time.monotonic()
+        search_info: dict[str, Any] = {}
+        if method == "uniform":
+            ratios = space.uniform(lv, c.max_ratio)
+        elif method == "importance":
+            ratios = budgets[lv]
+        else:
+            spec = ProxySpec(seed, c.rl.bn_batches, c.rl.ft_steps, c.rl.ft_lr, c.data.val_images)
+            proxy = self.reward_proxy(inputs, spec)
+            if inputs.dense_val is None:
+                inputs.dense_val = float(proxy.evaluate(dense))
+                self.log(f"dense mAP50-95 on {c.data.val_images} held-out val images: {inputs.dense_val:.4f}")
+            dense_val = inputs.dense_val
+            env = PruningEnv(space, lv, proxy, dense_val, c.rl.lambda_map, c.rl.lambda_sparsity, c.max_ratio)
+            acfg = AgentConfig(episodes=c.rl.episodes, warmup_episodes=c.rl.warmup_episodes,
+                               warmup_noise=c.rl.warmup_noise, learning_rate=c.rl.learning_rate,
+                               episodes_per_update=c.rl.episodes_per_update, n_epochs=c.rl.n_epochs,
+                               gamma=c.rl.gamma, seed=seed)
+            sr = search(env, budgets[lv], acfg, self.run / "tb" / f"s{int(lv * 100)}_t{trial}",
+                        self.progress, desc=f"stage 2: PPO s{int(lv * 100)}")
+            ratios = sr.ratios
+            rerank = self.rerank(inputs, sr.history, budgets[lv], seed)
+            if rerank:
+                ratios = np.asarray(rerank[0]["ratios"])
+            search_info = {"best_reward": sr.reward, "best_proxy_map": sr.map, "episodes": len(sr.history),
+                           "rerank": [{k: v for k, v in r.items() if k != "ratios"} for r in rerank],
+                           "proxy_evaluations": sr.proxy_evaluations, "wall_s": sr.wall_s,
+                           "dense_val_map": dense_val}
+            _write_json(out / "search.json", {**search_info, "history": sr.history, "ratios": ratios})
+        fcfg = FinetuneConfig(prune_steps=c.finetune.prune_steps, steps_per_prune=c.finetune.steps_per_prune,
+                              final_steps=c.finetune.final_steps, batch=c.finetune.batch,
+                              lr0=c.finetune.lr0, checkpoint_every=c.finetune.checkpoint_every,
+                              bn_batches=c.finetune.bn_batches, seed=seed)
+        meta = {"kind": "pruned", "method": method, "level": lv, "trial": trial, "seed": seed,
+                "baseline": str(self.baseline_path.name), "ratios": [float(r) for r in ratios],
+                "layers": [l.name for l in space.layers], "round_to": c.round_to}
+        # channel choice inside a layer: L2 magnitude for every method (methods differ in ratios only)
+        model, ft = prune_and_finetune(dense, space, ratios, stream, out, fcfg, meta, None, self.progress,
+                                       desc=f"stage 3: {method} s{int(lv * 100)}")
+        meas = self.measure(model, data)
+        rec = {"method": method, "level": lv, "trial": trial, "seed": seed,
+               "sparsity": round(1 - meas["params"] / dense_res["params"], 4),
+               "target_metric": c.target_metric, "achieved_target": round(space.sparsity(ratios), 4),
+               "flops_reduction": round(1 - meas["gflops"] / dense_res["gflops"], 4), **meas,
+               "ratios": [round(float(r), 4) for r in ratios], "finetune": ft, "search": search_info,
+               "checkpoint": str((out / "model.pt").relative_to(self.run)),
+               "wall_s": round(time.monotonic() - t_m, 1)}
+        # record results in the checkpoint's meta too (export reads either)
+        from pruning_tools.ultralytics_adapter import save_checkpoint
+
+        save_checkpoint(model, out / "model.pt", {**meta, "ratios_key": _ratios_key(ratios),
+                                                  "finetune": ft, "map50_95": meas["map50_95"],
+                                                  "map50": meas["map50"], "sparsity": rec["sparsity"]})
+        _write_json(out / "result.json", rec)
+        self.log(f"{method} s{int(lv * 100)} t{trial}: mAP50-95 {meas['map50_95']:.4f} "
+                 f"mAP50 {meas['map50']:.4f} {meas['latency_ms']:.1f} ms sparsity {rec['sparsity']:.3f}")
+        return rec
+
+    def rerank(self, inputs: Inputs, history: list[dict[str, Any]], prior: np.ndarray,
+               seed: int) -> list[dict[str, Any]]:
+        """Re-score the prior and the best episodes with a more careful proxy; best first."""
         c = self.cfg.rl
+        space = inputs.space
         if c.rerank_top <= 0:
             return []
         cands: list[tuple[str, list[float]]] = [("prior", [float(r) for r in prior])]
@@ -328,12 +405,9 @@ class Pipeline:
             cands.append((f"episode {h['episode']} ({h['kind']})", h["ratios"]))
             if len(cands) > c.rerank_top:
                 break
-
-        def careful(model: torch.nn.Module) -> float:
-            return float(evaluate_model(model, data, "val", self.cfg.data.imgsz,
-                                        max_images=c.rerank_val_images)["map50_95"])
-
-        proxy = RewardProxy(dense, space, calib, careful, c.bn_batches, c.rerank_ft_steps, c.ft_lr)
+        proxy = self.reward_proxy(inputs, ProxySpec(seed, c.bn_batches, c.rerank_ft_steps, c.ft_lr,
+                                                    c.rerank_val_images))
+        proxy.prefetch([r for _, r in cands])
         out = []
         for name, ratios in cands:
             out.append({"candidate": name, "map": proxy(ratios), "ratios": ratios})
@@ -495,8 +569,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real-split", default="test", help="split of --real-split-file (default test)")
     p.add_argument("--mix", nargs=2, action="append", default=[], metavar=("DIR", "REPEATS"),
                    help="also fine-tune on this YOLO dataset's train split, repeated REPEATS times per epoch "
-                        "(e.g. the baseline's real training frames); may be given again")
+                        "(e.g. the baseline's real training frames); may be given again; not with --ray")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run the units and reward evaluations on Ray: 'local' (a Ray on this machine's cores), "
+                        "'auto' (the cluster named by RAY_ADDRESS) or HOST:PORT of a head node")
     a = p.parse_args(argv)
     try:
         cfg = load_config(a.config)
@@ -511,9 +588,17 @@ def main(argv: list[str] | None = None) -> int:
         mix = [(Path(d), int(r)) for d, r in a.mix]
         if any(r < 1 for _, r in mix):
             raise ValueError("--mix REPEATS must be >= 1")
-        Pipeline(cfg, run, progress=not a.no_progress, real_eval=a.real_eval, real_split_file=a.real_split_file,
-                 real_split=a.real_split, mix=mix).run_all()
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        if mix and a.ray is not None:
+            raise ValueError("--mix is not supported with --ray yet (workers read only the packed dataset)")
+        real = {"real_eval": a.real_eval, "real_split_file": a.real_split_file, "real_split": a.real_split}
+        if a.ray is None:
+            Pipeline(cfg, run, progress=not a.no_progress, mix=mix, **real).run_all()
+        else:
+            from pruning_tools.distributed import RayExecutor  # Ray is imported only here
+
+            with RayExecutor(a.ray) as ex:
+                Pipeline(cfg, run, progress=not a.no_progress, executor=ex, **real).run_all()
+    except (ConfigError, FileNotFoundError, ValueError, ConnectionError) as exc:
         print(f"pruning-tools prune: error: {exc}", file=sys.stderr)
         return 2
     print(f"run folder: {run}")

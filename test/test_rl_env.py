@@ -82,3 +82,27 @@ def test_bad_env_arguments(env_parts: tuple) -> None:
         PruningEnv(space, 1.2, proxy, dense)
     with pytest.raises(ValueError, match="unreachable"):
         PruningEnv(space, 0.95, proxy, dense, max_ratio=0.3)
+
+
+def test_rewards_are_evaluated_in_batches_with_the_same_results(env_parts: tuple, tmp_path) -> None:
+    """Warm-up episodes form one batch, each PPO rollout's episodes another; values as one by one."""
+    model, space, proxy, dense = env_parts
+    sizes: list[int] = []
+    plain = RewardProxy(model, space, proxy.calib, proxy.evaluate, bn_batches=1)
+
+    def batch(vectors: list[list[float]]) -> list[float]:
+        sizes.append(len(vectors))
+        return [plain(v) for v in vectors]
+
+    batched = RewardProxy(model, space, proxy.calib, proxy.evaluate, bn_batches=1, batch_evaluate=batch)
+    cfg = AgentConfig(episodes=2, warmup_episodes=2, episodes_per_update=2, n_epochs=1, imitation_steps=20, seed=5)
+    prior = space.uniform(0.5, 0.9)
+    runs = [search(PruningEnv(space, 0.5, p, dense, max_ratio=0.9), prior, cfg, progress=False)
+            for p in (batched, plain)]  # plain: one by one (its cache holds the batched run's values)
+    assert sizes and sizes[0] == 2 and all(s <= 2 for s in sizes[1:]) and len(sizes) >= 2, sizes
+    a, b = runs
+    assert [h["reward"] for h in a.history] == [h["reward"] for h in b.history]
+    # every evaluation but the final deterministic rollout's (not batched) went through the batches
+    assert sum(sizes) <= a.proxy_evaluations <= sum(sizes) + 1
+    with pytest.raises(RuntimeError, match="returned 0 values"):
+        RewardProxy(model, space, proxy.calib, proxy.evaluate, batch_evaluate=lambda v: []).prefetch([prior])
