@@ -438,12 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime / torch threads (default 2)")
     p.add_argument("--quick", action="store_true", help="fewer calibration/eval images and timing runs")
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo folder")
-    p.add_argument("--real-eval", type=Path, default=None,
-                   help="real KITTI object root: add real-frame AP to every ONNX Runtime artifact (the baseline's "
-                        "real train/val frames are left out)")
-    p.add_argument("--real-split-file", type=Path, default=None,
-                   help="with --real-eval: evaluate only --real-split's frames of this JSON {train,val,test: [ids]}")
-    p.add_argument("--real-split", default="test", help="split of --real-split-file (default test)")
+    from pruning_tools.evaluate import add_real_eval_args
+
+    add_real_eval_args(p, "to every ONNX Runtime artifact")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 

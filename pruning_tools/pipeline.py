@@ -561,12 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="run folder (default: config run_dir or runs/prune_<name>_<n>)")
     p.add_argument("--data", type=Path, default=None, help="override data.dataset")
     p.add_argument("--baseline", type=Path, default=None, help="override the baseline checkpoint")
-    p.add_argument("--real-eval", type=Path, default=None,
-                   help="real KITTI object root: add real-frame AP columns (the baseline's real train/val frames "
-                        "are left out)")
-    p.add_argument("--real-split-file", type=Path, default=None,
-                   help="with --real-eval: evaluate only --real-split's frames of this JSON {train,val,test: [ids]}")
-    p.add_argument("--real-split", default="test", help="split of --real-split-file (default test)")
+    from pruning_tools.evaluate import add_real_eval_args
+
+    add_real_eval_args(p, "columns")
     p.add_argument("--mix", nargs=2, action="append", default=[], metavar=("DIR", "REPEATS"),
                    help="also fine-tune on this YOLO dataset's train split, repeated REPEATS times per epoch "
                         "(e.g. the baseline's real training frames); may be given again; not with --ray")

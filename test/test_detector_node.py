@@ -245,6 +245,29 @@ def read_bag(bag: Path) -> tuple[dict[int, np.ndarray], dict[int, tuple[np.ndarr
     return images, gts
 
 
+def replay_into_node(model: Path, bag: Path, namespace: str, stamps: set[int], timeout: float) -> dict[int, tuple]:
+    """Start the node on ``model`` (``image_reliability: reliable``), replay ``bag`` into it at
+    :data:`GT_REPLAY_RATE` and return its detections by stamp; at least 90 % of ``stamps`` must be answered."""
+    from sparse_perception.ros_convert import detections_from_msg
+
+    with managed_process(node_cmd(f"model_path:={model}", "autostart:=true", "image_reliability:=reliable",
+                                  f"image_topic:={GT_IMAGE_TOPIC}", namespace=namespace)) as node:
+        client = DetectorClient(namespace=namespace, name=f"{namespace.strip('/')}_client", image_topic=GT_IMAGE_TOPIC)
+        try:
+            assert client.wait_ready(60, shape=(375, 1242)), _fail(node, "detector not ready")
+            with managed_process(python_cmd("-m", "sparse_perception.cli", "replay", str(bag),
+                                            "--rate", str(GT_REPLAY_RATE))) as replay:
+                assert wait_until(lambda: not replay.alive(), timeout), "replay did not finish"
+                assert replay.proc.returncode == 0, replay.output()
+            time.sleep(2.0)
+            dets = {stamp_ns(m.header): detections_from_msg(m) for m in client.received()}
+        finally:
+            client.close()
+    dets = {ns: d for ns, d in dets.items() if ns in stamps}
+    assert len(dets) >= 0.9 * len(stamps), _fail(node, f"{len(dets)} of {len(stamps)} frames answered")
+    return dets
+
+
 def recall_at_05(preds: dict[int, tuple], gts: dict[int, tuple]) -> tuple[float, int, int, int]:
     """:return: (recall at IoU 0.5, true positives, predictions, ground-truth boxes) over the stamps of ``preds``."""
     tp = n_pred = n_gt = 0
@@ -260,7 +283,6 @@ def test_detections_match_ground_truth_on_replayed_sequence(tmp_path: Path, gt_m
     the node's detections equal the runtime's on the bag's own images, and recall@0.5 is above the floor."""
     kitti = pytest.importorskip("pruning_tools.kitti", reason="KITTI generator (data helper) not installed")
     pytest.importorskip("sparse_perception.replay", reason="replay tool not installed")
-    from sparse_perception.ros_convert import detections_from_msg
     from sparse_perception.runtime import EnginePool, RuntimeConfig
 
     drive = kitti.generate_dataset(tmp_path / "seq", frames=40, seed=11, sequence=True, segment_frames=10,
@@ -268,21 +290,7 @@ def test_detections_match_ground_truth_on_replayed_sequence(tmp_path: Path, gt_m
     bag = kitti.raw_drive_to_bag(drive, tmp_path / "bag", progress=False)
     images, gts = read_bag(bag)
     assert len(gts) == len(images) == 40, f"{len(images)} images, {len(gts)} ground-truth messages in {bag}"
-    with managed_process(node_cmd(f"model_path:={gt_model}", "autostart:=true", "image_reliability:=reliable",
-                                  f"image_topic:={GT_IMAGE_TOPIC}", namespace="/gt")) as node:
-        client = DetectorClient(namespace="/gt", name="gt_client", image_topic=GT_IMAGE_TOPIC)
-        try:
-            assert client.wait_ready(60, shape=(375, 1242)), _fail(node, "detector not ready")
-            with managed_process(python_cmd("-m", "sparse_perception.cli", "replay", str(bag),
-                                            "--rate", str(GT_REPLAY_RATE))) as replay:
-                assert wait_until(lambda: not replay.alive(), 120), "replay did not finish"
-                assert replay.proc.returncode == 0, replay.output()
-            time.sleep(2.0)
-            dets = {stamp_ns(m.header): detections_from_msg(m) for m in client.received()}
-        finally:
-            client.close()
-    dets = {ns: d for ns, d in dets.items() if ns in gts}
-    assert len(dets) >= 0.9 * len(gts), _fail(node, f"{len(dets)} of {len(gts)} frames answered")
+    dets = replay_into_node(gt_model, bag, "/gt", set(gts), timeout=120)
     # the node adds nothing and loses nothing: same boxes as the runtime on the same images
     pool = EnginePool.from_model(gt_model, RuntimeConfig(conf_thres=0.25, iou_thres=0.45, max_det=300))
     try:
@@ -321,28 +329,13 @@ def test_real_kitti_drive_replayed_through_node_detects_cars(tmp_path: Path, gt_
     cars are found in the frames (floors measured with the shipped baseline)."""
     pytest.importorskip("sparse_perception.replay", reason="replay tool not installed")
     from pruning_tools.kitti.cli import main as kitti_main
-    from sparse_perception.ros_convert import detections_from_msg
 
     bag = tmp_path / "real_drive"
     assert kitti_main(["to-bag", "--raw-drive", str(shared_dir / REAL_FRAMES), "--rate", "10", "--calib",
                        str(shared_dir / REAL_CALIB_DAY), "--out", str(bag), "--no-progress"]) == 0
     images, _ = read_bag(bag)
     assert len(images) == 78
-    with managed_process(node_cmd(f"model_path:={gt_model}", "autostart:=true", "image_reliability:=reliable",
-                                  f"image_topic:={GT_IMAGE_TOPIC}", namespace="/real")) as node:
-        client = DetectorClient(namespace="/real", name="real_client", image_topic=GT_IMAGE_TOPIC)
-        try:
-            assert client.wait_ready(60, shape=(375, 1242)), _fail(node, "detector not ready")
-            with managed_process(python_cmd("-m", "sparse_perception.cli", "replay", str(bag),
-                                            "--rate", str(GT_REPLAY_RATE))) as replay:
-                assert wait_until(lambda: not replay.alive(), 180), "replay did not finish"
-                assert replay.proc.returncode == 0, replay.output()
-            time.sleep(2.0)
-            dets = {stamp_ns(m.header): detections_from_msg(m) for m in client.received()}
-        finally:
-            client.close()
-    dets = {ns: d for ns, d in dets.items() if ns in images}
-    assert len(dets) >= 0.9 * len(images), _fail(node, f"{len(dets)} of {len(images)} frames answered")
+    dets = replay_into_node(gt_model, bag, "/real", set(images), timeout=180)
     cars = [sum(1 for n in names if n == "Car") for _, _, names in dets.values()]
     with_car = sum(1 for c in cars if c) / len(cars)
     per_frame = sum(cars) / len(cars)
