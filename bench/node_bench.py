@@ -35,7 +35,6 @@ import os
 import platform
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -51,6 +50,23 @@ TARGETS = {"overhead_ms": 3.0, "swap_ms": 1.0, "drops_at_10hz": 0, "rss_growth_p
 CAMERA_PUBLISHERS = {"reliable_depth10": ("reliable", 10), "best_effort_depth5": ("best_effort", 5)}
 W, H = 1242, 375
 
+
+
+def publish_at_10hz(publish, img: np.ndarray, frames: int) -> list[int]:
+    """Publish ``frames`` copies of ``img`` on a 10 Hz timer like a camera driver, each with a new stamp
+    (wall-clock ns); :return: the stamps sent."""
+    from sparse_perception.node_client import image_msg
+
+    sent, t_next = [], time.monotonic()
+    msg = image_msg(img, 0)
+    for _ in range(frames):
+        ns = time.time_ns()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
+        publish(msg)
+        sent.append(ns)
+        t_next += 0.1
+        time.sleep(max(0.0, t_next - time.monotonic()))
+    return sent
 
 def machine_info() -> dict[str, object]:
     import onnxruntime
@@ -126,7 +142,7 @@ def qos_phase(work: Path, rounds: int, frames_per_block: int) -> dict[str, objec
     from sensor_msgs.msg import Image
 
     from helpers.zoo_builder import build_zoo
-    from sparse_perception.node_client import DetectorClient, image_msg, stamp_ns
+    from sparse_perception.node_client import DetectorClient, stamp_ns
     from sparse_perception.testing import managed_process, python_cmd
 
     manifest = build_zoo(work / "qos_zoo", imgsz=(96, 320))
@@ -159,15 +175,7 @@ def qos_phase(work: Path, rounds: int, frames_per_block: int) -> dict[str, objec
                         time.sleep(0.05)
                     time.sleep(0.5)  # discovery of the new writer by the node's reader
                     first = len(client.received())
-                    sent, t_next = [], time.monotonic()
-                    msg = image_msg(img, 0)
-                    for _ in range(frames_per_block):
-                        ns = time.time_ns()
-                        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
-                        pub.publish(msg)
-                        sent.append(ns)
-                        t_next += 0.1
-                        time.sleep(max(0.0, t_next - time.monotonic()))
+                    sent = publish_at_10hz(pub.publish, img, frames_per_block)
                     time.sleep(1.0)
                     got = {stamp_ns(m.header) for m in client.received()[first:]}
                     counts[(s, pname)][0] += len(set(sent) & got)
@@ -207,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from sparse_perception.testing import apply_ros_isolation, managed_process, python_cmd
 
     apply_ros_isolation()
-    from sparse_perception.node_client import DetectorClient, image_msg, stamp_ns
+    from sparse_perception.node_client import DetectorClient, stamp_ns
 
     work = Path(tempfile.mkdtemp(prefix="node_bench_"))
     qos = qos_phase(work, *((2, 50) if a.quick else (5, 100)))
@@ -278,16 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)
             dropped_before = diag.get("frames_dropped")
             first = len(client.received())
-            sent = []
-            t_next = time.monotonic()
-            msg = image_msg(img, 0)
-            for i in range(n_10hz):
-                ns = time.time_ns()
-                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
-                client.publish(msg)
-                sent.append(ns)
-                t_next += 0.1
-                time.sleep(max(0.0, t_next - time.monotonic()))
+            sent = publish_at_10hz(client.publish, img, n_10hz)
             time.sleep(1.5)
             got = {stamp_ns(m.header) for m in client.received()[first:]}
             gaps = np.diff(np.asarray(sent, dtype=np.float64)) / 1e6
