@@ -358,6 +358,9 @@ class RayExecutor:
                 pipe.log(f"ray: units {len(done)}/{len(units)} done, {len(futures)} to go | reward evaluations "
                          f"{c.get('evaluations', '?')} done | {self.cluster_line()}")
                 last = time.monotonic()
+        c = self.counts()  # a closing line even when every unit finished before the first report
+        pipe.log(f"ray: units {len(done)}/{len(units)} done | reward evaluations {c.get('evaluations', '?')} done | "
+                 f"{self.cluster_line()}")
         if failed:
             raise RuntimeError(f"{len(failed)} unit(s) failed on Ray (finished ones are kept; rerun to retry): "
                                + "; ".join(failed))

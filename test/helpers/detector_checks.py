@@ -36,6 +36,7 @@ def check_swaps_lossless(client: DetectorClient, frames: int = 1000, swaps: int 
     happened between two frames.
     """
     assert client.wait_ready(), "detector never answered a probe frame"
+    assert wait_until(lambda: client.latest_status() is not None, 10), "no latched engine_status from the node"
     initial = client.latest_status().level
     every = frames // swaps
     pending: list[dict[str, Any]] = []
@@ -102,6 +103,7 @@ def check_free_running_swaps(client: DetectorClient, seconds: float = 6.0, frame
         DiagnosticArray, "/diagnostics",
         lambda m: diag.extend({kv.key: kv.value for kv in st.values} for st in m.status if "detector" in st.name), 10)
     assert client.wait_ready(), "detector never answered a probe frame"
+    assert wait_until(lambda: client.latest_status() is not None, 10), "no latched engine_status from the node"
     initial = client.latest_status().level
 
     def counters() -> dict[str, int]:
