@@ -4,15 +4,17 @@
 In one run, against a real ``detector_node`` subprocess over real DDS (this process publishes
 1242x375 bgr8 frames and subscribes to the detections):
 
-* **overhead**: lock-step frames; end-to-end latency = receipt of the detections here minus the
-  image stamp (publish time), minus the node's own inference time (pre-processing + engine +
-  decode, median from ``/diagnostics``). Target <= 3 ms/frame.
+* **overhead**: lock-step frames, per level; per frame, end-to-end latency = receipt of the
+  detections here minus the image stamp (publish time), minus the engine time of *that* frame
+  (pre-processing + engine + decode, ``Detection2DArray.engine_time_ms``); the median of those
+  differences. Every frame's ``level`` must be the level under test. Target <= 3 ms/frame.
 * **swap**: ``~/set_sparsity`` round robin over the preloaded levels; ``swap_time_ms`` as the node
   reports it (the pointer exchange) and the service round trip. Target <= 1 ms.
 * **drops**: free-running publisher at 10 Hz with the 75 % level active; frames without
   detections and the node's own drop counter. Target 0.
 * **RSS**: node resident memory after warm-up and after the soak (10,000 frames; ``--quick``:
-  1,000, said so in the JSON). Target growth <= 5 %.
+  1,000). Target growth <= 5 %. ``phases`` in the JSON says how many frames/swaps each phase ran
+  (``--quick --soak 10000`` runs quick phases with a full soak).
 * **image QoS** (``--phases qos`` alone, or first in a full run): the fraction of 1242x375 frames
   published at 10 Hz by a camera-driver-like publisher (own timer, new stamp per frame; reliable
   keep-last 10 as image_transport's default, or best-effort keep-last 5 as sensor-data drivers)
@@ -33,7 +35,6 @@ import os
 import platform
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -49,6 +50,23 @@ TARGETS = {"overhead_ms": 3.0, "swap_ms": 1.0, "drops_at_10hz": 0, "rss_growth_p
 CAMERA_PUBLISHERS = {"reliable_depth10": ("reliable", 10), "best_effort_depth5": ("best_effort", 5)}
 W, H = 1242, 375
 
+
+
+def publish_at_10hz(publish, img: np.ndarray, frames: int) -> list[int]:
+    """Publish ``frames`` copies of ``img`` on a 10 Hz timer like a camera driver, each with a new stamp
+    (wall-clock ns); :return: the stamps sent."""
+    from sparse_perception.node_client import image_msg
+
+    sent, t_next = [], time.monotonic()
+    msg = image_msg(img, 0)
+    for _ in range(frames):
+        ns = time.time_ns()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
+        publish(msg)
+        sent.append(ns)
+        t_next += 0.1
+        time.sleep(max(0.0, t_next - time.monotonic()))
+    return sent
 
 def machine_info() -> dict[str, object]:
     import onnxruntime
@@ -94,8 +112,11 @@ class Diagnostics:
         return float(self.values.get(key, "nan"))
 
 
-def lockstep(client, frames: int, img: np.ndarray, on_frame=None) -> list[float]:
-    """Publish ``frames`` frames one at a time; :return: per-frame end-to-end latency in ms."""
+def lockstep(client, frames: int, img: np.ndarray, on_frame=None, per_frame: list | None = None) -> list[float]:
+    """Publish ``frames`` frames one at a time; :return: per-frame end-to-end latency in ms.
+
+    :param per_frame: filled with ``(level, engine_time_ms)`` of each frame's detections.
+    """
     from sparse_perception.node_client import image_msg
 
     lat = []
@@ -108,6 +129,8 @@ def lockstep(client, frames: int, img: np.ndarray, on_frame=None) -> list[float]
         if got is None:
             raise RuntimeError(f"frame {i} got no detections within 10 s")
         lat.append((got[0] - ns) / 1e6)
+        if per_frame is not None:
+            per_frame.append((got[1].level, float(got[1].engine_time_ms)))
         if on_frame is not None:
             on_frame(i)
     return lat
@@ -119,7 +142,7 @@ def qos_phase(work: Path, rounds: int, frames_per_block: int) -> dict[str, objec
     from sensor_msgs.msg import Image
 
     from helpers.zoo_builder import build_zoo
-    from sparse_perception.node_client import DetectorClient, image_msg, stamp_ns
+    from sparse_perception.node_client import DetectorClient, stamp_ns
     from sparse_perception.testing import managed_process, python_cmd
 
     manifest = build_zoo(work / "qos_zoo", imgsz=(96, 320))
@@ -152,15 +175,7 @@ def qos_phase(work: Path, rounds: int, frames_per_block: int) -> dict[str, objec
                         time.sleep(0.05)
                     time.sleep(0.5)  # discovery of the new writer by the node's reader
                     first = len(client.received())
-                    sent, t_next = [], time.monotonic()
-                    msg = image_msg(img, 0)
-                    for _ in range(frames_per_block):
-                        ns = time.time_ns()
-                        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
-                        pub.publish(msg)
-                        sent.append(ns)
-                        t_next += 0.1
-                        time.sleep(max(0.0, t_next - time.monotonic()))
+                    sent = publish_at_10hz(pub.publish, img, frames_per_block)
                     time.sleep(1.0)
                     got = {stamp_ns(m.header) for m in client.received()[first:]}
                     counts[(s, pname)][0] += len(set(sent) & got)
@@ -200,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from sparse_perception.testing import apply_ros_isolation, managed_process, python_cmd
 
     apply_ros_isolation()
-    from sparse_perception.node_client import DetectorClient, image_msg, stamp_ns
+    from sparse_perception.node_client import DetectorClient, stamp_ns
 
     work = Path(tempfile.mkdtemp(prefix="node_bench_"))
     qos = qos_phase(work, *((2, 50) if a.quick else (5, 100)))
@@ -215,13 +230,16 @@ def main(argv: list[str] | None = None) -> int:
         from helpers.zoo_builder import build_zoo
         print("building a 384x1248 zoo (dense/s50/s75) ...", flush=True)
         a.manifest = build_zoo(work / "zoo", imgsz=(384, 1248))
-    n_overhead, n_swaps, n_10hz, n_soak = (100, 100, 150, 1000) if a.quick else (300, 200, 600, 10_000)
+    # >= FrameStats' 200-frame window per level, so the diagnostics' callback latency covers one level only
+    n_overhead, n_swaps, n_10hz, n_soak = (200, 100, 150, 1000) if a.quick else (300, 200, 600, 10_000)
     n_soak = a.soak or n_soak
     img = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
     cmd = python_cmd("-m", "sparse_perception.detector_node", "--ros-args", "-p", f"engine_manifest:={a.manifest}",
                      "-p", "autostart:=true", "-p", "initial_level:=s75", "-p", f"threads:={a.threads}",
                      "-p", "diagnostics_period_s:=0.5", "-p", "image_reliability:=reliable", "--log-level", "detector:=warn")
     result: dict[str, object] = {"machine": machine_info(), "quick": a.quick, "image": [H, W],
+                                 "phases": {"overhead_frames_per_level": n_overhead, "swaps": n_swaps,
+                                            "frames_at_10hz": n_10hz, "soak_frames": n_soak},
                                  "manifest": str(a.manifest), "targets": TARGETS, "qos": qos,
                                  "default_image_reliability": _default_reliability()}
     with managed_process(cmd, log_path=work / "node.log") as node:
@@ -231,17 +249,24 @@ def main(argv: list[str] | None = None) -> int:
             if not client.wait_ready(120):
                 raise RuntimeError(f"detector did not come up:\n{node.output()[-3000:]}")
             lockstep(client, 20, img)  # warm-up
-            # 1) overhead at every level
+            # 1) overhead at every level, frame by frame: each frame's detections carry the level and
+            #    the engine time that produced them (Detection2DArray.level / engine_time_ms)
             overhead = {}
             for level in ("dense", "s50", "s75"):
                 assert client.set_sparsity(level).success
-                e2e = lockstep(client, n_overhead, img)
-                time.sleep(1.2)  # a diagnostics period covering only this level's frames
-                infer = diag.get("inference_p50_ms")
-                overhead[level] = {"e2e_p50_ms": float(np.median(e2e)), "e2e_p95_ms": float(np.percentile(e2e, 95)),
-                                   "inference_p50_ms": infer, "overhead_ms": float(np.median(e2e)) - infer,
+                frames: list[tuple[str, float]] = []
+                e2e = np.asarray(lockstep(client, n_overhead, img, per_frame=frames))
+                levels = {lv for lv, _ in frames}
+                if levels != {level}:
+                    raise RuntimeError(f"overhead phase of {level} answered by levels {sorted(levels)}")
+                engine = np.asarray([ms for _, ms in frames])
+                time.sleep(1.2)  # a diagnostics period whose 200-frame window holds only this level's frames
+                overhead[level] = {"frames": n_overhead, "e2e_p50_ms": float(np.median(e2e)),
+                                   "e2e_p95_ms": float(np.percentile(e2e, 95)),
+                                   "engine_p50_ms": float(np.median(engine)),
+                                   "overhead_ms": float(np.median(e2e - engine)),
                                    "node_callback_p50_ms": diag.get("latency_p50_ms"),
-                                   "in_node_overhead_ms": diag.get("latency_p50_ms") - infer}
+                                   "in_node_overhead_ms": diag.get("latency_p50_ms") - diag.get("inference_p50_ms")}
                 print(level, overhead[level], flush=True)
             result["overhead"] = overhead
             # 2) swap time
@@ -261,16 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)
             dropped_before = diag.get("frames_dropped")
             first = len(client.received())
-            sent = []
-            t_next = time.monotonic()
-            msg = image_msg(img, 0)
-            for i in range(n_10hz):
-                ns = time.time_ns()
-                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
-                client.publish(msg)
-                sent.append(ns)
-                t_next += 0.1
-                time.sleep(max(0.0, t_next - time.monotonic()))
+            sent = publish_at_10hz(client.publish, img, n_10hz)
             time.sleep(1.5)
             got = {stamp_ns(m.header) for m in client.received()[first:]}
             gaps = np.diff(np.asarray(sent, dtype=np.float64)) / 1e6

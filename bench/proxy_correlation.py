@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="channels removed inside a layer (gradient: stage-1 per-channel scores)")
     p.add_argument("--surgery", choices=("mask", "physical"), default="mask",
                    help="proxy: zero the channels (one graph trace) or prune each candidate physically")
+    p.add_argument("--variant", nargs=5, type=int, action="append", default=[],
+                   metavar=("H", "W", "FT_STEPS", "BN_BATCHES", "VAL_IMAGES"),
+                   help="a further proxy setting scored on the same vectors (its own Spearman); may be repeated")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -136,6 +139,17 @@ def main(argv: list[str] | None = None) -> int:
             return float(evaluate_model(m, data, "val", pimgsz, max_images=val_n)["map50_95"])
 
         proxy = RewardProxy(dense, space, calib, val_proxy, a.bn_batches, pft, 0.002, scores, a.surgery)
+        variants = []
+        for h, w, v_ft, v_bn, v_val in a.variant:
+            vtrain = YoloDataset(data, "train", (h, w))
+            vcalib = BatchStream(vtrain, a.batch, a.seed + 2000, crop if crop and crop < w else None)
+
+            def v_eval(m: torch.nn.Module, sz: tuple[int, int] = (h, w), n: int = v_val) -> float:
+                return float(evaluate_model(m, data, "val", sz, max_images=n)["map50_95"])
+
+            variants.append({"name": f"{h}x{w} ft{v_ft} bn{v_bn} val{v_val}", "imgsz": [h, w], "ft_steps": v_ft,
+                             "bn_batches": v_bn, "val_images": v_val,
+                             "proxy": RewardProxy(dense, space, vcalib, v_eval, v_bn, v_ft, 0.002, scores, a.surgery)})
         rng = np.random.default_rng(a.seed)
         vectors = [("uniform", space.uniform(a.level, a.max_ratio)),
                    ("stage-1", budgets_from_importance(space, imp.layer_importance, a.level, a.max_ratio, 0.5))]
@@ -146,21 +160,36 @@ def main(argv: list[str] | None = None) -> int:
         for k, (name, ratios) in enumerate(vectors):
             t1 = time.monotonic()
             pm = proxy(ratios)
-            t2 = time.monotonic()
+            proxy_s = time.monotonic() - t1
+            extra = {}
+            for v in variants:
+                tv = time.monotonic()
+                extra[v["name"]] = {"map50_95": round(float(v["proxy"](ratios)), 5), "s": round(time.monotonic() - tv, 2)}
+            t2b = time.monotonic()
             cfg = FinetuneConfig(prune_steps=a.prune_steps, steps_per_prune=max(1, ft // (2 * a.prune_steps)),
                                  final_steps=ft - a.prune_steps * max(1, ft // (2 * a.prune_steps)), batch=a.batch,
                                  checkpoint_every=10_000, bn_batches=a.bn_batches, seed=a.seed)
+            t2 = t2b
             model, _ = prune_and_finetune(dense, space, ratios, stream, Path(tmp) / f"v{k}", cfg, None, scores,
                                           progress=False)
             t3 = time.monotonic()
             post = float(evaluate_model(model, data, "val", imgsz)["map50_95"])
             t4 = time.monotonic()
             rows.append({"vector": name, "sparsity": round(space.sparsity(ratios), 4), "proxy_map50_95": round(pm, 5),
-                         "post_finetune_map50_95": round(post, 5), "proxy_s": round(t2 - t1, 2),
-                         "finetune_s": round(t3 - t2, 2), "eval_s": round(t4 - t3, 2)})
-            print(f"{name:>10}: proxy {pm:.4f}  post-fine-tune {post:.4f}  ({t2 - t1:.1f} s proxy, "
+                         "post_finetune_map50_95": round(post, 5), "proxy_s": round(proxy_s, 2),
+                         "finetune_s": round(t3 - t2, 2), "eval_s": round(t4 - t3, 2), "variants": extra})
+            print(f"{name:>10}: proxy {pm:.4f}  post-fine-tune {post:.4f}  ({proxy_s:.1f} s proxy, "
                   f"{t3 - t2:.1f} s fine-tune)", flush=True)
     rho = spearman([r["proxy_map50_95"] for r in rows], [r["post_finetune_map50_95"] for r in rows])
+    post = [r["post_finetune_map50_95"] for r in rows]
+    var_out = []
+    for v in variants:
+        vals = [r["variants"][v["name"]]["map50_95"] for r in rows]
+        v_rho = spearman(vals, post)
+        var_out.append({k: v[k] for k in ("name", "imgsz", "ft_steps", "bn_batches", "val_images")}
+                       | {"spearman": None if v_rho is None else round(v_rho, 3),
+                          "mean_s": round(float(np.mean([r["variants"][v["name"]]["s"] for r in rows])), 2)})
+        print(f"variant {v['name']}: Spearman {var_out[-1]['spearman']}, {var_out[-1]['mean_s']} s per evaluation")
     out = {"benchmark": "proxy_correlation", "quick": q, "level": a.level, "vectors": len(rows),
            "imgsz": list(imgsz), "proxy": {"imgsz": list(pimgsz), "bn_batches": a.bn_batches, "ft_steps": pft,
                                            "val_images": val_n, "batch": a.batch,
@@ -171,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
            "spearman": None if rho is None else round(rho, 3),
            "target": {"spearman_at_least": 0.6, "met": None if rho is None else (rho >= 0.6 and len(rows) >= 20),
                       "note": "the target needs >= 20 vectors"},
+           "variants": var_out,
            "mean_proxy_s": round(float(np.mean([r["proxy_s"] for r in rows])), 2),
            "mean_finetune_s_per_step": round(float(np.mean([r["finetune_s"] for r in rows])) / ft, 3),
            "wall_s": round(time.monotonic() - t0, 1)}

@@ -1,22 +1,27 @@
 """Stage 2 agent: stable-baselines3 PPO over :class:`pruning_tools.rl_env.PruningEnv`.
 
 Search = warm-up episodes (the first replays the stage-1 budgets exactly, the others add Gaussian
-noise around them) followed by PPO episodes; every episode's result is recorded and the best
-reward wins (AMC-style), with a final deterministic policy rollout also considered. One ``seed``
+noise around them) followed by PPO episodes, ``episodes_per_update`` of them side by side per
+rollout; the rewards of the warm-up episodes, and of each rollout's episodes, are evaluated as one
+batch (in parallel on Ray workers, see :mod:`pruning_tools.distributed`); every episode's result
+is recorded and the best reward wins (AMC-style), with a final deterministic policy rollout also
+considered. One ``seed``
 drives numpy, torch, the env and PPO; TensorBoard logs go to ``<log_dir>/ppo_<n>``.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import DummyVecEnv
 from tqdm import tqdm
 
 from pruning_tools.rl_env import PruningEnv
@@ -36,8 +41,6 @@ class AgentConfig:
     :param log_std_init: initial log std of the Gaussian policy (action units, range [-1, 1]).
     :param imitation_steps: Adam steps fitting the initial policy mean to the stage-1 prior
         (behaviour cloning on the prior's trajectory) before PPO; 0 disables it.
-    :param n_envs: environments stepped in parallel (SB3 ``SubprocVecEnv``, one process each with one
-        torch thread; 1: the env in this process). Needs ``env_factory`` in :func:`search`.
     :param seed: seed of everything.
     """
 
@@ -51,7 +54,6 @@ class AgentConfig:
     ent_coef: float = 0.0
     log_std_init: float = -1.0
     imitation_steps: int = 200
-    n_envs: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,8 +63,6 @@ class AgentConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.episodes_per_update < 1:
             raise ValueError("episodes_per_update must be >= 1")
-        if self.n_envs < 1:
-            raise ValueError(f"n_envs must be >= 1, got {self.n_envs}")
 
 
 @dataclass
@@ -82,33 +82,50 @@ class _EpisodeRecorder(BaseCallback):
     def __init__(self, on_episode: Any) -> None:
         super().__init__()
         self.on_episode = on_episode
-        self.ep_reward = 0.0
+        self.ep_reward: dict[int, float] = {}
 
     def _on_step(self) -> bool:
-        rewards, dones, infos = self.locals["rewards"], self.locals["dones"], self.locals["infos"]
-        if not isinstance(self.ep_reward, np.ndarray):
-            self.ep_reward = np.zeros(len(rewards))
-        self.ep_reward += np.asarray(rewards, dtype=np.float64)
-        for k in range(len(rewards)):  # env order: deterministic for a seed
-            if dones[k]:
-                info = infos[k]
-                self.on_episode("ppo", float(self.ep_reward[k]), info)
-                self.logger.record("episode/reward", float(self.ep_reward[k]))
+        for i, (r, done) in enumerate(zip(self.locals["rewards"], self.locals["dones"])):
+            self.ep_reward[i] = self.ep_reward.get(i, 0.0) + float(r)
+            if done:
+                info = self.locals["infos"][i]
+                self.on_episode("ppo", self.ep_reward[i], info)
+                self.logger.record("episode/reward", self.ep_reward[i])
                 self.logger.record("episode/map", info.get("map", 0.0))
                 self.logger.record("episode/sparsity", info.get("sparsity", 0.0))
-                self.ep_reward[k] = 0.0
+                self.ep_reward[i] = 0.0
         return True
 
 
-class _OneThreadEnv:
-    """Picklable env constructor for subprocess workers: one torch thread per worker."""
+class BatchedVecEnv(DummyVecEnv):
+    """``DummyVecEnv`` over copies of one :class:`PruningEnv` whose final rewards are evaluated as one batch.
 
-    def __init__(self, factory: Callable[[], PruningEnv]) -> None:
-        self.factory = factory
+    The episodes of a PPO rollout run in lockstep (fixed length), so before their last step the final
+    ratio vectors of all of them are known; they go to the proxy's ``prefetch`` together (Ray workers
+    evaluate them in parallel; locally they are evaluated in order) and the steps then read the cache.
+    """
 
-    def __call__(self) -> PruningEnv:
-        torch.set_num_threads(1)
-        return self.factory()
+    def __init__(self, envs: list[PruningEnv]) -> None:
+        super().__init__([lambda e=e: e for e in envs])
+        self.pruning_envs = envs
+
+    def step_wait(self) -> Any:
+        prefetch = getattr(self.pruning_envs[0].proxy, "prefetch", None)
+        if prefetch is not None:
+            finals = [e.final_ratios(a) for e, a in zip(self.pruning_envs, self.actions)]
+            if all(f is not None for f in finals):
+                prefetch(finals)
+        return super().step_wait()
+
+
+def final_ratios_of(env: PruningEnv, actions: np.ndarray) -> np.ndarray:
+    """Ratios an episode of fixed per-layer ``actions`` ends with, without evaluating its reward."""
+    env.reset()
+    for t in range(env.n - 1):
+        env.step(np.array([actions[t]], dtype=np.float32))
+    final = env.final_ratios(np.array([actions[env.n - 1]], dtype=np.float32))
+    env.reset()
+    return final
 
 
 def run_episode(env: PruningEnv, actions: np.ndarray) -> tuple[float, dict[str, Any]]:
@@ -124,17 +141,11 @@ def run_episode(env: PruningEnv, actions: np.ndarray) -> tuple[float, dict[str, 
 
 
 def search(env: PruningEnv, prior: np.ndarray | None, cfg: AgentConfig, log_dir: Path | None = None,
-           progress: bool = True, desc: str = "stage 2: PPO",
-           env_factory: Callable[[], PruningEnv] | None = None) -> SearchResult:
+           progress: bool = True, desc: str = "stage 2: PPO") -> SearchResult:
     """Warm-up + PPO search; returns the best episode.
 
     :param prior: stage-1 ratios (per layer) used by the warm-up episodes (None: uniform).
-    :param env_factory: builds an env equal to ``env`` (picklable); with ``cfg.n_envs > 1`` PPO steps
-        that many copies in subprocesses (each has its own reward cache).
-    :raises ValueError: ``cfg.n_envs > 1`` without ``env_factory``.
     """
-    if cfg.n_envs > 1 and env_factory is None:
-        raise ValueError("n_envs > 1 needs an env_factory (the envs run in subprocesses)")
     set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     t0 = time.monotonic()
@@ -155,23 +166,23 @@ def search(env: PruningEnv, prior: np.ndarray | None, cfg: AgentConfig, log_dir:
         bar.set_postfix(best=f"{best['reward']:.2f}", map=f"{entry['map']:.3f}")
 
     base = prior if prior is not None else np.full(env.n, env.target)
-    for k in range(cfg.warmup_episodes):
-        ratios = base if k == 0 else base + rng.normal(0.0, cfg.warmup_noise, env.n)
-        ret, info = run_episode(env, env.ratio_to_action(ratios))
+    warm = [env.ratio_to_action(base if k == 0 else base + rng.normal(0.0, cfg.warmup_noise, env.n))
+            for k in range(cfg.warmup_episodes)]
+    prefetch = getattr(env.proxy, "prefetch", None)
+    if prefetch is not None and len(warm) > 1:  # the warm-up episodes' rewards as one batch
+        prefetch([final_ratios_of(env, a) for a in warm])
+    for k, actions in enumerate(warm):
+        ret, info = run_episode(env, actions)
         record("warmup" if k else "prior", ret, info)
 
     if cfg.episodes > 0:
-        env.reset(seed=cfg.seed)
+        # the episodes of one rollout run side by side, their final rewards evaluated as one batch
+        envs = [env] + [copy.copy(env) for _ in range(cfg.episodes_per_update - 1)]
+        for k, e in enumerate(envs):
+            e.reset(seed=cfg.seed + k)
         env.action_space.seed(cfg.seed)
-        # one rollout = episodes_per_update episodes spread over the envs (at least one each)
-        n_steps = env.n * max(1, cfg.episodes_per_update // cfg.n_envs)
-        vec: Any = env
-        if cfg.n_envs > 1:
-            from stable_baselines3.common.vec_env import SubprocVecEnv
-
-            assert env_factory is not None
-            vec = SubprocVecEnv([_OneThreadEnv(env_factory) for _ in range(cfg.n_envs)])
-            vec.seed(cfg.seed)
+        vec = BatchedVecEnv(envs)
+        n_steps = env.n
         tb = None
         if log_dir is not None:
             try:
@@ -181,17 +192,13 @@ def search(env: PruningEnv, prior: np.ndarray | None, cfg: AgentConfig, log_dir:
             except ImportError:  # pragma: no cover - tensorboard is in the lock file
                 tb = None
         model = PPO("MlpPolicy", vec, learning_rate=cfg.learning_rate, n_steps=n_steps,
-                    batch_size=min(n_steps * cfg.n_envs, max(8, env.n)), n_epochs=cfg.n_epochs, gamma=cfg.gamma,
+                    batch_size=min(n_steps * len(envs), max(8, env.n)), n_epochs=cfg.n_epochs, gamma=cfg.gamma,
                     ent_coef=cfg.ent_coef, seed=cfg.seed, verbose=0, tensorboard_log=tb,
                     policy_kwargs={"net_arch": [64, 64], "log_std_init": cfg.log_std_init}, device="cpu")
         if prior is not None and cfg.imitation_steps > 0:
             imitate(model, env, prior, cfg.imitation_steps)
-        try:
-            model.learn(total_timesteps=cfg.episodes * env.n, callback=_EpisodeRecorder(record), tb_log_name="ppo",
-                        progress_bar=False)
-        finally:
-            if vec is not env:
-                vec.close()
+        model.learn(total_timesteps=cfg.episodes * env.n, callback=_EpisodeRecorder(record), tb_log_name="ppo",
+                    progress_bar=False)
         # deterministic rollout of the learned policy
         obs, _ = env.reset()
         ret, info = 0.0, {}

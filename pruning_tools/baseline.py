@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--licence", default="", help="licence of the weights (recorded in the JSON), e.g. KITTI's terms")
     p.add_argument("--splits", type=Path, default=None,
                    help="JSON file of the real frames' train/val/test ids (recorded in the JSON)")
+    p.add_argument("--real-eval", type=Path, default=None,
+                   help="real KITTI object root: also measure KITTI AP on the val and test frames of --splits "
+                        "(recorded in the JSON as real_metrics)")
     p.add_argument("--cfg", default="yolov5n.yaml", help="model YAML (yolov5n.yaml, yolov8n.yaml, yolo11n.yaml)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from this checkpoint (this project's format or a YOLOv5-repository .pt)")
@@ -140,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp32", dest="fp16", action="store_false", help="store FP32 weights (default: FP16 storage)")
     p.add_argument("--save-every", type=int, default=200, help="steps between <out>.partial.pt snapshots (0: off)")
     p.add_argument("--eval-only", action="store_true", help="only (re)measure the existing --out checkpoint")
+    p.add_argument("--meta-from", type=Path, default=None,
+                   help="with --eval-only: take the training record (commands, data, summary) from this checkpoint, "
+                        "e.g. the run's final checkpoint when --out is one of its snapshots chosen on val")
     p.add_argument("--note", default="", help="free text recorded in the JSON")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -169,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.eval_only:
         model, meta = ua.load_checkpoint(args.out)
         meta = dict(meta)
+        if args.meta_from is not None:
+            step = meta.get("step")
+            meta = {**dict(ua.load_checkpoint(args.meta_from)[1]), "chosen_snapshot_step": step}
         if args.data_command:
             meta["data_command"] = args.data_command
     else:
@@ -218,6 +227,23 @@ def main(argv: list[str] | None = None) -> int:
         keep = {k: v for k, v in metrics.items() if k in ("map50_95", "map50", "per_class", "images", "n_images", "evaluator")}
         meta["metrics"] = {"split": args.eval_split, "imgsz": list(args.imgsz), **keep}
         print(f"{args.eval_split}: mAP50-95 {metrics['map50_95']:.4f} mAP50 {metrics['map50']:.4f}", flush=True)
+        ua.save_checkpoint(model, args.out, meta, half=args.fp16)
+    if args.real_eval is not None:
+        from pruning_tools.evaluate import real_eval_frames, real_summary, torch_detector
+
+        if args.splits is None:
+            print("train-baseline: --real-eval needs --splits (which real frames are val and test)", file=sys.stderr)
+            return 2
+        meta["real_splits"] = json.loads(args.splits.read_text())
+        meta["real_metrics"] = {}
+        for split in ("val", "test"):
+            frames = real_eval_frames(args.real_eval, split_file=args.splits, split=split)
+            res = frames.evaluate(torch_detector(model, names, tuple(args.imgsz)))
+            meta["real_metrics"][split] = real_summary(res)
+            cls = res["classes"]
+            print(f"real {split} ({res['n_images']} frames): Car AP {cls['Car']['ap_kitti']:.3f} (IoU 0.7), "
+                  f"Pedestrian AP {cls['Pedestrian']['ap_kitti']:.3f}, Cyclist AP {cls['Cyclist']['ap_kitti']:.3f} "
+                  f"(IoU 0.5; KITTI moderate, AP|R40)", flush=True)
         ua.save_checkpoint(model, args.out, meta, half=args.fp16)
     sidecar = {"checkpoint": args.out.name, "sha256": sha256_file(args.out), "size_bytes": args.out.stat().st_size,
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta,

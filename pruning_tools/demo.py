@@ -98,6 +98,45 @@ class Demo:
     def data_dir(self) -> Path:
         return self.run_dir / "data"
 
+    def baseline_split_file(self) -> Path | None:
+        """The shipped baseline's real train/val/test frame ids as a split file (``None`` if it records none), so
+        a real root's frames it was trained on never land in the test split."""
+        from pruning_tools.evaluate import baseline_real_splits
+        from pruning_tools.pipeline import DEFAULT_BASELINE
+
+        splits = baseline_real_splits(DEFAULT_BASELINE)
+        if not splits:
+            return None
+        path = self.data_dir / "baseline_splits.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(splits, indent=1) + "\n")
+        return path
+
+    def real_train_mix(self, r: StageRunner, n_train: int) -> list[Any]:
+        """With ``--real-eval`` on generated scenes: the real frames the shipped baseline was trained on (and only
+        those: they are left out of every real-frame figure) as a YOLO dataset that pruning mixes into its
+        training batches, about half of each batch, as when the baseline was trained. ``[]`` otherwise."""
+        from pruning_tools.evaluate import baseline_real_splits
+        from pruning_tools.kitti import convert_kitti
+        from pruning_tools.pipeline import DEFAULT_BASELINE
+
+        train_ids = baseline_real_splits(DEFAULT_BASELINE).get("train", [])
+        if self.real_eval is None or self.kitti_root is not None or not train_ids:
+            return []
+        from pruning_tools.kitti.dataset import KittiObjectDataset
+
+        have = set(KittiObjectDataset(self.real_eval).ids)
+        ids = [i for i in train_ids if i in have]
+        if not ids:
+            return []
+        out = self.data_dir / "real_train_yolo"
+        if out.exists():
+            shutil.rmtree(out)
+        convert_kitti(self.real_eval, out, split=(1.0, 0.0, 0.0), only_ids=ids, progress=False)
+        repeats = max(1, round(n_train / len(ids)))
+        r.log(f"pruning mixes in the baseline's {len(ids)} real training frames x {repeats} ({out})")
+        return [str(out), repeats]
+
     def real_args(self) -> list[str]:
         return ["--real-eval", str(self.real_eval)] if self.real_eval is not None else []
 
@@ -116,7 +155,11 @@ class Demo:
         if self.kitti_root is not None:
             source = f"real KITTI object data at {self.kitti_root}"
             r.log(f"converting {source}")
-            convert_kitti(self.kitti_root, yolo)
+            split_file = self.baseline_split_file()
+            if split_file is not None:
+                r.log("frames the shipped baseline was trained/selected on keep their train/val split "
+                      f"({split_file})")
+            convert_kitti(self.kitti_root, yolo, split_file=split_file)
         else:
             source = f"generated KITTI-format scenes ({p.frames} frames, seed {self.seed})"
             r.log(f"generating {p.frames} scenes")
@@ -128,15 +171,17 @@ class Demo:
                                  segment_frames=p.segment_frames)
         bag = raw_drive_to_bag(drive, self.data_dir / "sequence_bag")
         splits = json.loads((yolo / "splits.json").read_text()) if (yolo / "splits.json").is_file() else {}
-        return {"source": source, "dataset": str(yolo), "drive": str(drive), "bag": str(bag),
+        mix = self.real_train_mix(r, len(splits.get("train", [])))
+        return {"source": source, "dataset": str(yolo), "drive": str(drive), "bag": str(bag), "mix": mix,
                 "split_sizes": {k: len(v) for k, v in splits.items() if isinstance(v, list)},
                 "sequence_frames": p.sequence_frames, "sequence_conditions": list(SEQUENCE_CONDITIONS)}
 
     def stage_prune(self, r: StageRunner) -> dict[str, Any]:
         data = r.result("data")
         run = self.run_dir / "prune"
+        mix = ["--mix", *(str(v) for v in data["mix"])] if data.get("mix") else []
         r.sh(self.cli("prune", "--config", str(CONFIGS / self.profile.prune_config), "--out", str(run),
-                      "--data", data["dataset"], *self.real_args()), "prune")
+                      "--data", data["dataset"], *mix, *self.real_args()), "prune")
         res = json.loads((run / "results.json").read_text())
         return {"run": str(run), "targets": res.get("targets", {}), "wall_s": res.get("wall_s"),
                 "evaluator": res.get("evaluator")}

@@ -188,7 +188,10 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], profile: dict
           f"* **Device that measured the latencies**: {dev['cpu']} ({dev['cpu_count']} cores"
           f"{', GPU ' + dev['gpu'] if dev.get('gpu') else ', no GPU'}); ONNX Runtime CPU"
           f"{' (' + lat_dev + ')' if lat_dev else ''}.",
-          "* **Versions**: " + ", ".join(f"{k} {v}" for k, v in dev["versions"].items() if v), "",
+          "* **Versions**: " + ", ".join(f"{k} {v}" for k, v in dev["versions"].items() if v),
+          *([f"* **Weights licence**: {manifest['data']['weights_licence']} (inherited from the shipped baseline "
+             "by every pruned and exported model here)."] if (manifest.get("data") or {}).get("weights_licence")
+            else []), "",
           "## Table 1 — pruning at equal targets", "",
           f"mAP50-95 / mAP50: test split of {data['source']} at "
           f"{prune['config']['data']['imgsz'][0]}x{prune['config']['data']['imgsz'][1]}; latency: "

@@ -493,6 +493,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ------------------------------------------------------------------------------------------------
 # Real-frame columns of the prune table, the zoo manifest and the demo report (``--real-eval DIR``)
 # ------------------------------------------------------------------------------------------------
+def add_real_eval_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--real-eval DIR``, ``--real-split-file F`` and ``--real-split S`` of ``prune`` and ``export``.
+
+    :param what: what gets the real-frame AP, e.g. ``"columns"`` or ``"to every ONNX Runtime artifact"``.
+    """
+    parser.add_argument("--real-eval", type=Path, default=None,
+                        help=f"real KITTI object root: add real-frame AP {what} (the baseline's real train/val "
+                             "frames are left out)")
+    parser.add_argument("--real-split-file", type=Path, default=None,
+                        help="with --real-eval: evaluate only --real-split's frames of this JSON {train,val,test: [ids]}")
+    parser.add_argument("--real-split", default="test", help="split of --real-split-file (default test)")
+
+
 def baseline_real_splits(baseline: str | Path) -> dict[str, list[str]]:
     """The real frames a baseline checkpoint was trained and selected on (``real_splits`` of its
     JSON sidecar or checkpoint meta); empty when it records none."""

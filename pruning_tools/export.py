@@ -172,6 +172,18 @@ def _artifact(zoo: Path, src: LevelSource, prec: str, backend: str, path: Path, 
     return art
 
 
+def _baseline_licence(run: Path) -> str | None:
+    """The licence the run's baseline records (weights trained on KITTI frames carry KITTI's terms)."""
+    res = run / "results.json"
+    if not res.is_file():
+        return None
+    base = (_read_json(res) or {}).get("baseline")
+    side = Path(base).with_suffix(".json") if base else None
+    if side is None or not side.is_file():
+        return None
+    return (_read_json(side) or {}).get("licence")
+
+
 def _real_of(onnx_path: Path, frames: Any, threads: int) -> dict[str, Any]:
     """Real-frame AP of one exported ONNX artifact (its own session, as the node runs it)."""
     from pruning_tools.evaluate import load_detector, real_summary
@@ -241,6 +253,14 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
         raise ExportError(f"no dataset: {cfg.run}/config.yaml names none and {cfg.run}/data/yolo is absent; "
                           "pass --dataset DIR")
     split_images(dataset, cfg.split)  # clear error early
+    real_frames = None
+    if cfg.real_eval is not None:
+        from pruning_tools.evaluate import real_eval_frames
+
+        baseline = (_read_json(cfg.run / "results.json") or {}).get("baseline") if (cfg.run / "results.json").is_file() \
+            else None
+        real_frames = real_eval_frames(cfg.real_eval, baseline, cfg.real_split_file, cfg.real_split)
+        log(f"real-frame AP of every ONNX Runtime artifact on {real_frames.description}")
     imgsz = tuple(cfg.imgsz or summary.get("imgsz") or DEFAULT_IMGSZ)
     imgsz = (int(imgsz[0]), int(imgsz[1]))
     if cfg.zoo.exists() and not cfg.overwrite and any(cfg.zoo.iterdir()):
@@ -274,14 +294,6 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
     names: list[str] = []
     from tqdm import tqdm
 
-    real_frames = None
-    if cfg.real_eval is not None:
-        from pruning_tools.evaluate import real_eval_frames
-
-        baseline = (_read_json(cfg.run / "results.json") or {}).get("baseline") if (cfg.run / "results.json").is_file() \
-            else None
-        real_frames = real_eval_frames(cfg.real_eval, baseline, cfg.real_split_file, cfg.real_split)
-        log(f"real-frame AP of every ONNX Runtime artifact on {real_frames.description}")
     bar = tqdm(levels, desc="export", unit="level", disable=not cfg.progress)
     for src in bar:
         bar.set_postfix_str(src.level)
@@ -335,6 +347,7 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
     manifest = {
         "schema_version": 1, "created": _now(), "model_family": "yolov5n", "class_names": names,
         "data": {"source": "prune run", "run": str(cfg.run), "method": cfg.method, "dataset": str(dataset),
+                 **({"weights_licence": lic} if (lic := _baseline_licence(cfg.run)) else {}),
                  "split": cfg.split, "eval_images": cfg.eval_images, "calibration_split": "train",
                  "calibration_images": len(calib), "delta_points": cfg.delta, "quick": cfg.quick,
                  **({"tensorrt_skipped": trt_note} if trt_note else {})},
@@ -428,12 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime / torch threads (default 2)")
     p.add_argument("--quick", action="store_true", help="fewer calibration/eval images and timing runs")
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo folder")
-    p.add_argument("--real-eval", type=Path, default=None,
-                   help="real KITTI object root: add real-frame AP to every ONNX Runtime artifact (the baseline's "
-                        "real train/val frames are left out)")
-    p.add_argument("--real-split-file", type=Path, default=None,
-                   help="with --real-eval: evaluate only --real-split's frames of this JSON {train,val,test: [ids]}")
-    p.add_argument("--real-split", default="test", help="split of --real-split-file (default test)")
+    from pruning_tools.evaluate import add_real_eval_args
+
+    add_real_eval_args(p, "to every ONNX Runtime artifact")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -461,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         if "fp32" not in cfg.precisions:
             raise ValueError("--precisions must include fp32 (the reference)")
         export_zoo(cfg)
-    except (ValueError, ExportError, QuantizeError) as exc:
+    except (ValueError, ExportError, QuantizeError, FileNotFoundError) as exc:
         print(f"pruning-tools export: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -48,6 +48,7 @@ def evaluate_model(model: nn.Module, data: str | Path, split: str, imgsz: tuple[
         return {**res, "evaluator": "builtin"}
     if max_images is not None:
         kwargs["max_images"] = max_images
+    kwargs.setdefault("progress", progress)
     try:
         raw = evaluate_detector(torch_infer_fn(model), Path(data), split, tuple(imgsz), **kwargs)
     except TypeError as exc:  # an evaluator without image caps: evaluate the whole split

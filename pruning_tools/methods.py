@@ -26,23 +26,27 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
 
-    from pruning_tools.pipeline import Pipeline
+    from pruning_tools.pipeline import Inputs, Pipeline
 
 
 @dataclass
 class UnitContext:
     """One (method, level, trial) unit.
 
-    :param pipeline: gives the dense model, pruning space, config, stage-1 results, proxies.
+    :param pipeline: gives the config and the stage-2 parts (proxies, environment, re-ranking).
+    :param inputs: the dense model, its pruning space and the data.
     :param level: target sparsity.
     :param trial: trial index (seed = config seed + trial).
     :param out: the unit's output folder.
+    :param stage1: the trial's stage-1 result (:meth:`Pipeline.stage1`; ``None`` if no method uses it).
     """
 
     pipeline: "Pipeline"
+    inputs: "Inputs"
     level: float
     trial: int
     out: "Path"
+    stage1: dict[str, Any] | None = None
 
     @property
     def seed(self) -> int:
@@ -82,8 +86,7 @@ class Uniform(PruningMethod):
     name, label = "uniform", "Uniform (same ratio per layer, magnitude)"
 
     def ratios(self, ctx: UnitContext) -> MethodResult:
-        p = ctx.pipeline
-        return MethodResult(p.space.uniform(ctx.level, p.cfg.max_ratio))
+        return MethodResult(ctx.inputs.space.uniform(ctx.level, ctx.pipeline.cfg.max_ratio))
 
 
 class Importance(PruningMethod):
@@ -91,8 +94,9 @@ class Importance(PruningMethod):
     uses_importance = True
 
     def ratios(self, ctx: UnitContext) -> MethodResult:
-        st = ctx.pipeline.stage1(ctx.trial)
-        return MethodResult(np.asarray(st["budgets"][ctx.level]), channel_scores=ctx.pipeline.channel_scores(self, ctx.trial))
+        assert ctx.stage1 is not None
+        return MethodResult(np.asarray(ctx.stage1["budgets"][ctx.level]),
+                            channel_scores=ctx.pipeline.channel_scores(self, ctx.stage1))
 
 
 class RandomSearch(PruningMethod):
@@ -105,24 +109,25 @@ class RandomSearch(PruningMethod):
     def ratios(self, ctx: UnitContext) -> MethodResult:
         import time
 
-        p = ctx.pipeline
-        c = p.cfg
+        from pruning_tools.agent import final_ratios_of, run_episode
+
+        p, space = ctx.pipeline, ctx.inputs.space
         t0 = time.monotonic()
-        env = p.make_env(ctx.level, ctx.trial, uses_importance=False)
+        env = p.make_env(ctx.inputs, ctx.level, ctx.trial)
         rng = np.random.default_rng(ctx.seed + 7919)
         n_eval = p.reward_evaluations()
+        actions = [env.ratio_to_action(space.solve(rng.uniform(0.05, 1.0, len(space)), ctx.level, p.cfg.max_ratio))
+                   for _ in range(n_eval)]
+        # every reward as one batch (in parallel on the pool's or Ray's workers), then the episodes read the cache
+        env.proxy.prefetch([final_ratios_of(env, a) for a in actions])
         history = []
-        for k in range(n_eval):
-            w = rng.uniform(0.05, 1.0, len(p.space))
-            ratios = p.space.solve(w, ctx.level, c.max_ratio)
-            from pruning_tools.agent import run_episode
-
-            ret, info = run_episode(env, env.ratio_to_action(ratios))
+        for k, a in enumerate(actions):
+            ret, info = run_episode(env, a)
             history.append({"episode": k, "kind": "random", "reward": round(float(ret), 4),
                             "map": round(float(info["map"]), 5), "sparsity": round(float(info["sparsity"]), 5),
                             "ratios": [round(float(r), 5) for r in info["ratios"]]})
         best = max(history, key=lambda h: h["reward"])
-        rerank = p.rerank(ctx.trial, history, uses_importance=False)
+        rerank = p.rerank(ctx.inputs, ctx.trial, history)
         ratios = np.asarray(rerank[0]["ratios"] if rerank else best["ratios"])
         info = {"evaluations": n_eval, "best_reward": best["reward"], "best_proxy_map": best["map"],
                 "rerank": [{k: v for k, v in r.items() if k != "ratios"} for r in rerank],
@@ -137,8 +142,7 @@ class GlobalRanking(PruningMethod):
     name, label = "global", "Global magnitude ranking (Torch-Pruning group L2)"
 
     def ratios(self, ctx: UnitContext) -> MethodResult:
-        p = ctx.pipeline
-        ratios, ch_ratio = global_ratios(p.dense, p.space, ctx.level, p.cfg.max_ratio)
+        ratios, ch_ratio = global_ratios(ctx.inputs.dense, ctx.inputs.space, ctx.level, ctx.pipeline.cfg.max_ratio)
         return MethodResult(ratios, {"global_channel_fraction": round(ch_ratio, 5)})
 
 
@@ -147,7 +151,7 @@ class Full(PruningMethod):
     uses_importance = True
 
     def ratios(self, ctx: UnitContext) -> MethodResult:
-        return ctx.pipeline.ppo_search(ctx.level, ctx.trial, self)
+        return ctx.pipeline.ppo_search(ctx, self)
 
 
 #: Table 1's rows in order; ``name -> class``.

@@ -36,6 +36,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,24 +84,6 @@ class _ValMap:
         return float(evaluate_model(model, self.data, "val", self.imgsz, max_images=self.max_images)["map50_95"])
 
 
-class _EnvFactory:
-    """Picklable constructor of a stage-2 environment (SB3 subprocess envs call it in each worker)."""
-
-    def __init__(self, dense: torch.nn.Module, space: Any, level: float, calib: Any, val_map: _ValMap,
-                 dense_val: float, cfg: PruneConfig, channel_scores: dict[str, torch.Tensor] | None) -> None:
-        self.dense, self.space, self.level, self.calib, self.val_map = dense, space, level, calib, val_map
-        self.dense_val, self.cfg, self.channel_scores = dense_val, cfg, channel_scores
-
-    def __call__(self) -> Any:
-        from pruning_tools.rl_env import PruningEnv, RewardProxy
-
-        r = self.cfg.rl
-        proxy = RewardProxy(self.dense, self.space, self.calib, self.val_map, r.bn_batches, r.ft_steps, r.ft_lr,
-                            self.channel_scores, r.proxy_surgery)
-        return PruningEnv(self.space, self.level, proxy, self.dense_val, r.lambda_map, r.lambda_sparsity,
-                          self.cfg.max_ratio, r.lambda_flops)
-
-
 def level_dir(run: Path, method: str, level: float, trial: int) -> Path:
     """``<run>/<method>/s<NN>`` (trial 0) or ``.../t<k>``."""
     d = run / method / f"s{int(round(level * 100)):02d}"
@@ -115,24 +98,63 @@ def next_run_dir(base: Path, name: str) -> Path:
     return base / f"{name}_{n}"
 
 
+@dataclass
+class Inputs:
+    """What every unit of work reads: the dataset root, the dense model, its pruning space, the
+    training split and (once measured) the dense model's mAP on the stage-2 validation slice."""
+
+    data: Path
+    dense: torch.nn.Module
+    space: Any
+    train_ds: Any
+    dense_val: float | None = None
+    proxy_ds: Any = None
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """A stage-2 reward proxy: calibration seed, BN batches, fine-tune batches and lr, val images and
+    the per-channel scores choosing the removed channels (``((layer, scores), ...)``; ``None``: L2
+    magnitude). Hashable: workers keep one proxy per spec."""
+
+    seed: int
+    bn_batches: int
+    ft_steps: int
+    ft_lr: float
+    val_images: int | None
+    channel_scores: tuple[tuple[str, tuple[float, ...]], ...] | None = None
+
+
 class Pipeline:
     """Runs the comparison described in the module docstring.
 
     :param cfg: validated configuration.
     :param run_dir: output folder (created; re-use resumes).
     :param progress: show progress bars.
+    :param executor: runs the (method, level, trial) units and reward-evaluation batches elsewhere
+        (:class:`pruning_tools.distributed.RayExecutor`); ``None``: everything in this process.
     :param real_eval: a real KITTI object root: every measurement also gets real-frame AP
         (:func:`pruning_tools.evaluate.real_eval_frames`: the baseline's real train/val frames left out,
-        or ``real_split`` of ``real_split_file``).
+        or ``real_split`` of ``real_split_file``). Units run elsewhere get it on the driver afterwards.
+    :param mix: further YOLO datasets ``(root, repeats)`` whose train splits join every training batch
+        stream (stage 1, stage-2 calibration, stage-3 fine-tuning), e.g. the real frames the baseline
+        was trained on, so pruned models keep what the baseline learnt from them (not with an executor).
     """
 
-    def __init__(self, cfg: PruneConfig, run_dir: Path, progress: bool = True, real_eval: Path | None = None,
-                 real_split_file: Path | None = None, real_split: str = "test") -> None:
-        self.cfg, self.run, self.progress = cfg, Path(run_dir), progress
+    def __init__(self, cfg: PruneConfig, run_dir: Path, progress: bool = True, executor: Any = None,
+                 real_eval: Path | None = None, real_split_file: Path | None = None, real_split: str = "test",
+                 mix: list[tuple[Path, int]] | None = None) -> None:
+        self.cfg, self.run, self.progress, self.executor = cfg, Path(run_dir), progress, executor
+        self.mix = [(Path(d), int(r)) for d, r in (mix or [])]
+        if self.mix and executor is not None:
+            raise ValueError("--mix is not supported with --ray yet (workers read only the packed dataset)")
         self.run.mkdir(parents=True, exist_ok=True)
         self.t0 = time.monotonic()
         self.real_eval, self.real_split_file, self.real_split = real_eval, real_split_file, real_split
         self._real: Any = None
+        self._inputs: Inputs | None = None
+        self._stage1: dict[int, dict[str, Any] | None] = {}
+        self.pool: Any = None  # local reward-evaluation workers (rl.workers > 1), during run_all
 
     def log(self, msg: str) -> None:
         print(f"[prune {time.monotonic() - self.t0:7.1f}s] {msg}", flush=True)
@@ -154,8 +176,8 @@ class Pipeline:
                     raise ConfigError(f"data.dataset not set and the scene generator is unavailable ({exc})") from exc
                 self.log(f"generating {c.generate_frames} scenes (seed {c.generate_seed})")
                 raw = self.run / "data" / "kitti"
-                generate_dataset(raw, frames=c.generate_frames, seed=c.generate_seed)
-                convert_kitti(raw, root)
+                generate_dataset(raw, frames=c.generate_frames, seed=c.generate_seed, progress=self.progress)
+                convert_kitti(raw, root, progress=self.progress)
         for split in ("train", "val", "test"):
             resolve_split_dir(root, split)  # clear error on missing / empty splits
         return root
@@ -203,7 +225,8 @@ class Pipeline:
         return real_summary(res)
 
     def _add_missing_real(self, rec: dict[str, Any], path: Path) -> dict[str, Any]:
-        """A result from an earlier run without ``real_eval``: measure its checkpoint on the real frames."""
+        """A result without real-frame AP (an earlier run without ``real_eval``, or a unit run elsewhere):
+        measure its checkpoint on the real frames here."""
         if self.real_eval is None or "real" in rec:
             return rec
         from pruning_tools.ultralytics_adapter import load_checkpoint
@@ -213,68 +236,79 @@ class Pipeline:
         _write_json(path, rec)
         return rec
 
-    # ------------------------------------------------------------------ shared state (lazy, per process)
-    def prepare(self) -> None:
-        """Dataset, dense model, pruning space, dense measurements. Idempotent; every unit needs it."""
-        if getattr(self, "space", None) is not None:
-            return
+    # ------------------------------------------------------------------ shared inputs
+    def prepare(self) -> Inputs:
+        """Dataset, dense model (eval mode), pruning space and training split (no measurement).
+
+        Idempotent: a second call returns the same :class:`Inputs`.
+        """
+        if self._inputs is not None:
+            return self._inputs
         from pruning_tools.pruning import PruningSpace, check_target
-        from pruning_tools.training import YoloDataset
 
         c = self.cfg
         for lv in c.levels:
             check_target(lv, "level")
         torch.set_num_threads(c.threads)
-        (self.run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(c), sort_keys=False))
-        self.data = self.dataset()
-        self.dense = self.baseline()
-        self.dense.eval()
-        space = PruningSpace(self.dense, c.data.imgsz, c.round_to, c.target_metric)
+        data = self.dataset()
+        dense = self.baseline()
+        dense.eval()
+        space = PruningSpace(dense, c.data.imgsz, c.round_to, c.target_metric)
         for lv in c.levels:
             if space.max_sparsity(c.max_ratio) < lv:
                 raise ConfigError(f"level {lv} unreachable with max_ratio {c.max_ratio} "
                                   f"(at most {space.max_sparsity(c.max_ratio):.3f})")
-        self.log(f"baseline {self.baseline_path} | {len(space)} prunable layers | data {self.data}")
-        dense_path = self.run / "dense.json"
-        if dense_path.is_file():
-            self.dense_res = self._add_missing_real(json.loads(dense_path.read_text()), dense_path)
-        else:
-            self.log("measuring dense baseline (test mAP, ONNX Runtime latency)")
-            self.dense_res = {"method": "dense", "level": 0.0, "sparsity": 0.0,
-                              **self.measure(self.dense, self.data, self.run / "dense.onnx")}
-            _write_json(dense_path, self.dense_res)
-        train_ds = YoloDataset(self.data, "train", c.data.imgsz)
-        if c.data.train_images is not None and c.data.train_images < len(train_ds):
-            train_ds = YoloDataset(self.data, "train", c.data.imgsz, indices=list(range(c.data.train_images)))
-        self.train_ds = train_ds
-        self._stage1: dict[int, dict[str, Any]] = {}
-        self._dense_val: float | None = None
-        self.space = space
+        self._inputs = Inputs(data=data, dense=dense, space=space, train_ds=self.train_dataset(data, c.data.imgsz))
+        return self._inputs
 
-    def stage1(self, trial: int) -> dict[str, Any]:
-        """Stage-1 importance, channel scores and budgets of ``trial`` (``importance_t<k>.json``; read
-        back when present, so units in other processes reuse it)."""
+    def train_dataset(self, data: Path, imgsz: tuple[int, int]) -> Any:
+        """The training split at ``imgsz`` (first ``data.train_images``), mixed with ``self.mix``."""
+        from pruning_tools.training import YoloDataset
+
+        c = self.cfg
+        n = c.data.train_images
+        ds = YoloDataset(data, "train", imgsz)
+        if n is not None and n < len(ds):
+            ds = YoloDataset(data, "train", imgsz, indices=list(range(n)))
+        if self.mix:
+            from pruning_tools.training import MixedDataset
+
+            parts = [YoloDataset(d, "train", imgsz, cache=True) for d, _ in self.mix]
+            self.log("training batches mix in " + ", ".join(f"{d} ({len(p)} frames x {r})"
+                                                          for (d, r), p in zip(self.mix, parts)))
+            ds = MixedDataset([ds, *parts], [1, *(r for _, r in self.mix)])
+        return ds
+
+    def needs_stage1(self) -> bool:
+        from pruning_tools.methods import get_method
+
+        return any(get_method(m).uses_importance for m in self.cfg.methods)
+
+    def stage1(self, inputs: Inputs, trial: int) -> dict[str, Any] | None:
+        """Stage 1 of ``trial``: ``{"budgets": {level: ratios}, "importance": per layer, "channel_scores":
+        {layer: per-channel}}`` (``None`` when no method of the config uses it). Written to
+        ``importance_t<k>.json`` and read back from it on a rerun. The dense model is not changed
+        (its BatchNorm statistics are restored after the gradient passes)."""
+        if not self.needs_stage1():
+            return None
         if trial in self._stage1:
             return self._stage1[trial]
         from pruning_tools.importance import budgets_from_importance, compute_importance
         from pruning_tools.training import BatchStream
 
-        c, space = self.cfg, self.space
+        c, space = self.cfg, inputs.space
         path = self.run / f"importance_t{trial}.json"
         st = None
         if path.is_file():
             saved = json.loads(path.read_text())
             if saved.get("batches") == c.importance.batches and saved.get("channel_scores") \
                     and saved.get("layers") == [l.name for l in space.layers]:
-                st = {"importance": np.asarray(saved["importance"]),
+                st = {"importance": [float(v) for v in saved["importance"]],
                       "channel_scores": {k: torch.tensor(v) for k, v in saved["channel_scores"].items()}}
         if st is None:
-            seed = c.seed + trial
-            imp_stream = BatchStream(self.train_ds, c.importance.batch, seed + 1000, c.finetune.crop_width)
-            res = compute_importance(self.dense, space, imp_stream, c.importance.batches, self.progress)
-            st = {"importance": res.layer_importance, "channel_scores": res.channel_scores}
-        for layer, v in zip(space.layers, st["importance"]):
-            layer.importance = float(v)
+            imp_stream = BatchStream(inputs.train_ds, c.importance.batch, c.seed + trial + 1000, c.finetune.crop_width)
+            res = compute_importance(inputs.dense, space, imp_stream, c.importance.batches, self.progress)
+            st = {"importance": [float(v) for v in res.layer_importance], "channel_scores": res.channel_scores}
         st["budgets"] = {lv: budgets_from_importance(space, st["importance"], lv, c.max_ratio, c.importance.beta)
                          for lv in c.levels}
         _write_json(path, {"batches": c.importance.batches, "layers": [l.name for l in space.layers],
@@ -283,50 +317,66 @@ class Pipeline:
         self._stage1[trial] = st
         return st
 
-    def channel_scores(self, method: Any, trial: int) -> dict[str, torch.Tensor] | None:
+    def channel_scores(self, method: Any, stage1: dict[str, Any] | None) -> dict[str, torch.Tensor] | None:
         """Stage-1 per-channel scores where the config asks for them and ``method`` uses stage 1."""
-        if self.cfg.importance.channel_choice == "gradient" and getattr(method, "uses_importance", False):
-            return self.stage1(trial)["channel_scores"]
+        if stage1 and self.cfg.importance.channel_choice == "gradient" and getattr(method, "uses_importance", False):
+            return stage1["channel_scores"]
         return None
 
-    def _proxy_data(self) -> tuple[tuple[int, int], Any]:
-        from pruning_tools.training import YoloDataset
-
+    # ------------------------------------------------------------------ stage 2 parts
+    def proxy_imgsz(self) -> tuple[int, int]:
         c = self.cfg
         sz = tuple(c.rl.proxy_imgsz) if c.rl.proxy_imgsz else tuple(c.data.imgsz)
-        n = c.data.train_images
-        ds = self.train_ds if sz == tuple(c.data.imgsz) else YoloDataset(
-            self.data, "train", sz, indices=list(range(min(n, len(self.train_ds)))) if n is not None else None)
-        return (int(sz[0]), int(sz[1])), ds
+        return int(sz[0]), int(sz[1])
 
-    def val_map_fn(self, max_images: int | None) -> Any:
-        """``model -> mAP50-95`` on the val split at the proxy input size (never the test split)."""
-        sz, _ = self._proxy_data()
-        return _ValMap(self.data, sz, max_images)
+    def proxy_train(self, inputs: Inputs) -> Any:
+        """The training split at the proxy input size (BN recalibration and proxy fine-tuning)."""
+        if inputs.proxy_ds is None:
+            sz = self.proxy_imgsz()
+            inputs.proxy_ds = inputs.train_ds if sz == tuple(self.cfg.data.imgsz) else self.train_dataset(inputs.data, sz)
+        return inputs.proxy_ds
 
-    def dense_val(self) -> float:
-        if self._dense_val is None:
-            self._dense_val = float(self.val_map_fn(self.cfg.data.val_images)(self.dense))
-            self.log(f"dense mAP50-95 on {self.cfg.data.val_images} val images: {self._dense_val:.4f}")
-        return self._dense_val
+    def proxy_spec(self, trial: int, scores: dict[str, torch.Tensor] | None = None, rerank: bool = False) -> ProxySpec:
+        """The search proxy (or, with ``rerank``, the re-ranking proxy) of ``trial``."""
+        r = self.cfg.rl
+        frozen = None if scores is None else tuple((k, tuple(float(x) for x in v)) for k, v in sorted(scores.items()))
+        if rerank:
+            return ProxySpec(self.cfg.seed + trial, r.bn_batches, r.rerank_ft_steps, r.ft_lr, r.rerank_val_images, frozen)
+        return ProxySpec(self.cfg.seed + trial, r.bn_batches, r.ft_steps, r.ft_lr, self.cfg.data.val_images, frozen)
 
-    def make_env(self, level: float, trial: int, uses_importance: bool = False) -> Any:
-        """The stage-2 environment (reward proxy on the val split) for ``level``, ``trial``."""
-        return self.env_factory(level, trial, uses_importance)()
-
-    def env_factory(self, level: float, trial: int, uses_importance: bool = False) -> Any:
-        """A picklable constructor of :meth:`make_env`'s environment (for SB3 subprocess envs)."""
+    def reward_proxy(self, inputs: Inputs, spec: ProxySpec, batched: bool = True) -> Any:
+        """The stage-2 reward proxy described by ``spec`` (val split at the proxy input size, never the
+        test split). With ``batched``, batches go to the executor (Ray) or the local worker pool."""
+        from pruning_tools.rl_env import RewardProxy
         from pruning_tools.training import BatchStream
 
         c = self.cfg
-        sz, ds = self._proxy_data()
-        calib = BatchStream(ds, c.rl.bn_batch, c.seed + trial + 2000, c.finetune.crop_width)
-        scores = self.stage1(trial)["channel_scores"] if (uses_importance and c.importance.channel_choice
-                                                           == "gradient") else None
-        if uses_importance:
-            self.stage1(trial)  # importance is an observation feature of the env
-        return _EnvFactory(self.dense, self.space, level, calib, self.val_map_fn(c.data.val_images), self.dense_val(),
-                           c, scores)
+        calib = BatchStream(self.proxy_train(inputs), c.rl.bn_batch, spec.seed + 2000, c.finetune.crop_width)
+        scores = None if spec.channel_scores is None else {k: torch.tensor(v) for k, v in spec.channel_scores}
+        batch = None
+        if batched and self.executor is not None:
+            batch = self.executor.batch_evaluator(spec)
+        elif batched and self.pool is not None:
+            batch = self.pool.batch_evaluator(spec)
+        return RewardProxy(inputs.dense, inputs.space, calib, _ValMap(inputs.data, self.proxy_imgsz(), spec.val_images),
+                           spec.bn_batches, spec.ft_steps, spec.ft_lr, scores, c.rl.proxy_surgery, batch_evaluate=batch)
+
+    def dense_val(self, inputs: Inputs) -> float:
+        """The dense model's mAP50-95 on the proxy's val images (the reward's reference)."""
+        if inputs.dense_val is None:
+            inputs.dense_val = float(_ValMap(inputs.data, self.proxy_imgsz(), self.cfg.data.val_images)(inputs.dense))
+            self.log(f"dense mAP50-95 on {self.cfg.data.val_images or 'all'} val images at "
+                     f"{self.proxy_imgsz()}: {inputs.dense_val:.4f}")
+        return inputs.dense_val
+
+    def make_env(self, inputs: Inputs, level: float, trial: int, scores: dict[str, torch.Tensor] | None = None) -> Any:
+        """The stage-2 environment of ``level`` / ``trial`` (its proxy removes channels by ``scores``)."""
+        from pruning_tools.rl_env import PruningEnv
+
+        c = self.cfg
+        proxy = self.reward_proxy(inputs, self.proxy_spec(trial, scores))
+        return PruningEnv(inputs.space, level, proxy, self.dense_val(inputs), c.rl.lambda_map, c.rl.lambda_sparsity,
+                          c.max_ratio, c.rl.lambda_flops)
 
     def reward_evaluations(self) -> int:
         """Reward evaluations of one search: ``full``'s episodes (warm-up + PPO + final rollout);
@@ -334,69 +384,65 @@ class Pipeline:
         r = self.cfg.rl
         return r.warmup_episodes + r.episodes + (1 if r.episodes > 0 else 0)
 
-    def ppo_search(self, level: float, trial: int, method: Any) -> Any:
+    def ppo_search(self, ctx: Any, method: Any) -> Any:
         """Stage 2 for ``full``: warm-up from the stage-1 prior, PPO, val-split re-ranking."""
         from pruning_tools.agent import AgentConfig, search
         from pruning_tools.methods import MethodResult
 
-        c = self.cfg
-        prior = self.stage1(trial)["budgets"][level]
-        factory = self.env_factory(level, trial, uses_importance=True)
-        env = factory()
+        c, lv, trial = self.cfg, ctx.level, ctx.trial
+        prior = ctx.stage1["budgets"][lv]
+        scores = self.channel_scores(method, ctx.stage1)
+        env = self.make_env(ctx.inputs, lv, trial, scores)
         acfg = AgentConfig(episodes=c.rl.episodes, warmup_episodes=c.rl.warmup_episodes,
                            warmup_noise=c.rl.warmup_noise, learning_rate=c.rl.learning_rate,
                            episodes_per_update=c.rl.episodes_per_update, n_epochs=c.rl.n_epochs,
                            gamma=c.rl.gamma, log_std_init=c.rl.log_std_init, imitation_steps=c.rl.imitation_steps,
-                           n_envs=c.rl.n_envs, seed=c.seed + trial)
-        sr = search(env, prior, acfg, self.run / "tb" / f"s{int(round(level * 100))}_t{trial}", self.progress,
-                    desc=f"stage 2: PPO s{int(round(level * 100))}", env_factory=factory)
-        rerank = self.rerank(trial, sr.history, uses_importance=True)
+                           seed=c.seed + trial)
+        tag = f"s{int(round(lv * 100))}"
+        sr = search(env, prior, acfg, self.run / "tb" / f"{tag}_t{trial}", self.progress, desc=f"stage 2: PPO {tag}")
+        rerank = self.rerank(ctx.inputs, trial, sr.history, scores)
         ratios = np.asarray(rerank[0]["ratios"]) if rerank else sr.ratios
         info = {"best_reward": sr.reward, "best_proxy_map": sr.map, "episodes": len(sr.history),
                 "rerank": [{k: v for k, v in r.items() if k != "ratios"} for r in rerank],
-                "proxy_evaluations": sr.proxy_evaluations, "wall_s": sr.wall_s, "dense_val_map": self.dense_val(),
+                "proxy_evaluations": sr.proxy_evaluations, "wall_s": sr.wall_s,
+                "dense_val_map": self.dense_val(ctx.inputs),
                 "chosen_from": rerank[0]["candidate"] if rerank else "best episode"}
-        return MethodResult(ratios, info, sr.history, self.channel_scores(method, trial))
+        return MethodResult(ratios, info, sr.history, scores)
 
-    def rerank(self, trial: int, history: list[dict[str, Any]], uses_importance: bool = False
-               ) -> list[dict[str, Any]]:
+    def rerank(self, inputs: Inputs, trial: int, history: list[dict[str, Any]],
+               scores: dict[str, torch.Tensor] | None = None) -> list[dict[str, Any]]:
         """Re-score the ``rl.rerank_top`` best episodes of a search with a more careful proxy
         (``rl.rerank_ft_steps`` fine-tune batches, ``rl.rerank_val_images`` of the val split); best first.
         No candidate is added that the search did not find (the stage-1 prior competes only as an episode)."""
-        from pruning_tools.rl_env import RewardProxy
-        from pruning_tools.training import BatchStream
-
         c = self.cfg.rl
         if c.rerank_top <= 0:
             return []
         cands: list[tuple[str, list[float]]] = []
         seen = set()
         for h in sorted(history, key=lambda h: -h["reward"]):
-            key = tuple(self.space.kept(i, r) for i, r in enumerate(h["ratios"]))
+            key = tuple(inputs.space.kept(i, r) for i, r in enumerate(h["ratios"]))
             if key in seen:
                 continue
             seen.add(key)
             cands.append((f"episode {h['episode']} ({h['kind']})", h["ratios"]))
             if len(cands) >= c.rerank_top:
                 break
-        _, ds = self._proxy_data()
-        calib = BatchStream(ds, c.bn_batch, self.cfg.seed + trial + 2000, self.cfg.finetune.crop_width)
-        scores = self.stage1(trial)["channel_scores"] if (uses_importance and self.cfg.importance.channel_choice
-                                                           == "gradient") else None
-        proxy = RewardProxy(self.dense, self.space, calib, self.val_map_fn(c.rerank_val_images), c.bn_batches,
-                            c.rerank_ft_steps, c.ft_lr, scores, c.proxy_surgery)
+        proxy = self.reward_proxy(inputs, self.proxy_spec(trial, scores, rerank=True))
+        proxy.prefetch([r for _, r in cands])
         out = [{"candidate": name, "map": proxy(ratios), "ratios": ratios} for name, ratios in cands]
         out.sort(key=lambda r: -r["map"])
         self.log("rerank (val split): " + ", ".join(f"{r['candidate']}={r['map']:.4f}" for r in out))
         return out
 
     # ------------------------------------------------------------------ units
-    def run_unit(self, method: str, level: float, trial: int) -> dict[str, Any]:
-        """One (method, level, trial) unit: ratios, stage 3, test-split measurements; its record.
+    def run_unit(self, inputs: Inputs, method: str, level: float, trial: int, stage1: dict[str, Any] | None,
+                 dense_res: dict[str, Any]) -> dict[str, Any]:
+        """One (method, level, trial) unit: ratios, stage 3, test-split measurements; writes its folder.
 
-        A plain call (an executor may run units in other processes: shared inputs are files in the
-        run folder). A finished unit's ``result.json`` is returned as is.
+        A pure function of its arguments and the seed, so it gives the same result wherever it runs
+        (an executor runs units in other processes). A finished unit's ``result.json`` is returned as is.
 
+        :param stage1: the trial's :meth:`stage1` result (needed by the methods that use stage 1).
         :raises PruningError: when the method's ratios or the pruned model miss the level by more than 1 %.
         """
         from pruning_tools.finetune import FinetuneConfig, prune_and_finetune
@@ -405,18 +451,23 @@ class Pipeline:
         from pruning_tools.training import BatchStream
         from pruning_tools.ultralytics_adapter import save_checkpoint
 
-        self.prepare()
-        c, space = self.cfg, self.space
+        c, space = self.cfg, inputs.space
+        m = get_method(method)
+        if m.uses_importance and not stage1:
+            raise ValueError(f"method {method!r} needs the trial's stage-1 result")
+        if stage1:  # the layers' importance is part of the stage-2 observation
+            for layer, imp in zip(space.layers, stage1["importance"]):
+                layer.importance = float(imp)
         out = level_dir(self.run, method, level, trial)
         res_path = out / "result.json"
+        tag = f"{method} s{int(round(level * 100))} t{trial}"
         if res_path.is_file():
-            self.log(f"{method} s{int(round(level * 100))} t{trial}: done earlier (resume)")
-            return self._add_missing_real(json.loads(res_path.read_text()), res_path)
+            self.log(f"{tag}: done earlier (resume)")
+            return json.loads(res_path.read_text())
         t_m = time.monotonic()
         seed = c.seed + trial
         torch.manual_seed(seed)
-        m = get_method(method)
-        result = m.ratios(UnitContext(self, level, trial, out))
+        result = m.ratios(UnitContext(self, inputs, level, trial, out, stage1))
         ratios = np.asarray(result.ratios, dtype=np.float64)
         achieved = float(space.sparsity(ratios))
         if abs(achieved - level) > LEVEL_TOLERANCE:
@@ -424,7 +475,7 @@ class Pipeline:
                                f"{achieved:.4f}, more than {LEVEL_TOLERANCE:.0%} from the level")
         if result.history is not None:
             _write_json(out / "search.json", {**result.search, "history": result.history, "ratios": ratios})
-        stream = BatchStream(self.train_ds, c.finetune.batch, seed, c.finetune.crop_width)
+        stream = BatchStream(inputs.train_ds, c.finetune.batch, seed, c.finetune.crop_width)
         fcfg = FinetuneConfig(prune_steps=c.finetune.prune_steps, steps_per_prune=c.finetune.steps_per_prune,
                               final_steps=c.finetune.final_steps, batch=c.finetune.batch,
                               lr0=c.finetune.lr0, checkpoint_every=c.finetune.checkpoint_every,
@@ -433,10 +484,9 @@ class Pipeline:
         meta = {"kind": "pruned", "method": method, "level": level, "trial": trial, "seed": seed,
                 "baseline": str(self.baseline_path.name), "ratios": [float(r) for r in ratios],
                 "layers": [l.name for l in space.layers], "round_to": c.round_to, "channel_choice": choice}
-        model, ft = prune_and_finetune(self.dense, space, ratios, stream, out, fcfg, meta, result.channel_scores,
+        model, ft = prune_and_finetune(inputs.dense, space, ratios, stream, out, fcfg, meta, result.channel_scores,
                                        self.progress, desc=f"stage 3: {method} s{int(round(level * 100))}")
-        meas = self.measure(model, self.data, out / "model.onnx")
-        dense_res = self.dense_res
+        meas = self.measure(model, inputs.data, out / "model.onnx")
         rec = {"method": method, "level": level, "trial": trial, "seed": seed,
                "sparsity": round(1 - meas["params"] / dense_res["params"], 4),
                "target_metric": c.target_metric, "achieved_target": round(achieved, 4),
@@ -455,8 +505,8 @@ class Pipeline:
                                                   "finetune": ft, "map50_95": meas["map50_95"],
                                                   "map50": meas["map50"], "sparsity": rec["sparsity"]})
         _write_json(res_path, rec)
-        self.log(f"{method} s{int(round(level * 100))} t{trial}: mAP50-95 {meas['map50_95']:.4f} "
-                 f"mAP50 {meas['map50']:.4f} {meas['latency_ms']:.1f} ms sparsity {rec['sparsity']:.3f}")
+        self.log(f"{tag}: mAP50-95 {meas['map50_95']:.4f} mAP50 {meas['map50']:.4f} sparsity {rec['sparsity']:.3f} "
+                 f"({rec['wall_s']:.0f} s)")
         return rec
 
     def units(self) -> list[tuple[str, float, int]]:
@@ -465,9 +515,46 @@ class Pipeline:
         return [(m, lv, t) for t in range(c.trials) for lv in c.levels for m in c.methods]
 
     def run_all(self) -> dict[str, Any]:
-        self.prepare()
-        records = [self.run_unit(m, lv, t) for m, lv, t in self.units()]
-        return self.report(self.dense_res, records, self.space)
+        c = self.cfg
+        (self.run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(c), sort_keys=False))
+        inputs = self.prepare()
+        self.log(f"baseline {self.baseline_path} | {len(inputs.space)} prunable layers | data {inputs.data}")
+        dense_path = self.run / "dense.json"
+        if dense_path.is_file():
+            dense_res = self._add_missing_real(json.loads(dense_path.read_text()), dense_path)
+        else:
+            self.log("measuring dense baseline (test mAP, ONNX Runtime latency)")
+            dense_res = {"method": "dense", "level": 0.0, "sparsity": 0.0,
+                         **self.measure(inputs.dense, inputs.data, self.run / "dense.onnx")}
+            _write_json(dense_path, dense_res)
+        units = self.units()
+        done: dict[tuple[str, float, int], dict[str, Any]] = {}
+        for u in units:
+            res_path = level_dir(self.run, *u) / "result.json"
+            if res_path.is_file():
+                done[u] = json.loads(res_path.read_text())
+                self.log(f"{u[0]} s{int(round(u[1] * 100))} t{u[2]}: done earlier (resume)")
+        todo = [u for u in units if u not in done]
+        stage1 = {t: self.stage1(inputs, t) for t in sorted({u[2] for u in todo})}
+        if self.executor is not None and todo:
+            done.update(self.executor.run_units(self, inputs, todo, stage1, dense_res))
+        elif todo:
+            workers = c.rl.workers if any(u[0] in ("full", "random") for u in todo) else 1
+            if workers > 1:
+                from pruning_tools.local_pool import LocalPool
+
+                self.pool = LocalPool(self, inputs, workers)
+            try:
+                for k, u in enumerate(todo):
+                    self.log(f"unit {k + 1}/{len(todo)}: {u[0]} s{int(round(u[1] * 100))} t{u[2]}")
+                    done[u] = self.run_unit(inputs, *u, stage1[u[2]], dense_res)
+            finally:
+                if self.pool is not None:
+                    self.pool.close()
+                    self.pool = None
+        # real-frame AP for results measured without it (earlier runs, units run on other nodes)
+        done = {u: self._add_missing_real(r, level_dir(self.run, *u) / "result.json") for u, r in done.items()}
+        return self.report(dense_res, [done[u] for u in units], inputs.space)
 
     # ------------------------------------------------------------------ outputs
     def interleave_latency(self, dense_res: dict[str, Any], records: list[dict[str, Any]]
@@ -481,7 +568,8 @@ class Pipeline:
         paths: dict[str, Path] = {}
         dense_onnx = self.run / "dense.onnx"
         if not dense_onnx.is_file():
-            export_onnx(self.dense, dense_onnx, imgsz=c.data.imgsz, class_names=class_names(self.dense))
+            dense = self.prepare().dense
+            export_onnx(dense, dense_onnx, imgsz=c.data.imgsz, class_names=class_names(dense))
         paths["dense"] = dense_onnx
         for r in records:
             key = f"{r['method']}/{r['level']}/{r['trial']}"
@@ -521,6 +609,7 @@ class Pipeline:
         pairs = [d for lv in c.levels for a, b in PAIRS if a in c.methods and b in c.methods
                  for d in [paired_differences(records, a, b, lv)] if d is not None]
         results = {"config": config_to_dict(c), "baseline": str(self.baseline_path),
+                   "mix": [{"dataset": str(d), "repeats": r} for d, r in self.mix],
                    "evaluator": getattr(self, "evaluator", dense_res.get("evaluator")), "dense": dense_res,
                    "records": records, "aggregate": agg, "paired_differences": pairs, "latency": lat_info,
                    "selection_split": "val", "report_split": "test",
@@ -669,13 +758,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="run folder (default: config run_dir or runs/prune_<name>_<n>)")
     p.add_argument("--data", type=Path, default=None, help="override data.dataset")
     p.add_argument("--baseline", type=Path, default=None, help="override the baseline checkpoint")
-    p.add_argument("--real-eval", type=Path, default=None,
-                   help="real KITTI object root: add real-frame AP columns (the baseline's real train/val frames "
-                        "are left out)")
-    p.add_argument("--real-split-file", type=Path, default=None,
-                   help="with --real-eval: evaluate only --real-split's frames of this JSON {train,val,test: [ids]}")
-    p.add_argument("--real-split", default="test", help="split of --real-split-file (default test)")
+    from pruning_tools.evaluate import add_real_eval_args
+
+    add_real_eval_args(p, "columns")
+    p.add_argument("--mix", nargs=2, action="append", default=[], metavar=("DIR", "REPEATS"),
+                   help="also fine-tune on this YOLO dataset's train split, repeated REPEATS times per epoch "
+                        "(e.g. the baseline's real training frames); may be given again; not with --ray")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run the units and reward evaluations on Ray: 'local' (a Ray on this machine's cores), "
+                        "'auto' (the cluster named by RAY_ADDRESS) or HOST:PORT of a head node")
     a = p.parse_args(argv)
     try:
         cfg = load_config(a.config)
@@ -687,9 +779,20 @@ def main(argv: list[str] | None = None) -> int:
             if a.baseline is not None:
                 cfg = dataclasses.replace(cfg, baseline=str(a.baseline))
         run = a.out or (Path(cfg.run_dir) if cfg.run_dir else next_run_dir(Path("runs"), f"prune_{cfg.name}"))
-        Pipeline(cfg, run, progress=not a.no_progress, real_eval=a.real_eval, real_split_file=a.real_split_file,
-                 real_split=a.real_split).run_all()
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        mix = [(Path(d), int(r)) for d, r in a.mix]
+        if any(r < 1 for _, r in mix):
+            raise ValueError("--mix REPEATS must be >= 1")
+        if mix and a.ray is not None:
+            raise ValueError("--mix is not supported with --ray yet (workers read only the packed dataset)")
+        real = {"real_eval": a.real_eval, "real_split_file": a.real_split_file, "real_split": a.real_split}
+        if a.ray is None:
+            Pipeline(cfg, run, progress=not a.no_progress, mix=mix, **real).run_all()
+        else:
+            from pruning_tools.distributed import RayExecutor  # Ray is imported only here
+
+            with RayExecutor(a.ray) as ex:
+                Pipeline(cfg, run, progress=not a.no_progress, executor=ex, **real).run_all()
+    except (ConfigError, FileNotFoundError, ValueError, ConnectionError) as exc:
         print(f"pruning-tools prune: error: {exc}", file=sys.stderr)
         return 2
     print(f"run folder: {run}")

@@ -82,7 +82,9 @@ class RLConfig:
     more careful proxy (``rerank_ft_steps`` fine-tune batches, ``rerank_val_images`` val images,
     ``None``: the whole val split) and the best of those is kept (0: keep the best episode). The same
     re-ranking serves ``random``. ``lambda_flops``: reward weight of the conv FLOPs removed (points);
-    ``n_envs``: PPO environments in parallel subprocesses; ``proxy_imgsz``: input size of the reward
+    ``workers``: processes on this machine evaluating the rewards of a batch in parallel (the episodes
+    of one PPO rollout, the warm-up episodes, random search's vectors; one torch thread each; 1: in this
+    process; with ``--ray`` Ray's workers do it); ``proxy_imgsz``: input size of the reward
     proxy's BN recalibration, fine-tuning and val evaluation (``None``: ``data.imgsz``);
     ``proxy_surgery``: ``mask`` (zero the channels, one graph trace in all) or ``physical``.
     """
@@ -104,7 +106,7 @@ class RLConfig:
     rerank_ft_steps: int = 8
     rerank_val_images: int | None = None
     lambda_flops: float = 0.0
-    n_envs: int = 1
+    workers: int = 1
     log_std_init: float = -1.0
     imitation_steps: int = 200
     proxy_imgsz: tuple[int, int] | None = None
@@ -113,12 +115,11 @@ class RLConfig:
     def __post_init__(self) -> None:
         if self.proxy_surgery not in ("mask", "physical"):
             raise ValueError(f"rl.proxy_surgery must be 'mask' or 'physical', got {self.proxy_surgery!r}")
-        if self.n_envs < 1:
-            raise ValueError(f"rl.n_envs must be >= 1, got {self.n_envs}")
-        per_rollout = max(1, self.episodes_per_update // self.n_envs) * self.n_envs
-        if self.episodes % per_rollout:
-            raise ValueError(f"rl.episodes ({self.episodes}) must be a multiple of the episodes per PPO rollout "
-                             f"({per_rollout} = rl.episodes_per_update spread over rl.n_envs), so that PPO and "
+        if self.workers < 1:
+            raise ValueError(f"rl.workers must be >= 1, got {self.workers}")
+        if self.episodes % self.episodes_per_update:
+            raise ValueError(f"rl.episodes ({self.episodes}) must be a multiple of rl.episodes_per_update "
+                             f"({self.episodes_per_update}: the episodes of one PPO rollout), so that PPO and "
                              "random search get the same number of reward evaluations")
         if self.proxy_imgsz is not None and (len(self.proxy_imgsz) != 2
                                              or any(int(v) % 32 or int(v) <= 0 for v in self.proxy_imgsz)):
@@ -275,7 +276,7 @@ def config_from_dict(raw: dict[str, Any]) -> PruneConfig:
 def load_config(path: str | Path) -> PruneConfig:
     """Load and validate a YAML configuration file.
 
-    :raises ConfigError: naming the file and the offending key.
+    :raises ConfigError: naming the file and the offending key; an empty file (or ``{}``) is refused.
     :raises FileNotFoundError: when the file is missing.
     """
     path = Path(path)
@@ -287,8 +288,11 @@ def load_config(path: str | Path) -> PruneConfig:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    if not raw:  # an empty file would silently start the full default run (hours)
+        raise ConfigError(f"{path}: the config file is empty (no settings); write the keys to use, e.g. "
+                          "start from pruning_tools/configs/quick.yaml (minutes) or full.yaml (hours)")
     try:
-        return config_from_dict(raw or {})
+        return config_from_dict(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 

@@ -52,24 +52,49 @@ class RewardProxy:
     :param surgery: ``physical`` (prune a copy with Torch-Pruning: one dependency-graph trace per
         candidate) or ``mask`` (:class:`~pruning_tools.pruning.ChannelMasks`: zero the same channels
         of a full-width copy; one trace in all, the same outputs — tested).
+    :param batch_evaluate: ``[ratios, ...] -> [mAP, ...]`` computing the same values elsewhere (local
+        worker processes, Ray workers); :meth:`prefetch` sends cache misses through it. ``None``:
+        evaluate here, one by one.
     """
 
     def __init__(self, model: nn.Module, space: PruningSpace, calib: BatchStream,
                  evaluate: Callable[[nn.Module], float], bn_batches: int = 4, ft_steps: int = 0,
                  ft_lr: float = 0.002, channel_scores: dict[str, torch.Tensor] | None = None,
-                 surgery: str = "physical") -> None:
+                 surgery: str = "physical",
+                 batch_evaluate: Callable[[list[list[float]]], list[float]] | None = None) -> None:
         if surgery not in ("physical", "mask"):
             raise ValueError(f"proxy surgery must be 'physical' or 'mask', got {surgery!r}")
         self.model, self.space, self.calib, self.evaluate = model, space, calib, evaluate
         self.bn_batches, self.ft_steps, self.ft_lr = int(bn_batches), int(ft_steps), float(ft_lr)
         self.channel_scores = channel_scores
         self.surgery = surgery
+        self.batch_evaluate = batch_evaluate
         self._masks: ChannelMasks | None = None
         self.cache: dict[tuple[int, ...], float] = {}
         self.calls = 0
 
     def key(self, ratios: Sequence[float]) -> tuple[int, ...]:
         return tuple(self.space.kept(i, float(r)) for i, r in enumerate(ratios))
+
+    def prefetch(self, batch: Sequence[Sequence[float]]) -> None:
+        """Evaluate every not yet cached ratio vector of ``batch`` (as one batch when ``batch_evaluate`` is set)."""
+        todo: dict[tuple[int, ...], list[float]] = {}
+        for ratios in batch:
+            k = self.key(ratios)
+            if k not in self.cache and k not in todo:
+                todo[k] = [float(r) for r in ratios]
+        if not todo:
+            return
+        if self.batch_evaluate is None:
+            for r in todo.values():
+                self(r)
+            return
+        values = self.batch_evaluate(list(todo.values()))
+        if len(values) != len(todo):
+            raise RuntimeError(f"batch evaluation returned {len(values)} values for {len(todo)} ratio vectors")
+        self.calls += len(todo)
+        for k, v in zip(todo, values):
+            self.cache[k] = float(v)
 
     def __call__(self, ratios: Sequence[float]) -> float:
         k = self.key(ratios)
@@ -189,10 +214,24 @@ class PruningEnv(gym.Env):
         self.prev = 0.0
         return self._obs(), {}
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def _ratio(self, action: Any) -> tuple[float, float, float]:
         a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
         lo, hi = self.bounds(self.t)
-        ratio = float(np.clip((a + 1.0) / 2.0 * self.max_ratio, lo, hi))
+        return float(np.clip((a + 1.0) / 2.0 * self.max_ratio, lo, hi)), lo, hi
+
+    def final_ratios(self, action: Any) -> np.ndarray | None:
+        """The ratios the episode ends with if ``action`` is taken now (``None`` unless this is the last step).
+
+        Lets a caller evaluate the final rewards of several environments as one batch before stepping them.
+        """
+        if self.t != self.n - 1:
+            return None
+        r = self.ratios.copy()
+        r[self.t] = self._ratio(action)[0]
+        return r
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        ratio, lo, hi = self._ratio(action)
         before = self.space.sparsity(self.ratios)
         self.ratios[self.t] = ratio
         after = self.space.sparsity(self.ratios)

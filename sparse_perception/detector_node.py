@@ -6,11 +6,13 @@ publish. Interface, QoS and semantics: docs/node.md.
 """
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 import threading
 import time
-from typing import Any
+import traceback
+from typing import Any, Callable, TypeVar
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -35,6 +37,37 @@ from sparse_perception_msgs.srv import SetSparsity
 
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
                      durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+#: ``~/set_sparsity`` keeps this many pending requests (the rclpy default, 10, drops the rest of a burst)
+SERVICE_DEPTH = 1000
+SERVICE_QOS = QoSProfile(depth=SERVICE_DEPTH, reliability=QoSReliabilityPolicy.RELIABLE,
+                         durability=QoSDurabilityPolicy.VOLATILE)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def contained(what: str, on_error: Callable[..., Any] | None = None) -> Callable[[_F], _F]:
+    """Keep any exception inside a callback: log it with its traceback, count it, answer ``on_error``.
+
+    An exception leaving a callback ends the executor's ``spin_once`` and with it the process;
+    no input may do that. ``on_error(*args, message)`` builds the answer of a service or
+    parameter callback (``None`` for subscriptions and timers).
+    """
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def guarded(self: DetectorNode, *args: Any) -> Any:
+            try:
+                return fn(self, *args)
+            except Exception as exc:  # noqa: BLE001 - the process must survive any one callback
+                self.stats.on_callback_error()
+                message = f"{what} failed, node keeps running: {type(exc).__name__}: {exc}"
+                self.get_logger().error(f"{message}\n{traceback.format_exc()}")
+                return on_error(*args, message) if on_error is not None else None
+        return guarded  # type: ignore[return-value]
+    return wrap
+
+
+def _service_error(req: Any, resp: Any, message: str) -> Any:
+    resp.success, resp.message = False, message
+    return resp
 
 
 def image_qos(reliability: str) -> QoSProfile:
@@ -69,7 +102,8 @@ class DetectorNode(LifecycleNode):
         self._timer: Any = None
         self._status_pub: Any = None
         self._pubs: dict[str, Any] = {}
-        self.create_service(SetSparsity, "~/set_sparsity", self._on_set_sparsity, callback_group=self._control_group)
+        self.create_service(SetSparsity, "~/set_sparsity", self._on_set_sparsity, qos_profile=SERVICE_QOS,
+                            callback_group=self._control_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ------------------------------------------------------------------ lifecycle
@@ -163,13 +197,14 @@ class DetectorNode(LifecycleNode):
             self._status_pub = None
 
     # ------------------------------------------------------------------ data path
+    @contained("image callback")
     def _on_image(self, msg: Image | CompressedImage, info: Any) -> None:
         t0 = time.perf_counter()
         gid = info.get("publisher_gid") if isinstance(info, dict) else None
         self.stats.on_received(str(gid), info.get("publication_sequence_number") if isinstance(info, dict) else None)
         try:
             img = rc.image_to_bgr(msg)
-        except ValueError as exc:
+        except Exception as exc:  # noqa: BLE001 - every decode failure is a logged, counted bad frame
             self.stats.on_error()
             stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
             self.get_logger().error(f"bad image (stamp {stamp}, frame_id {msg.header.frame_id!r}) skipped: {exc}")
@@ -191,6 +226,7 @@ class DetectorNode(LifecycleNode):
         # engine time = letterbox + inference + decode/NMS (runtime.DetectionResult.timing)
         self.stats.on_processed((time.perf_counter() - t0) * 1e3, float(result.timing["total_ms"]))
 
+    @contained("driving_condition callback")
     def _on_condition(self, msg: DrivingCondition) -> None:
         try:
             self._last_condition = rc.condition_from_msg(msg)
@@ -251,6 +287,7 @@ class DetectorNode(LifecycleNode):
             self._apply_policy()
         return True, "auto mode: the condition-driven policy chooses the level"
 
+    @contained("set_sparsity", _service_error)
     def _on_set_sparsity(self, req: SetSparsity.Request, resp: SetSparsity.Response) -> SetSparsity.Response:
         if req.level == "auto":
             resp.success, resp.message = self._set_auto()
@@ -266,6 +303,7 @@ class DetectorNode(LifecycleNode):
             self.get_logger().warning(f"set_sparsity rejected: {resp.message}")
         return resp
 
+    @contained("set_parameters", lambda params, message: SetParametersResult(successful=False, reason=message))
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for p in params:
             if p.name == "sparsity_level" and self.pool is not None and p.value:
@@ -286,14 +324,19 @@ class DetectorNode(LifecycleNode):
         self._status_pub.publish(rc.engine_status(status, self._mode, self.pool.levels(), self._last_swap_ns,
                                                   self._last_swap_ms))
 
+    @contained("diagnostics timer")
     def _publish_diagnostics(self) -> None:
         if self.pool is None:
             return
         values: dict[str, Any] = {**self.stats.snapshot(), "active_level": self.pool.active_level,
                                   "mode": self._mode}
-        level = DiagnosticStatus.WARN if values["frames_dropped"] or values["frames_bad"] else DiagnosticStatus.OK
-        self._pubs["diagnostics"].publish(rc.diagnostics(f"{self.get_fully_qualified_name()}: detector", "cpu",
-                                                         values, level, f"level {self.pool.active_level}"))
+        meta = self.pool.status()
+        values.update(backend=meta["backend"], device=meta["device"])
+        warn = values["frames_dropped"] or values["frames_bad"] or values["callback_errors"]
+        level = DiagnosticStatus.WARN if warn else DiagnosticStatus.OK
+        self._pubs["diagnostics"].publish(rc.diagnostics(f"{self.get_fully_qualified_name()}: detector",
+                                                         f"{meta['backend']}:{meta['device']}", values, level,
+                                                         f"level {self.pool.active_level}"))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["ENCODINGS", "compressed_to_bgr", "image_to_bgr"]
+__all__ = ["ENCODINGS", "MAX_PIXELS", "compressed_to_bgr", "declared_size", "image_to_bgr"]
 
 #: encoding -> (channels, bytes per channel)
 ENCODINGS: dict[str, tuple[int, int]] = {"bgr8": (3, 1), "rgb8": (3, 1), "bgra8": (4, 1), "rgba8": (4, 1),
@@ -63,15 +63,56 @@ def image_to_bgr(encoding: str, height: int, width: int, step: int, data: Any, i
     return cv2.cvtColor(np.ascontiguousarray(px[:, :, 0]), cv2.COLOR_GRAY2BGR)
 
 
+#: largest decoded frame accepted (pixels): 8192 x 8192; a header declaring more is refused before decoding
+MAX_PIXELS = 8192 * 8192
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def declared_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG header declares, without decoding; None for other or unreadable headers."""
+    head = buf[:24].tobytes()
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24 and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    data, i = buf.tobytes(), 2
+    while i + 9 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker in _SOF:
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
 def compressed_to_bgr(fmt: str, data: Any) -> np.ndarray:
     """Decode a CompressedImage payload (jpeg/png) to BGR uint8.
 
-    :raises ValueError: empty or undecodable data (names the format).
+    Every failure is a ``ValueError``: OpenCV's own errors (``cv2.error``, e.g. for a header that
+    declares an absurd size) are converted, and a PNG/JPEG header declaring more than
+    :data:`MAX_PIXELS` is refused before anything is allocated.
+
+    :raises ValueError: empty, oversized or undecodable data (names the format).
     """
     buf = _buffer(data)
     if buf.size == 0:
         raise ValueError(f"compressed image ({fmt!r}) has no data")
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    size = declared_size(buf)
+    if size is not None and (size[0] * size[1] > MAX_PIXELS or 0 in size):
+        raise ValueError(f"compressed image ({fmt!r}, {buf.size} bytes) declares {size[0]}x{size[1]} pixels; "
+                         f"accepted: 1 to {MAX_PIXELS} pixels")
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot decode compressed image of format {fmt!r} ({buf.size} bytes): {first}") from exc
     if img is None or img.size == 0:
         raise ValueError(f"cannot decode compressed image of format {fmt!r} ({buf.size} bytes)")
     return img

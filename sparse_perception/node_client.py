@@ -126,7 +126,17 @@ class DetectorClient:
         return bool(self._call(self.change_client, req, timeout).success)
 
     def state(self, timeout: float = 30.0) -> str:
-        return str(self._call(self.state_client, GetState.Request(), timeout).current_state.label)
+        """The node's lifecycle state. ``get_state`` is read-only, so an unanswered request is sent again:
+        a request written right after discovery can be lost before the server's reader has matched."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return str(self._call(self.state_client, GetState.Request(), max(0.1, min(5.0, left)))
+                           .current_state.label)
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
 
     def set_sparsity(self, level: str = "", sparsity: float = -1.0, timeout: float = 10.0) -> SetSparsity.Response:
         return self._call(self.swap_client, SetSparsity.Request(level=level, sparsity=sparsity), timeout)

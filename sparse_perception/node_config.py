@@ -202,6 +202,7 @@ class FrameStats:
         self.processed = 0
         self.dropped = 0
         self.errors = 0
+        self.callback_errors = 0
 
     def on_received(self, publisher: Any, sequence: int | None) -> None:
         """Count a frame taken from the queue; ``sequence`` gaps per ``publisher`` are drops."""
@@ -228,6 +229,11 @@ class FrameStats:
         with self._lock:
             self.errors += 1
 
+    def on_callback_error(self) -> None:
+        """Count an exception caught at a callback's edge (logged with its traceback; the node runs on)."""
+        with self._lock:
+            self.callback_errors += 1
+
     def mean_inference_ms(self) -> float:
         with self._lock:
             return float(np.mean(self._infer)) if self._infer else 0.0
@@ -248,4 +254,5 @@ class FrameStats:
                 "frames_processed": self.processed,
                 "frames_dropped": self.dropped,
                 "frames_bad": self.errors,
+                "callback_errors": self.callback_errors,
             }

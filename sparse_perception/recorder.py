@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from sparse_perception.partials import remove_stale_partials
 from sparse_perception.replay import QosChoice, import_message_class, rclpy_qos
 
 STORAGES = ("mcap", "sqlite3")
@@ -125,6 +126,8 @@ class Recorder:
         if self._writer is not None:
             raise RuntimeError("recorder already started")
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_partials(self.out):  # left by a killed recorder (its process is gone)
+            self._print(f"removed stale partial bag {stale}")
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3

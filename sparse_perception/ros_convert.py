@@ -63,10 +63,12 @@ def to_detections(result: Any, header: Header) -> Detection2DArray:
     """Convert a runtime ``DetectionResult`` to ``sparse_perception_msgs/Detection2DArray``.
 
     :param result: object with ``boxes`` (M,4) xyxy in input pixels, ``scores`` (M,),
-        ``class_ids`` (M,) and ``class_names`` (index -> name).
+        ``class_ids`` (M,), ``class_names`` (index -> name) and, when present, ``level`` and
+        ``timing["total_ms"]`` (written to the array's ``level`` and ``engine_time_ms``).
     :param header: the input image's header (copied into the array and every detection).
     """
-    arr = Detection2DArray(header=header)
+    arr = Detection2DArray(header=header, level=str(getattr(result, "level", "") or ""),
+                           engine_time_ms=float((getattr(result, "timing", None) or {}).get("total_ms", 0.0)))
     for cx, cy, w, h, score, name in _boxes(result):
         det = Detection2D(header=header, id="")
         det.bbox = BoundingBox2D(center_x=cx, center_y=cy, theta=0.0, size_x=w, size_y=h)

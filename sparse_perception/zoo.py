@@ -13,16 +13,16 @@ Layout of a manifest (``schema_version`` 1)::
     class_names: [Car, Pedestrian, Cyclist]
     data: {source: generated, root: ..., split: test}   # free-form provenance
     artifacts:
-      - level: s75                 # sparsity level name, [A-Za-z0-9_-]+
+      - level: s75                 # sparsity level name, [A-Za-z0-9_-]+, not "auto" (reserved)
         sparsity: 0.75             # fraction of prunable channels removed, [0, 1)
         precision: int8            # fp32 | fp16 | int8
         backend: onnxruntime       # onnxruntime | tensorrt
-        path: s75/model_int8.onnx  # relative to the manifest's folder
+        path: s75/model_int8.onnx  # relative to the manifest's folder and inside it (symlinks resolved)
         sha256: <64 hex>
         size_bytes: 1234
         input_shape: [1, 3, 384, 1248]
         class_names: [Car, Pedestrian, Cyclist]
-        selected: true             # the bisection's choice for (level, backend)
+        selected: true             # the bisection's choice for (level, backend): at most one each
         map50_95: 0.41             # or null when not measured
         map50: 0.70
         map_by_condition: {day_clear: {map50_95: .., map50: ..}, ...}
@@ -48,6 +48,8 @@ import jsonschema
 import yaml
 
 SCHEMA_VERSION = 1
+#: level names a manifest may not use: ``auto`` means policy mode for ``~/set_sparsity`` and ``sparsity_level``
+RESERVED_LEVELS = ("auto",)
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("onnxruntime", "tensorrt")
 
@@ -225,13 +227,40 @@ def validate_manifest_dict(data: Any, source: str = "<manifest>") -> None:
         err = errors[0]
         raise ManifestError(f"{source}: invalid field {_field_path(err)}: {err.message}")
     levels: dict[tuple[str, str, str], int] = {}
+    selected: dict[tuple[str, str], int] = {}
     for i, art in enumerate(data["artifacts"]):
+        if art["level"] in RESERVED_LEVELS:
+            raise ManifestError(f"{source}: invalid field artifacts[{i}].level: {art['level']!r} is reserved "
+                                f"(it selects the policy's auto mode); reserved names: {list(RESERVED_LEVELS)}")
         key = (art["level"], art["backend"], art["precision"])
         if key in levels:
             raise ManifestError(f"{source}: invalid field artifacts[{i}]: duplicate of artifacts[{levels[key]}] {key}")
         levels[key] = i
+        if art.get("selected", False):
+            pair = (art["level"], art["backend"])
+            if pair in selected:
+                raise ManifestError(f"{source}: invalid field artifacts[{i}].selected: artifacts[{selected[pair]}] "
+                                    f"is already selected for level {pair[0]!r} on {pair[1]}; "
+                                    "mark exactly one per (level, backend)")
+            selected[pair] = i
         if art["backend"] == "tensorrt" and "tensorrt" not in art:
             raise ManifestError(f"{source}: invalid field artifacts[{i}].tensorrt: required for backend tensorrt")
+
+
+def contained_path(root: Path, rel: str, where: str) -> Path:
+    """``root / rel`` with symlinks resolved, refused unless it lies inside ``root`` (itself resolved).
+
+    Checked before any file is opened, so a manifest cannot point the loader (or its sha256
+    check) at files outside its folder with ``..``, an absolute path or a symlink.
+
+    :raises ManifestError: naming ``where``, the path and the folder.
+    """
+    base = root.resolve()
+    target = (base / rel).resolve()
+    if not target.is_relative_to(base):
+        raise ManifestError(f"{where}: {rel!r} resolves to {target}, outside the manifest's folder {base}; "
+                            "artifact paths must stay inside it")
+    return target
 
 
 def load_manifest(path: str | Path, verify: bool = False) -> Manifest:
@@ -253,10 +282,11 @@ def load_manifest(path: str | Path, verify: bool = False) -> Manifest:
         raise ManifestError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
     validate_manifest_dict(data, str(path))
     arts = []
-    for a in data["artifacts"]:
+    for i, a in enumerate(data["artifacts"]):
         arts.append(Artifact(
             level=a["level"], sparsity=float(a["sparsity"]), precision=a["precision"], backend=a["backend"],
-            path=(path.parent / a["path"]).resolve(), sha256=a["sha256"],
+            path=contained_path(path.parent, a["path"], f"{path}: invalid field artifacts[{i}].path"),
+            sha256=a["sha256"],
             input_shape=tuple(a["input_shape"]), class_names=tuple(a["class_names"]),
             selected=bool(a.get("selected", True)), map50_95=a.get("map50_95"), map50=a.get("map50"),
             map_by_condition=dict(a.get("map_by_condition", {})), latency_ms=dict(a.get("latency_ms", {})),

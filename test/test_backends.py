@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -44,3 +45,23 @@ def test_errors(tmp_path: Path) -> None:
     assert parse_names("{0: 'person', 1: 'car'}") == ("person", "car")
     with pytest.raises(ValueError):
         parse_names("__import__('os')")
+
+
+class _AnchorsFirst(torch.nn.Module):
+    """A YOLOX-like head: (1, N, 5 + nc) with N anchors first, no class names in the metadata."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean().view(1, 1, 1).expand(1, 3549, 85) * 1.0
+
+
+@pytest.mark.parametrize("shape_kind", ["yolox", "4d"])
+def test_unsupported_output_layout_is_named_before_class_names(tmp_path: Path, shape_kind: str) -> None:
+    path = tmp_path / f"{shape_kind}.onnx"
+    model = _AnchorsFirst() if shape_kind == "yolox" else torch.nn.Conv2d(3, 7, 1)
+    torch.onnx.export(model.eval(), (torch.zeros(1, 3, 64, 192),), str(path), input_names=["images"],
+                      output_names=["output0"], opset_version=17, dynamo=False)
+    with pytest.raises(ValueError, match=r"unsupported output layout .*supported: Ultralytics detect head") as err:
+        create_backend(path, threads=1)  # no names anywhere: the layout is still what is reported
+    assert "class names" not in str(err.value).split("supported:")[0]
+    if shape_kind == "yolox":
+        assert "anchors first" in str(err.value)

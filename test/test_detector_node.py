@@ -97,8 +97,18 @@ def test_lifecycle_transitions_keep_engines_through_deactivate(test_zoo: Path, c
 def test_50_swaps_during_1000_frames_lose_and_duplicate_nothing(active_node: ManagedProcess) -> None:
     client = DetectorClient(name="swap_storm_client")
     try:
-        figures = checks.check_swaps_lossless(client, frames=1000, swaps=50)
-        assert figures["swap_ms_max"] < 50.0, figures
+        checks.check_swaps_lossless(client, frames=1000, swaps=50)  # swap timing lives in bench/node_bench.py
+    except AssertionError as exc:
+        raise AssertionError(_fail(active_node, str(exc))) from exc
+    finally:
+        client.close()
+
+
+def test_free_running_10hz_stream_with_a_swap_every_200ms_each_frame_names_its_level(
+        active_node: ManagedProcess) -> None:
+    client = DetectorClient(name="free_running_client")
+    try:
+        checks.check_free_running_swaps(client, seconds=6.0, frame_hz=10.0, swap_period_s=0.2)
     except AssertionError as exc:
         raise AssertionError(_fail(active_node, str(exc))) from exc
     finally:
@@ -146,8 +156,11 @@ def test_diagnostics_report_latency_fps_and_drops(active_node: ManagedProcess) -
             client.wait_for_stamp(9_000_000_000 + i)
         assert wait_until(lambda: len(got) >= 2, 10)
         values = {kv.key: kv.value for kv in got[-1].status[0].values}
-        for key in ("latency_p50_ms", "latency_p95_ms", "fps", "frames_dropped", "active_level"):
+        for key in ("latency_p50_ms", "latency_p95_ms", "fps", "frames_dropped", "active_level", "callback_errors"):
             assert key in values, values
+        # the engine actually running, not a fixed "cpu" (the test zoo is ONNX Runtime on the CPU)
+        assert (values["backend"], values["device"]) == ("onnxruntime", "cpu"), values
+        assert got[-1].status[0].hardware_id == "onnxruntime:cpu"
         assert float(values["latency_p95_ms"]) >= float(values["latency_p50_ms"]) > 0
     finally:
         client.close()
@@ -155,9 +168,9 @@ def test_diagnostics_report_latency_fps_and_drops(active_node: ManagedProcess) -
 
 # ---------------------------------------------------------------------------------- ground truth
 #: Floors for recall and precision at IoU 0.5 (Car/Pedestrian/Cyclist, conf 0.25) of the shipped baseline
-#: (model_path, 384x1248) on the replayed generated sequence (seed 11, 40 frames). Measured 2026-11-25 with
-#: the baseline trained on generated scenes: 232 of 310 boxes found, 257 predictions -> recall 0.748,
-#: precision 0.903 (deterministic for given weights; the node's output equals EnginePool's on the same
+#: (model_path, 384x1248) on the replayed generated sequence (seed 11, 40 frames). Measured 2026-11-30 with
+#: the baseline trained on real KITTI + generated frames: 231 of 310 boxes found, 257 predictions -> recall
+#: 0.745, precision 0.899 (deterministic for given weights; the node's output equals EnginePool's on the same
 #: images). The floors leave ~0.15 of margin for other CPUs' arithmetic (docs/node.md, "Ground-truth test").
 GT_RECALL_FLOOR = 0.60
 GT_PRECISION_FLOOR = 0.75
@@ -232,6 +245,29 @@ def read_bag(bag: Path) -> tuple[dict[int, np.ndarray], dict[int, tuple[np.ndarr
     return images, gts
 
 
+def replay_into_node(model: Path, bag: Path, namespace: str, stamps: set[int], timeout: float) -> dict[int, tuple]:
+    """Start the node on ``model`` (``image_reliability: reliable``), replay ``bag`` into it at
+    :data:`GT_REPLAY_RATE` and return its detections by stamp; at least 90 % of ``stamps`` must be answered."""
+    from sparse_perception.ros_convert import detections_from_msg
+
+    with managed_process(node_cmd(f"model_path:={model}", "autostart:=true", "image_reliability:=reliable",
+                                  f"image_topic:={GT_IMAGE_TOPIC}", namespace=namespace)) as node:
+        client = DetectorClient(namespace=namespace, name=f"{namespace.strip('/')}_client", image_topic=GT_IMAGE_TOPIC)
+        try:
+            assert client.wait_ready(60, shape=(375, 1242)), _fail(node, "detector not ready")
+            with managed_process(python_cmd("-m", "sparse_perception.cli", "replay", str(bag),
+                                            "--rate", str(GT_REPLAY_RATE))) as replay:
+                assert wait_until(lambda: not replay.alive(), timeout), "replay did not finish"
+                assert replay.proc.returncode == 0, replay.output()
+            time.sleep(2.0)
+            dets = {stamp_ns(m.header): detections_from_msg(m) for m in client.received()}
+        finally:
+            client.close()
+    dets = {ns: d for ns, d in dets.items() if ns in stamps}
+    assert len(dets) >= 0.9 * len(stamps), _fail(node, f"{len(dets)} of {len(stamps)} frames answered")
+    return dets
+
+
 def recall_at_05(preds: dict[int, tuple], gts: dict[int, tuple]) -> tuple[float, int, int, int]:
     """:return: (recall at IoU 0.5, true positives, predictions, ground-truth boxes) over the stamps of ``preds``."""
     tp = n_pred = n_gt = 0
@@ -247,7 +283,6 @@ def test_detections_match_ground_truth_on_replayed_sequence(tmp_path: Path, gt_m
     the node's detections equal the runtime's on the bag's own images, and recall@0.5 is above the floor."""
     kitti = pytest.importorskip("pruning_tools.kitti", reason="KITTI generator (data helper) not installed")
     pytest.importorskip("sparse_perception.replay", reason="replay tool not installed")
-    from sparse_perception.ros_convert import detections_from_msg
     from sparse_perception.runtime import EnginePool, RuntimeConfig
 
     drive = kitti.generate_dataset(tmp_path / "seq", frames=40, seed=11, sequence=True, segment_frames=10,
@@ -255,21 +290,7 @@ def test_detections_match_ground_truth_on_replayed_sequence(tmp_path: Path, gt_m
     bag = kitti.raw_drive_to_bag(drive, tmp_path / "bag", progress=False)
     images, gts = read_bag(bag)
     assert len(gts) == len(images) == 40, f"{len(images)} images, {len(gts)} ground-truth messages in {bag}"
-    with managed_process(node_cmd(f"model_path:={gt_model}", "autostart:=true", "image_reliability:=reliable",
-                                  f"image_topic:={GT_IMAGE_TOPIC}", namespace="/gt")) as node:
-        client = DetectorClient(namespace="/gt", name="gt_client", image_topic=GT_IMAGE_TOPIC)
-        try:
-            assert client.wait_ready(60, shape=(375, 1242)), _fail(node, "detector not ready")
-            with managed_process(python_cmd("-m", "sparse_perception.cli", "replay", str(bag),
-                                            "--rate", str(GT_REPLAY_RATE))) as replay:
-                assert wait_until(lambda: not replay.alive(), 120), "replay did not finish"
-                assert replay.proc.returncode == 0, replay.output()
-            time.sleep(2.0)
-            dets = {stamp_ns(m.header): detections_from_msg(m) for m in client.received()}
-        finally:
-            client.close()
-    dets = {ns: d for ns, d in dets.items() if ns in gts}
-    assert len(dets) >= 0.9 * len(gts), _fail(node, f"{len(dets)} of {len(gts)} frames answered")
+    dets = replay_into_node(gt_model, bag, "/gt", set(gts), timeout=120)
     # the node adds nothing and loses nothing: same boxes as the runtime on the same images
     pool = EnginePool.from_model(gt_model, RuntimeConfig(conf_thres=0.25, iou_thres=0.45, max_det=300))
     try:
@@ -288,6 +309,39 @@ def test_detections_match_ground_truth_on_replayed_sequence(tmp_path: Path, gt_m
     assert recall >= GT_RECALL_FLOOR, f"recall@0.5 {recall:.3f} < floor {GT_RECALL_FLOOR}"
     precision = tp / max(n_pred, 1)
     assert precision >= GT_PRECISION_FLOOR, f"precision@0.5 {precision:.3f} < floor {GT_PRECISION_FLOOR}"
+
+
+# ---------------------------------------------------------------------------------- a real drive
+REAL_FRAMES = "data/kitti_raw_frames/2011_09_26"
+REAL_CALIB_DAY = "data/kitti_raw/2011_09_26_calib/2011_09_26"
+#: Floors for the real KITTI raw drive (78 consecutive frames of dense city traffic, no labels) through the
+#: node with the shipped baseline at 384x1248, conf 0.25: the fraction of frames with at least one Car and
+#: the mean number of Car detections per frame. Measured 2026-11-30 (EnginePool on the 78 frames, which the
+#: node equals): every frame has a Car, 4-7 per frame, mean 5.35; the baseline trained on generated scenes
+#: only found almost none (real Car AP 0.04).
+REAL_CAR_FRAMES_FLOOR = 0.95
+REAL_CARS_PER_FRAME_FLOOR = 4.0
+
+
+@pytest.mark.slow
+def test_real_kitti_drive_replayed_through_node_detects_cars(tmp_path: Path, gt_model: Path, shared_dir: Path) -> None:
+    """78 real KITTI raw frames -> ``kitti to-bag --rate 10`` -> ``replay`` -> node: every frame is answered and
+    cars are found in the frames (floors measured with the shipped baseline)."""
+    pytest.importorskip("sparse_perception.replay", reason="replay tool not installed")
+    from pruning_tools.kitti.cli import main as kitti_main
+
+    bag = tmp_path / "real_drive"
+    assert kitti_main(["to-bag", "--raw-drive", str(shared_dir / REAL_FRAMES), "--rate", "10", "--calib",
+                       str(shared_dir / REAL_CALIB_DAY), "--out", str(bag), "--no-progress"]) == 0
+    images, _ = read_bag(bag)
+    assert len(images) == 78
+    dets = replay_into_node(gt_model, bag, "/real", set(images), timeout=180)
+    cars = [sum(1 for n in names if n == "Car") for _, _, names in dets.values()]
+    with_car = sum(1 for c in cars if c) / len(cars)
+    per_frame = sum(cars) / len(cars)
+    print(f"real drive: {len(dets)} frames answered, {with_car:.3f} with a Car, {per_frame:.2f} Car detections/frame")
+    assert with_car >= REAL_CAR_FRAMES_FLOOR, f"only {with_car:.2f} of the frames have a Car detection"
+    assert per_frame >= REAL_CARS_PER_FRAME_FLOOR, f"{per_frame:.2f} Car detections per frame"
 
 
 # ---------------------------------------------------------------------------------- auto mode

@@ -105,3 +105,22 @@ def test_bad_inputs(prune_run: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["--run", str(prune_run), "--zoo", str(tmp_path / "z"), "--input-shape", "100x320"]) == 2
     assert "multiples of 32" in capsys.readouterr().err
     assert not (tmp_path / "z").exists()
+
+
+def test_real_eval_adds_real_frame_ap_to_every_onnx_artifact(prune_run: Path, tmp_path: Path) -> None:
+    from pruning_tools.kitti import generate_dataset
+
+    real = generate_dataset(tmp_path / "real", frames=3, seed=9, progress=False) and tmp_path / "real"
+    out = tmp_path / "zoo_real"
+    assert main(["--run", str(prune_run), "--zoo", str(out), "--quick", "--calib-images", "4", "--levels", "dense",
+                 "--precisions", "fp32,fp16", "--real-eval", str(real), "--no-progress"]) == 0
+    m = load_manifest(out / "manifest.json")
+    arts = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert arts and len(m.levels("onnxruntime")) == 1
+    for a in arts:
+        assert a["real"]["n_images"] == 3 and str(real) in a["real"]["data"]
+        assert set(a["real"]["classes"]) == {"Car", "Pedestrian", "Cyclist"}
+        assert 0.0 <= a["real"]["classes"]["Car"]["ap_kitti"] <= 1.0
+    assert main(["--run", str(prune_run), "--zoo", str(tmp_path / "z2"), "--quick", "--levels", "dense",
+                 "--real-eval", str(tmp_path / "missing"), "--no-progress"]) == 2
+    assert not list(tmp_path.glob("z2*")), "a refused export leaves nothing behind"

@@ -40,3 +40,53 @@ def test_compressed() -> None:
         compressed_to_bgr("jpeg", b"not an image")
     with pytest.raises(ValueError, match="no data"):
         compressed_to_bgr("jpeg", b"")
+
+
+def hostile_png(width: int, height: int) -> bytes:
+    """A few dozen bytes: PNG signature, valid IHDR declaring ``width`` x ``height``, a tiny IDAT and IEND."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 8)) + chunk(b"IEND", b""))
+
+
+def hostile_jpeg(width: int, height: int) -> bytes:
+    """SOI, a baseline SOF0 frame header declaring ``width`` x ``height`` and EOI: no scan data."""
+    import struct
+
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    return b"\xff\xd8" + sof + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("payload", [hostile_png(100_000, 100_000), hostile_png(0, 5), hostile_jpeg(65_000, 65_000),
+                                     hostile_png(64, 48), hostile_jpeg(64, 48), b"\x89PNG\r\n\x1a\n" + b"\0" * 30,
+                                     b"\xff\xd8\xff\xe0\x00\x10JFIF"])
+def test_hostile_compressed_headers_are_value_errors(payload: bytes) -> None:
+    """Every decode failure (OpenCV's cv2.error included) is a ValueError the node counts as a bad frame."""
+    with pytest.raises(ValueError, match="compressed image"):
+        compressed_to_bgr("png", payload)
+
+
+def test_opencv_errors_become_value_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the size cap lifted, OpenCV itself raises cv2.error (its own pixel limit): still a ValueError."""
+    from sparse_perception import image_codec
+
+    monkeypatch.setattr(image_codec, "MAX_PIXELS", 1 << 62)
+    with pytest.raises(ValueError, match="cannot decode compressed image.*CV_IO_MAX_IMAGE_PIXELS"):
+        compressed_to_bgr("png", hostile_png(100_000, 100_000))
+
+
+def test_declared_size_reads_real_headers() -> None:
+    from sparse_perception.image_codec import declared_size
+
+    img = np.zeros((37, 53, 3), np.uint8)
+    for ext in (".png", ".jpg"):
+        ok, enc = cv2.imencode(ext, img)
+        assert ok and declared_size(enc) == (53, 37)
+        np.testing.assert_array_equal(compressed_to_bgr(ext, enc).shape, (37, 53, 3))
+    assert declared_size(np.frombuffer(hostile_png(100_000, 7), np.uint8)) == (100_000, 7)
+    assert declared_size(np.frombuffer(b"GIF89a", np.uint8)) is None

@@ -173,3 +173,44 @@ def test_bag_without_extensions_and_errors(drive: Path, tmp_path: Path, capsys: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "raw"]
     with pytest.raises(ValueError, match="storage"):
         raw_drive_to_bag(drive, tmp_path / "e", storage="rosbag1")
+
+
+RAW_FRAMES = "data/kitti_raw_frames/2011_09_26"
+CALIB_DAY = "data/kitti_raw/2011_09_26_calib/2011_09_26"
+
+
+def test_real_frames_without_timestamps_become_a_bag(shared_dir: Path, tmp_path: Path, drive: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """78 consecutive real KITTI raw frames (no timestamps.txt) + the day's calibration folder -> bag at 10 Hz."""
+    frames = shared_dir / RAW_FRAMES
+    n = len(list((frames / "image_02/data").glob("*.png")))
+    out = tmp_path / "real_bag"
+    assert kitti_main(["to-bag", "--raw-drive", str(frames), "--rate", "10", "--calib", str(shared_dir / CALIB_DAY),
+                       "--out", str(out), "--no-progress"]) == 0
+    msgs, _ = _read(out)
+    images, infos = msgs[TOPIC_IMAGE], msgs[TOPIC_CAMERA_INFO]
+    assert len(images) == len(infos) == n == 78
+    start = 1_316_995_200 * 1_000_000_000  # 2011-09-26 00:00:00 UTC, from the day folder's name
+    assert [t for t, _ in images] == [start + i * 100_000_000 for i in range(n)]
+    assert TOPIC_GROUND_TRUTH not in msgs and TOPIC_CONDITION not in msgs
+    cc = read_cam_to_cam(shared_dir / CALIB_DAY / "calib_cam_to_cam.txt").camera("02")
+    np.testing.assert_array_equal(infos[0][1].p, cc.P_rect.ravel())
+    first = cv2.imread(str(frames / "image_02/data/0000000000.png"), cv2.IMREAD_COLOR)
+    assert np.array_equal(np.asarray(images[0][1].data).reshape(first.shape), first)
+    # an explicit start, the bare PNG folder, and the errors
+    out2 = tmp_path / "real_bag2"
+    assert kitti_main(["to-bag", "--raw-drive", str(frames / "image_02/data"), "--rate", "5", "--start",
+                       "2011-09-26 13:02:25.5", "--calib", str(shared_dir / CALIB_DAY / "calib_cam_to_cam.txt"),
+                       "--out", str(out2), "--no-progress"]) == 0
+    stamps = [t for t, _ in _read(out2)[0][TOPIC_IMAGE]]
+    assert stamps[0] == 1_317_042_145_500_000_000 and stamps[1] - stamps[0] == 200_000_000
+    capsys.readouterr()
+    assert kitti_main(["to-bag", "--raw-drive", str(frames), "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "--rate" in capsys.readouterr().err
+    assert kitti_main(["to-bag", "--raw-drive", str(frames), "--rate", "0", "--calib", str(shared_dir / CALIB_DAY),
+                       "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "rate must be" in capsys.readouterr().err
+    assert kitti_main(["to-bag", "--raw-drive", str(drive), "--rate", "10", "--out", str(tmp_path / "x"),
+                       "--no-progress"]) == 2
+    assert "its own timestamps" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

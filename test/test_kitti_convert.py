@@ -216,3 +216,15 @@ def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert kitti_main(["convert", "--kitti-root", str(root), "--out", str(tmp_path / "q"), "--split", "0.5,0.5"]) == 2
     assert not (tmp_path / "q").exists()
     shutil.rmtree(tmp_path / "z")
+
+
+def test_only_ids_converts_just_those_frames(tmp_path: Path) -> None:
+    frames = {f"{i:06d}": [_obj("Car", (10, 10, 60, 60))] for i in range(6)}
+    root = _tree(tmp_path / "kitti", frames)
+    out = convert_kitti(root, tmp_path / "yolo", split=(1.0, 0.0, 0.0), only_ids=["000001", "000004"],
+                        progress=False)
+    assert sorted(p.stem for p in (out / "images" / "train").iterdir()) == ["000001", "000004"]
+    assert json.loads((out / "splits.json").read_text()) == {"train": ["000001", "000004"], "val": [], "test": []}
+    with pytest.raises(ValueError, match="not found"):
+        convert_kitti(root, tmp_path / "yolo2", only_ids=["000009"], progress=False)
+    assert not (tmp_path / "yolo2").exists()

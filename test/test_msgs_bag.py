@@ -23,7 +23,8 @@ def _messages(ts):
         h = Header(stamp=Time(sec=1_317_046_000 + i, nanosec=964_389_445), frame_id="camera_color_left")
         det = Det(header=h, results=[Hyp(class_id="Cyclist", score=0.875)],
                   bbox=Box(center_x=10.0 * i, center_y=5.5, theta=0.0, size_x=3.0, size_y=4.0), id=f"{i}")
-        out.append(("/detections", Arr(header=h, detections=[det] * (i + 1)), i))
+        out.append(("/detections", Arr(header=h, detections=[det] * (i + 1), level=f"s{25 * i}",
+                                        engine_time_ms=1.5 * i), i))
         out.append(("/driving_condition", Cond(header=h, illumination=2, weather=2, visibility_m=80.0,
                                                ambient_light=0.125, ego_speed_mps=13.75, scene_density=float(i)), i))
     return out

@@ -25,13 +25,16 @@ def test_tiny_prune_run_end_to_end(tmp_path: Path) -> None:
            "data": {"dataset": str(data), "imgsz": IMGSZ, "val_images": 2, "test_images": 2},
            "importance": {"batches": 1, "batch": 2},
            "rl": {"episodes": 1, "warmup_episodes": 1, "episodes_per_update": 1, "n_epochs": 1, "bn_batches": 1,
-                  "bn_batch": 2, "lambda_flops": 0.05, "rerank_top": 2, "rerank_ft_steps": 1},
+                  "bn_batch": 2, "lambda_flops": 0.05, "rerank_top": 2, "rerank_ft_steps": 1, "workers": 2},
            "finetune": {"prune_steps": 1, "steps_per_prune": 1, "final_steps": 1, "batch": 2, "crop_width": None,
                         "checkpoint_every": 1, "bn_batches": 1},
            "latency": {"runs": 1, "warmup": 0}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
-    assert main(["--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--no-progress"]) == 0
+    extra = make_yolo_dataset(tmp_path / "extra", n_train=2, n_val=1, n_test=1, size=tuple(IMGSZ))
+    assert main(["--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--no-progress",
+                 "--mix", str(extra), "3"]) == 0
+    assert json.loads((run / "results.json").read_text())["mix"] == [{"dataset": str(extra), "repeats": 3}]
     for name in ("table.md", "results.json", "summary.json", "pareto.png", "layer_sparsity.png", "dense.json",
                  "importance_t0.json", "importance_t1.json", "full/s75/search.json", "random/s75/t1/search.json"):
         assert (run / name).is_file(), name

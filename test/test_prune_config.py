@@ -33,8 +33,8 @@ def test_shipped_configs_load(name: str) -> None:
     ({"trials": 0}, r"trials must be >= 1"),
     ({"data": {"imgsz": [384, 1000]}}, r"multiples of 32"),
     ({"data": "x"}, r"data: expected a mapping"),
-    ({"rl": {"episodes": 7, "episodes_per_update": 2}}, r"multiple of the episodes per PPO rollout"),
-    ({"rl": {"n_envs": 0}}, r"n_envs must be >= 1"),
+    ({"rl": {"episodes": 7, "episodes_per_update": 2}}, r"multiple of rl.episodes_per_update"),
+    ({"rl": {"workers": 0}}, r"workers must be >= 1"),
     ({"rl": {"proxy_imgsz": [100, 320]}}, r"proxy_imgsz"),
     ({"importance": {"channel_choice": "random"}}, r"channel_choice"),
 ])
@@ -62,4 +62,17 @@ def test_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     bad.write_text("levels: [0.5]\nfinetune: {stepz: 1}\n")
     assert main(["--config", str(bad), "--out", str(tmp_path / "run")]) == 2
     assert "unknown key 'finetune.stepz'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_empty_config_file_is_refused(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from pruning_tools.pipeline import main
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(text)
+    with pytest.raises(ConfigError, match=r"empty.yaml: the config file is empty"):
+        load_config(empty)
+    assert main(["--config", str(empty), "--out", str(tmp_path / "run")]) == 2
+    assert "the config file is empty" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

@@ -105,21 +105,25 @@ def test_reward_varies_between_episodes_that_meet_the_same_target(env_parts: tup
     assert abs(flops[0] - flops[1]) > 1.0  # the FLOPs term tells the episodes apart
 
 
-@pytest.mark.slow
-def test_ppo_steps_parallel_subprocess_envs(env_parts: tuple, tmp_path) -> None:
-    _, space, proxy, dense = env_parts
-    factory = _Factory(space, proxy, dense)
-    cfg = AgentConfig(episodes=2, warmup_episodes=0, episodes_per_update=2, n_epochs=1, n_envs=2, seed=1)
-    res = search(factory(), None, cfg, log_dir=None, progress=False, env_factory=factory)
-    assert [h["kind"] for h in res.history] == ["ppo", "ppo", "policy"]
-    assert all(h["sparsity"] >= 0.5 - 1e-9 for h in res.history)
-    with pytest.raises(ValueError, match="env_factory"):
-        search(factory(), None, cfg, progress=False)
+def test_rewards_are_evaluated_in_batches_with_the_same_results(env_parts: tuple, tmp_path) -> None:
+    """Warm-up episodes form one batch, each PPO rollout's episodes another; values as one by one."""
+    model, space, proxy, dense = env_parts
+    sizes: list[int] = []
+    plain = RewardProxy(model, space, proxy.calib, proxy.evaluate, bn_batches=1)
 
+    def batch(vectors: list[list[float]]) -> list[float]:
+        sizes.append(len(vectors))
+        return [plain(v) for v in vectors]
 
-class _Factory:
-    def __init__(self, space: PruningSpace, proxy: RewardProxy, dense: float) -> None:
-        self.space, self.proxy, self.dense = space, proxy, dense
-
-    def __call__(self) -> PruningEnv:
-        return PruningEnv(self.space, 0.5, self.proxy, self.dense, max_ratio=0.9, lambda_flops=0.05)
+    batched = RewardProxy(model, space, proxy.calib, proxy.evaluate, bn_batches=1, batch_evaluate=batch)
+    cfg = AgentConfig(episodes=2, warmup_episodes=2, episodes_per_update=2, n_epochs=1, imitation_steps=20, seed=5)
+    prior = space.uniform(0.5, 0.9)
+    runs = [search(PruningEnv(space, 0.5, p, dense, max_ratio=0.9), prior, cfg, progress=False)
+            for p in (batched, plain)]  # plain: one by one (its cache holds the batched run's values)
+    assert sizes and sizes[0] == 2 and all(s <= 2 for s in sizes[1:]) and len(sizes) >= 2, sizes
+    a, b = runs
+    assert [h["reward"] for h in a.history] == [h["reward"] for h in b.history]
+    # every evaluation but the final deterministic rollout's (not batched) went through the batches
+    assert sum(sizes) <= a.proxy_evaluations <= sum(sizes) + 1
+    with pytest.raises(RuntimeError, match="returned 0 values"):
+        RewardProxy(model, space, proxy.calib, proxy.evaluate, batch_evaluate=lambda v: []).prefetch([prior])

@@ -37,6 +37,14 @@ def test_detections_keep_header_class_names_and_boxes() -> None:
 def test_empty_result_still_gives_an_array() -> None:
     arr = rc.to_detections(_result(np.zeros((0, 4)), [], []), Header(frame_id="x"))
     assert arr.detections == [] and arr.header.frame_id == "x"
+    assert (arr.level, arr.engine_time_ms) == ("", 0.0)  # a result without level/timing
+
+
+def test_detections_carry_level_and_engine_time() -> None:
+    res = _result([[1, 2, 3, 4]], [0.7], [1])
+    res.level, res.timing = "s75", {"total_ms": 12.25, "inference_ms": 10.0}
+    arr = rc.to_detections(res, Header(frame_id="cam"))
+    assert arr.level == "s75" and arr.engine_time_ms == pytest.approx(12.25)
 
 
 def test_condition_round_trip_and_bad_codes() -> None:

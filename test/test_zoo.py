@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sparse_perception import zoo as zoo_module
 from sparse_perception.zoo import ManifestError, load_manifest, sha256_file, write_manifest
 
 
@@ -51,6 +52,8 @@ def test_json_and_yaml_load(tmp_path: Path, suffix: str) -> None:
     (lambda d: d["artifacts"][1].update(backend="tensorrt"), "artifacts[1].tensorrt"),
     (lambda d: d["artifacts"][1].update(level="dense", precision="fp32"), "artifacts[1]"),
     (lambda d: d.pop("class_names"), "<root>"),
+    (lambda d: d["artifacts"][1].update(level="auto"), "artifacts[1].level"),  # reserved: policy mode
+    (lambda d: d["artifacts"].append({**d["artifacts"][1], "precision": "fp32"}), "artifacts[2].selected"),
 ])
 def test_bad_field_named(tmp_path: Path, mutate, field: str) -> None:
     data = copy.deepcopy(_manifest(tmp_path))
@@ -84,3 +87,35 @@ def test_unreadable(tmp_path: Path) -> None:
         load_manifest(bad)
     with pytest.raises(ManifestError, match="cannot read"):
         load_manifest(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "etc"])
+def test_artifact_path_outside_the_zoo_is_refused_before_opening(tmp_path: Path, kind: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``..``, absolute paths and symlinks leaving the manifest's folder are refused, even with a matching sha256."""
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    data = _manifest(zoo)
+    evil = tmp_path / "outside" / "evil.onnx"
+    evil.parent.mkdir()
+    evil.write_bytes(b"\x07" * 100)
+    rel = {"dotdot": "../outside/evil.onnx", "absolute": str(evil), "symlink": "dense/link.onnx",
+           "etc": "../" * 40 + "etc/passwd"}[kind]
+    if kind == "symlink":
+        (zoo / "dense" / "link.onnx").symlink_to(evil)
+    data["artifacts"][0].update(path=rel, sha256=sha256_file(evil) if kind != "etc" else "0" * 64)
+    path = zoo / "manifest.json"
+    path.write_text(json.dumps(data))
+    opened: list[str] = []
+    monkeypatch.setattr(zoo_module, "sha256_file", lambda p, *a: opened.append(str(p)) or sha256_file(p, *a))
+    with pytest.raises(ManifestError, match=r"artifacts\[0\]\.path.*outside the manifest's folder"):
+        load_manifest(path, verify=True)
+    assert opened == []  # refused before anything was opened or hashed
+
+
+def test_symlink_inside_the_zoo_is_allowed(tmp_path: Path) -> None:
+    data = _manifest(tmp_path)
+    (tmp_path / "dense" / "alias.onnx").symlink_to(tmp_path / "dense" / "model_fp32.onnx")
+    data["artifacts"][0]["path"] = "dense/alias.onnx"
+    m = load_manifest(write_manifest(tmp_path / "manifest.json", data), verify=True)
+    assert m.select("dense", "onnxruntime").path == (tmp_path / "dense" / "model_fp32.onnx").resolve()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from pruning_tools.kitti.dataset import CameraInfoData, RawDrive
 from pruning_tools.kitti.io import KittiObject
+from sparse_perception.partials import make_partial_dir, remove_stale_partials
 
 #: rosbag2 metadata version written (read by Jazzy and later).
 BAG_VERSION = 8
@@ -111,7 +111,8 @@ class _Msgs:
                             bbox=Box(center_x=(x1 + x2) / 2, center_y=(y1 + y2) / 2, theta=0.0,
                                      size_x=x2 - x1, size_y=y2 - y1),
                             id=f"{frame_name}:{i}"))
-        return self.t["sparse_perception_msgs/msg/Detection2DArray"](header=h, detections=dets)
+        return self.t["sparse_perception_msgs/msg/Detection2DArray"](header=h, detections=dets, level="",
+                                                                     engine_time_ms=0.0)
 
     def condition(self, cond: Any, ns: int) -> Any:
         return self.t["sparse_perception_msgs/msg/DrivingCondition"](
@@ -169,7 +170,8 @@ def raw_drive_to_bag(drive: Path, out: Path, *, storage: str = "mcap", camera: s
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    remove_stale_partials(out)  # left by a killed earlier run (its process is gone)
+    tmp = make_partial_dir(out)
     try:
         with Writer(tmp / out.name, version=BAG_VERSION, storage_plugin=plugin) as w:
             def conn(topic: str, msgtype: str, transient_local: bool = False) -> Any:

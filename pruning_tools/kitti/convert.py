@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -25,6 +24,7 @@ import numpy as np
 from pruning_tools.kitti.dataset import KittiObjectDataset
 from pruning_tools.kitti.io import KITTI_TYPES, check_new_output, iter_labels, publish_dir, read_image
 from sparse_perception.conditions import read_condition
+from sparse_perception.partials import make_partial_dir, remove_stale_partials
 
 #: Default class map: the three KITTI benchmark classes; every other type is dropped.
 DEFAULT_CLASSES: dict[str, str | None] = {
@@ -189,7 +189,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def convert_kitti(kitti_root: Path, out: Path, *, classes: Mapping[str, str | None] | None = None,
                   split: tuple[float, float, float] = (0.8, 0.1, 0.1), split_file: Path | None = None,
-                  seed: int = 0, min_height_px: float = 0, progress: bool = True) -> Path:
+                  seed: int = 0, min_height_px: float = 0, progress: bool = True,
+                  only_ids: Sequence[str] | None = None) -> Path:
     """Convert a KITTI object layout into an Ultralytics YOLO dataset.
 
     :param kitti_root: folder with ``training/{image_2,label_2[,calib,condition]}`` (or ``training`` itself).
@@ -200,6 +201,7 @@ def convert_kitti(kitti_root: Path, out: Path, *, classes: Mapping[str, str | No
     :param seed: shuffle seed of the split.
     :param min_height_px: boxes lower than this (after clipping) are not targets.
     :param progress: show a progress bar.
+    :param only_ids: convert only these frames (e.g. the real frames a model may be fine-tuned on).
     :return: ``out``.
     :raises FileExistsError: ``out`` exists and is not empty.
     :raises ValueError: unknown class (names the label file and line), bad labels/images/split file.
@@ -211,20 +213,28 @@ def convert_kitti(kitti_root: Path, out: Path, *, classes: Mapping[str, str | No
     check_new_output(out)
     cmap, names = resolve_class_map(classes)
     ds = KittiObjectDataset(kitti_root)
+    ids = list(ds.ids)
+    if only_ids is not None:
+        wanted = {str(i) for i in only_ids}
+        missing = sorted(wanted - set(ids))
+        if missing:
+            raise ValueError(f"{ds.root}: frames {missing[:5]} not found ({len(missing)} missing)")
+        ids = [i for i in ids if i in wanted]
     fixed = read_split_file(split_file) if split_file is not None else None
-    splits = assign_splits(ds.ids, split, seed, fixed)
+    splits = assign_splits(ids, split, seed, fixed)
     split_of = {fid: s for s, lst in splits.items() for fid in lst}
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    remove_stale_partials(out)  # left by a killed earlier run (its process is gone)
+    tmp = make_partial_dir(out)
     try:
         for s in SPLITS:
             (tmp / "images" / s).mkdir(parents=True)
             (tmp / "labels" / s).mkdir(parents=True)
         conditions: dict[str, str] = {}
         counts: dict[str, int] = {n: 0 for n in names}
-        for fid, img_path in tqdm(list(zip(ds.ids, ds.image_paths)), desc="convert", unit="frame",
-                                  disable=not progress, leave=False):
+        for fid, img_path in tqdm([(f, p) for f, p in zip(ds.ids, ds.image_paths) if f in split_of],
+                                  desc="convert", unit="frame", disable=not progress, leave=False):
             h, w = read_image(img_path).shape[:2]
             lines = _yolo_lines(ds.label_dir / f"{fid}.txt", w, h, cmap, names, min_height_px)
             for ln in lines:

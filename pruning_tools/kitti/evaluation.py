@@ -1,7 +1,7 @@
 """KITTI-aware 2D detection AP: KITTI's IoU per class, its moderate cut, DontCare regions.
 
-Rules (after the KITTI object benchmark's 2D evaluation, Geiger et al. 2012; the devkit's
-``evaluate_object.cpp`` was read for its definitions, not copied):
+Rules (after the KITTI object benchmark's 2D evaluation, Geiger et al. 2012; written here, with
+COCO's greedy matching instead of the devkit's own assignment loop):
 
 * **Per-class IoU** for ``ap_kitti``: Car 0.7, Pedestrian 0.5, Cyclist 0.5 (:data:`KITTI_IOU`).
 * **Moderate cut**: ground truth counts when its box is at least 25 px high, occlusion <= 1 and

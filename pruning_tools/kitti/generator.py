@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +39,7 @@ from pruning_tools.kitti.io import (
 from pruning_tools.kitti.render import CAM_HEIGHT, Camera, Look, Renderer, box_corners, make_look, project_box
 from pruning_tools.kitti.scene import World, random_road
 from sparse_perception.conditions import CONDITION_KEYS, Condition
+from sparse_perception.partials import make_partial_dir, remove_stale_partials
 
 #: Bumped whenever the same seed would give different images or labels.
 GENERATOR_VERSION = 1
@@ -300,7 +300,8 @@ def generate_dataset(out: Path, frames: int, seed: int = 0, sequence: bool = Fal
         schedule = condition_schedule(n_units, keys, seed)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    remove_stale_partials(out)  # left by a killed earlier run (its process is gone)
+    tmp = make_partial_dir(out)
     try:
         tr = tmp / "training"
         dirs = {k: tr / k for k in ("image_2", "label_2", "calib", "condition")}

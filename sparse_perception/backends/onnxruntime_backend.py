@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["OnnxRuntimeBackend", "parse_names"]
+__all__ = ["SUPPORTED_LAYOUTS", "OnnxRuntimeBackend", "check_output_layout", "parse_names"]
 
 DEFAULT_HW = (384, 1248)
 
@@ -27,6 +27,32 @@ def parse_names(text: str) -> tuple[str, ...]:
     if isinstance(val, (list, tuple)):
         return tuple(str(v) for v in val)
     raise ValueError(f"ONNX metadata 'names' must be a dict or list, got {type(val).__name__}")
+
+
+SUPPORTED_LAYOUTS = ("Ultralytics detect head (YOLOv5u/v8/11 export): one output (1, 4+nc, N), "
+                     "rows cx, cy, w, h then nc class scores (no objectness), N anchors >= 4+nc")
+
+
+def check_output_layout(path: str | Path, shape: Sequence[Any]) -> None:
+    """Refuse an output layout the decoder cannot read, naming the supported one.
+
+    Anchors-first layouts such as YOLOX or original YOLOv5 exports ``(1, N, 5+nc)`` and
+    outputs that are not 3-D are refused here, before class names are looked for.
+
+    :raises ValueError: naming the file, the shape and :data:`SUPPORTED_LAYOUTS`.
+    """
+    dims = list(shape)
+    why = ""
+    if len(dims) != 3:
+        why = f"{len(dims)}-D output"
+    elif isinstance(dims[0], int) and dims[0] != 1:
+        why = f"batch {dims[0]} (one image per call)"
+    elif isinstance(dims[1], int) and dims[1] < 5:
+        why = f"{dims[1]} rows per anchor (need 4 box values + >= 1 class)"
+    elif isinstance(dims[1], int) and isinstance(dims[2], int) and dims[1] > dims[2]:
+        why = "anchors first (1, N, C), as YOLOX or original YOLOv5 exports"
+    if why:
+        raise ValueError(f"{path}: unsupported output layout {dims}: {why}; supported: {SUPPORTED_LAYOUTS}")
 
 
 class OnnxRuntimeBackend:
@@ -78,6 +104,10 @@ class OnnxRuntimeBackend:
         self.input_shape = (1, 3, int(hw[0]), int(hw[1]))
         self._fp16 = inp[0].type == "tensor(float16)"
         self.precision = str(expected.get("precision") or ("fp16" if self._fp16 else "fp32"))
+        outs = self.session.get_outputs()
+        self._output = outs[0].name
+        oshape = outs[0].shape
+        check_output_layout(path, oshape)  # before names: a foreign layout is the first thing to say
         meta = self.session.get_modelmeta().custom_metadata_map
         if "names" in meta:
             self.class_names = parse_names(meta["names"])
@@ -85,9 +115,6 @@ class OnnxRuntimeBackend:
             self.class_names = tuple(str(n) for n in expected["class_names"])
         else:
             raise ValueError(f"{path}: no class names (ONNX metadata 'names' or manifest class_names)")
-        outs = self.session.get_outputs()
-        self._output = outs[0].name
-        oshape = outs[0].shape
         if len(oshape) != 3 or (isinstance(oshape[1], int) and oshape[1] != 4 + len(self.class_names)):
             raise ValueError(f"{path}: output shape {oshape} does not fit (1, 4+{len(self.class_names)}, N)")
 

@@ -7,7 +7,8 @@ launch tests).
 """
 from __future__ import annotations
 
-from typing import Callable
+import time
+from typing import Any, Callable
 
 import numpy as np
 
@@ -30,28 +31,133 @@ def check_swaps_lossless(client: DetectorClient, frames: int = 1000, swaps: int 
     Frames are published one at a time and the next goes out once the previous one's
     detections arrived (the node keeps only the newest frame, so a faster publisher would
     measure the DDS queue, not the swap). Swap requests are sent asynchronously and answered
-    while frames keep flowing.
+    while frames keep flowing. Each frame's detections name the level that produced them: it
+    must be one active while the frame was in flight (:func:`allowed_levels`), so every swap
+    happened between two frames.
     """
     assert client.wait_ready(), "detector never answered a probe frame"
+    assert wait_until(lambda: client.latest_status() is not None, 10), "no latched engine_status from the node"
+    initial = client.latest_status().level
     every = frames // swaps
-    pending, sent = [], []
+    pending: list[dict[str, Any]] = []
+    sent, pub_t = [], {}
     for i in range(frames):
         if i % every == every // 2 and len(pending) < swaps:
-            pending.append(client.swap_client.call_async(SetSparsity.Request(level=LEVELS[len(pending) % 3])))
+            rec: dict[str, Any] = {"level": LEVELS[len(pending) % 3], "t_req": time.time_ns()}
+            rec["future"] = client.swap_client.call_async(SetSparsity.Request(level=rec["level"]))
+            rec["future"].add_done_callback(lambda _f, r=rec: r.__setitem__("t_resp", time.time_ns()))
+            pending.append(rec)
         ns = t0_ns + i * 100_000_000
+        pub_t[ns] = time.time_ns()
         client.publish(image_msg(frame(i % 7), ns))
         sent.append(ns)
         assert client.wait_for_stamp(ns, timeout=10) is not None, f"frame {i} (stamp {ns}) got no detections"
-    assert wait_until(lambda: all(f.done() for f in pending), 10), "swap calls unanswered"
-    responses = [f.result() for f in pending]
+    assert wait_until(lambda: all(r["future"].done() and "t_resp" in r for r in pending), 10), "swap calls unanswered"
+    responses = [r["future"].result() for r in pending]
     assert len(responses) == swaps, len(responses)
     assert all(r.success for r in responses), [r.message for r in responses if not r.success]
-    got = [stamp_ns(m.header) for m in client.received() if t0_ns <= stamp_ns(m.header) <= sent[-1]]
-    assert len(got) == len(set(got)), "a frame was processed twice"
-    assert got == sent, f"{len(set(sent) - set(got))} frames lost or reordered"
-    assert all(b > a for a, b in zip(got, got[1:])), "stamps not monotonic"
-    swap_ms = [r.swap_time_ms for r in responses if r.swap_time_ms > 0]
-    return {"swaps": float(len(responses)), "swap_ms_max": max(swap_ms) if swap_ms else 0.0}
+    got = [(stamp_ns(m.header), t, m) for t, m in list(client.detections) if t0_ns <= stamp_ns(m.header) <= sent[-1]]
+    stamps = [g[0] for g in got]
+    assert len(stamps) == len(set(stamps)), "a frame was processed twice"
+    assert stamps == sent, f"{len(set(sent) - set(stamps))} frames lost or reordered"
+    windows = [(r["t_req"], r["t_resp"], r["level"]) for r in pending]
+    for ns, t_recv, msg in got:
+        ok = allowed_levels(pub_t[ns], t_recv, windows, initial)
+        assert msg.level in ok, f"frame {ns} answered by {msg.level!r}, but only {sorted(ok)} were active then"
+    levels = [m.level for _, _, m in got]
+    changes = sum(a != b for a, b in zip(levels, levels[1:]))
+    assert changes >= swaps * 2 // 3, f"levels changed {changes} times over {swaps} swaps"
+    return {"swaps": float(len(responses)), "level_changes": float(changes)}
+
+
+def allowed_levels(t_pub: int, t_recv: int, swaps: list[tuple[int, int, str]], initial: str) -> set[str]:
+    """Levels that may have answered a frame published at ``t_pub`` and answered at ``t_recv``.
+
+    ``swaps`` are (request sent, response received, level) in the order sent; a swap takes effect
+    somewhere inside its window. The frame ran on the level active when its inference started,
+    some time in [t_pub, t_recv]: the level of the last swap surely applied by ``t_pub`` (answered
+    before it) or of any later swap already requested by ``t_recv``.
+    """
+    seq = [(0, 0, initial), *swaps]
+    lo = max(k for k, (_, t_resp, _) in enumerate(seq) if k == 0 or t_resp <= t_pub)
+    hi = max(k for k, (t_req, _, _) in enumerate(seq) if k == 0 or t_req <= t_recv)
+    return {seq[k][2] for k in range(lo, max(lo, hi) + 1)}
+
+
+def check_free_running_swaps(client: DetectorClient, seconds: float = 6.0, frame_hz: float = 10.0,
+                             swap_period_s: float = 0.2, t0_ns: int = 1_800_000_000_000_000_000) -> dict[str, Any]:
+    """A free-running ``frame_hz`` stream with a swap every ``swap_period_s``: frame by frame, the level that answered.
+
+    Frames go out on their own clock (not lock-step); swap requests go out on theirs and are answered
+    while frames flow. The ``level`` field of every frame's detections must be a level that was
+    active while it was in flight (:func:`allowed_levels`): a swap takes effect between frames,
+    never inside one. No frame is lost to a swap: by the node's own counters (``/diagnostics``),
+    every frame its callback took was answered, and every frame it did not answer was one its
+    keep-last-1 queue replaced while it was busy (``frames_dropped``; on a loaded machine a
+    10 Hz stream outruns inference — that is load, not the swap).
+    """
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    diag: list[dict[str, str]] = []
+    client.node.create_subscription(
+        DiagnosticArray, "/diagnostics",
+        lambda m: diag.extend({kv.key: kv.value for kv in st.values} for st in m.status if "detector" in st.name), 10)
+    assert client.wait_ready(), "detector never answered a probe frame"
+    assert wait_until(lambda: client.latest_status() is not None, 10), "no latched engine_status from the node"
+    initial = client.latest_status().level
+
+    def counters() -> dict[str, int]:
+        n = len(diag)
+        assert wait_until(lambda: len(diag) >= n + 2, 10), "no /diagnostics from the node"  # a fresh period
+        return {k: int(diag[-1][k]) for k in ("frames_received", "frames_processed", "frames_dropped", "frames_bad")}
+
+    before = counters()
+    order = [lv for lv in LEVELS if lv != initial] + [initial]
+    frames = int(seconds * frame_hz)
+    pub_t: dict[int, int] = {}
+    swaps: list[dict[str, Any]] = []
+    start = time.monotonic()
+    i = k = 0
+    while i < frames:
+        now = time.monotonic() - start
+        if k * swap_period_s <= now and k < int(seconds / swap_period_s):
+            rec: dict[str, Any] = {"level": order[k % len(order)], "t_req": time.time_ns()}
+            fut = client.swap_client.call_async(SetSparsity.Request(level=rec["level"]))
+            fut.add_done_callback(lambda _f, r=rec: r.__setitem__("t_resp", time.time_ns()))
+            rec["future"] = fut
+            swaps.append(rec)
+            k += 1
+        if i / frame_hz <= now:
+            ns = t0_ns + i * 100_000_000
+            pub_t[ns] = time.time_ns()
+            client.publish(image_msg(frame(i % 7), ns))
+            i += 1
+        time.sleep(0.001)
+    assert wait_until(lambda: all(r["future"].done() and "t_resp" in r for r in swaps), 10), "swap calls unanswered"
+    last = t0_ns + (frames - 1) * 100_000_000
+    assert client.wait_for_stamp(last, timeout=10) is not None, "the last frame got no detections"
+    assert all(r["future"].result().success for r in swaps), [r["future"].result().message for r in swaps]
+    after = counters()
+    delta = {k: after[k] - before[k] for k in after}
+    got = [(stamp_ns(m.header), t, m) for t, m in list(client.detections) if t0_ns <= stamp_ns(m.header) <= last]
+    stamps = [g[0] for g in got]
+    assert len(stamps) == len(set(stamps)), "a frame was answered twice"
+    assert stamps == sorted(stamps) and set(stamps) <= set(pub_t), "frames answered out of order"
+    assert delta["frames_bad"] == 0 and delta["frames_received"] == delta["frames_processed"] == len(stamps), (
+        f"the node took frames it did not answer: {delta}, {len(stamps)} answered")
+    assert len(stamps) + delta["frames_dropped"] == frames, (
+        f"{frames - len(stamps)} frames unanswered but only {delta['frames_dropped']} replaced in the node's queue")
+    windows = [(r["t_req"], r["t_resp"], r["level"]) for r in swaps]
+    seen = []
+    for ns, t_recv, msg in got:
+        ok = allowed_levels(pub_t[ns], t_recv, windows, initial)
+        assert msg.level in ok, f"frame {ns} answered by {msg.level!r}, but only {sorted(ok)} were active then"
+        assert msg.engine_time_ms > 0, "no engine time in the detections"
+        seen.append(msg.level)
+    changes = sum(a != b for a, b in zip(seen, seen[1:]))
+    assert set(seen) == set(LEVELS) and changes >= 3, f"levels changed {changes} times over {len(swaps)} swaps: {seen}"
+    return {"frames": frames, "answered": len(stamps), "queue_dropped": delta["frames_dropped"],
+            "swaps": len(swaps), "level_changes": changes}
 
 
 def malformed_images(good: np.ndarray) -> dict[str, object]:

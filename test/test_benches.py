@@ -1,0 +1,42 @@
+"""The benches measure what they claim.
+
+Decode runs on the node's real prediction count; an mAP drop is judged only where the model detects.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _bench(name: str):  # noqa: ANN202 - a bench script loaded as a module (bench/ is not a package)
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_runtime_bench_decodes_as_many_predictions_as_the_served_head_outputs(test_zoo: Path) -> None:
+    import onnxruntime as ort
+
+    from sparse_perception.zoo import load_manifest
+
+    head_predictions = _bench("runtime_bench").head_predictions
+    art = load_manifest(test_zoo).select("dense", "onnxruntime")
+    out = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"]).get_outputs()[0].shape
+    assert out[2] == head_predictions(tuple(art.input_shape[2:]))  # the real exported yolov5n head
+    assert head_predictions((384, 1248)) == 9828
+
+
+def test_quant_bench_does_not_judge_the_drop_of_a_model_that_detects_nothing() -> None:
+    judge = _bench("quant").judge
+    int8 = {"latency_ratio_vs_fp32": 0.5, "map_drop_points": 0.0}
+    blind = judge({"map50_95": 0.0}, int8)
+    assert blind["map_target_met"] is None and "detects nothing" in blind["map_not_judged"]
+    assert blind["latency_target_met"] is True
+    assert judge({"map50_95": 0.42}, int8)["map_target_met"] is True
+    assert judge({"map50_95": 0.42}, {**int8, "map_drop_points": 1.5})["map_target_met"] is False
