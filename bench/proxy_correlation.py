@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", nargs=5, type=int, action="append", default=[],
                    metavar=("H", "W", "FT_STEPS", "BN_BATCHES", "VAL_IMAGES"),
                    help="a further proxy setting scored on the same vectors (its own Spearman); may be repeated")
+    p.add_argument("--metric", choices=("map50_95", "val_loss"), default="map50_95",
+                   help="proxy score (rl.proxy_metric): mAP50-95 after BN recalibration, or L_dense/L of the val "
+                        "images' detection loss as one batch with batch-statistics BN (--bn-batches unused)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -138,7 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         def val_proxy(m: torch.nn.Module) -> float:
             return float(evaluate_model(m, data, "val", pimgsz, max_images=val_n)["map50_95"])
 
-        proxy = RewardProxy(dense, space, calib, val_proxy, a.bn_batches, pft, 0.002, scores, a.surgery)
+        if a.metric == "val_loss":
+            from pruning_tools.pipeline import _ValLoss
+
+            proxy = RewardProxy(dense, space, calib, _ValLoss(data, pimgsz, val_n).set_reference(dense), 0, pft, 0.002,
+                                scores, a.surgery)
+        else:
+            proxy = RewardProxy(dense, space, calib, val_proxy, a.bn_batches, pft, 0.002, scores, a.surgery)
         variants = []
         for h, w, v_ft, v_bn, v_val in a.variant:
             vtrain = YoloDataset(data, "train", (h, w))
@@ -175,12 +184,12 @@ def main(argv: list[str] | None = None) -> int:
             t3 = time.monotonic()
             post = float(evaluate_model(model, data, "val", imgsz)["map50_95"])
             t4 = time.monotonic()
-            rows.append({"vector": name, "sparsity": round(space.sparsity(ratios), 4), "proxy_map50_95": round(pm, 5),
+            rows.append({"vector": name, "sparsity": round(space.sparsity(ratios), 4), "proxy_score": round(pm, 5),
                          "post_finetune_map50_95": round(post, 5), "proxy_s": round(proxy_s, 2),
                          "finetune_s": round(t3 - t2, 2), "eval_s": round(t4 - t3, 2), "variants": extra})
             print(f"{name:>10}: proxy {pm:.4f}  post-fine-tune {post:.4f}  ({proxy_s:.1f} s proxy, "
                   f"{t3 - t2:.1f} s fine-tune)", flush=True)
-    rho = spearman([r["proxy_map50_95"] for r in rows], [r["post_finetune_map50_95"] for r in rows])
+    rho = spearman([r["proxy_score"] for r in rows], [r["post_finetune_map50_95"] for r in rows])
     post = [r["post_finetune_map50_95"] for r in rows]
     var_out = []
     for v in variants:

@@ -84,6 +84,54 @@ class _ValMap:
         return float(evaluate_model(model, self.data, "val", self.imgsz, max_images=self.max_images)["map50_95"])
 
 
+class _ValLoss:
+    """Picklable ``model -> score`` from the detection loss on the first ``max_images`` val images.
+
+    The images form one batch and the model runs in train mode (no gradients): every BatchNorm layer
+    normalises with this batch's own statistics, which is a BN recalibration on these images in the
+    same forward pass. The score is ``L_dense / L`` (1.0 for the dense model, towards 0 as the loss
+    grows), so the reward's dmAP term becomes ``(score - 1) x 100`` "points" of relative loss.
+    Unlike mAP after BN recalibration — which reads ~0 for most candidates at 75 % and ties them —
+    the loss is continuous: bench/proxy_correlation.py measures how both rank candidates like stage 3.
+    """
+
+    def __init__(self, data: Path, imgsz: tuple[int, int], max_images: int | None) -> None:
+        self.data, self.imgsz, self.max_images = Path(data), tuple(imgsz), max_images
+        self.reference: float | None = None
+        self._batch: dict[str, torch.Tensor] | None = None
+
+    def loss(self, model: torch.nn.Module) -> float:
+        from pruning_tools.training import YoloDataset, collate
+        from pruning_tools.ultralytics_adapter import detection_loss
+
+        if self._batch is None:
+            ds = YoloDataset(self.data, "val", self.imgsz)
+            n = len(ds) if self.max_images is None else min(self.max_images, len(ds))
+            self._batch = collate([ds.load(i) for i in range(n)])
+        was = model.training
+        # a train-mode forward updates the BN running statistics: the scored model keeps its own
+        buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+        model.train()
+        try:
+            with torch.no_grad():
+                return float(detection_loss(model, self._batch)[0])
+        finally:
+            with torch.no_grad():
+                for n, b in model.named_buffers():
+                    b.copy_(buffers[n])
+            model.train(was)
+
+    def set_reference(self, dense: torch.nn.Module) -> "_ValLoss":
+        """Measure the dense model's loss (the model is left as it was)."""
+        self.reference = self.loss(dense)
+        return self
+
+    def __call__(self, model: torch.nn.Module) -> float:
+        if self.reference is None:
+            raise RuntimeError("_ValLoss needs set_reference(dense) before scoring")
+        return self.reference / max(self.loss(model), 1e-9)
+
+
 def level_dir(run: Path, method: str, level: float, trial: int) -> Path:
     """``<run>/<method>/s<NN>`` (trial 0) or ``.../t<k>``."""
     d = run / method / f"s{int(round(level * 100)):02d}"
@@ -358,15 +406,25 @@ class Pipeline:
             batch = self.executor.batch_evaluator(spec)
         elif batched and self.pool is not None:
             batch = self.pool.batch_evaluator(spec)
-        return RewardProxy(inputs.dense, inputs.space, calib, _ValMap(inputs.data, self.proxy_imgsz(), spec.val_images),
-                           spec.bn_batches, spec.ft_steps, spec.ft_lr, scores, c.rl.proxy_surgery, batch_evaluate=batch)
+        return RewardProxy(inputs.dense, inputs.space, calib, self.proxy_metric(inputs, spec.val_images),
+                           spec.bn_batches if c.rl.proxy_metric == "map50_95" else 0, spec.ft_steps, spec.ft_lr,
+                           scores, c.rl.proxy_surgery, batch_evaluate=batch)
+
+    def proxy_metric(self, inputs: Inputs, val_images: int | None) -> Any:
+        """``model -> score`` on the val split at the proxy input size: mAP50-95 after BN recalibration
+        (``rl.proxy_metric: map50_95``) or :class:`_ValLoss` (``val_loss``)."""
+        if self.cfg.rl.proxy_metric == "val_loss":
+            return _ValLoss(inputs.data, self.proxy_imgsz(), val_images).set_reference(inputs.dense)
+        return _ValMap(inputs.data, self.proxy_imgsz(), val_images)
 
     def dense_val(self, inputs: Inputs) -> float:
-        """The dense model's mAP50-95 on the proxy's val images (the reward's reference)."""
+        """The dense model's proxy score on the proxy's val images (the reward's reference)."""
         if inputs.dense_val is None:
-            inputs.dense_val = float(_ValMap(inputs.data, self.proxy_imgsz(), self.cfg.data.val_images)(inputs.dense))
-            self.log(f"dense mAP50-95 on {self.cfg.data.val_images or 'all'} val images at "
-                     f"{self.proxy_imgsz()}: {inputs.dense_val:.4f}")
+            metric = self.proxy_metric(inputs, self.cfg.data.val_images)
+            inputs.dense_val = float(metric(inputs.dense))
+            what = f"loss {metric.reference:.4f}, score" if isinstance(metric, _ValLoss) else "mAP50-95"
+            self.log(f"dense {what} {inputs.dense_val:.4f} on {self.cfg.data.val_images or 'all'} val images at "
+                     f"{self.proxy_imgsz()}")
         return inputs.dense_val
 
     def make_env(self, inputs: Inputs, level: float, trial: int, scores: dict[str, torch.Tensor] | None = None) -> Any:

@@ -86,7 +86,10 @@ class RLConfig:
     of one PPO rollout, the warm-up episodes, random search's vectors; one torch thread each; 1: in this
     process; with ``--ray`` Ray's workers do it); ``proxy_imgsz``: input size of the reward
     proxy's BN recalibration, fine-tuning and val evaluation (``None``: ``data.imgsz``);
-    ``proxy_surgery``: ``mask`` (zero the channels, one graph trace in all) or ``physical``.
+    ``proxy_surgery``: ``mask`` (zero the channels, one graph trace in all) or ``physical``;
+    ``proxy_metric``: ``map50_95`` (mAP50-95 after ``bn_batches`` of BN recalibration, the seed's
+    reward) or ``val_loss`` (detection loss of the val images as one batch with batch-statistics BN:
+    score ``L_dense / L``; ``bn_batches`` unused) — see docs/pruning.md for why and the measured ranking.
     """
 
     episodes: int = 20
@@ -111,8 +114,11 @@ class RLConfig:
     imitation_steps: int = 200
     proxy_imgsz: tuple[int, int] | None = None
     proxy_surgery: str = "mask"
+    proxy_metric: str = "map50_95"
 
     def __post_init__(self) -> None:
+        if self.proxy_metric not in ("map50_95", "val_loss"):
+            raise ValueError(f"rl.proxy_metric must be 'map50_95' or 'val_loss', got {self.proxy_metric!r}")
         if self.proxy_surgery not in ("mask", "physical"):
             raise ValueError(f"rl.proxy_surgery must be 'mask' or 'physical', got {self.proxy_surgery!r}")
         if self.workers < 1:

@@ -25,7 +25,8 @@ def test_tiny_prune_run_end_to_end(tmp_path: Path) -> None:
            "data": {"dataset": str(data), "imgsz": IMGSZ, "val_images": 2, "test_images": 2},
            "importance": {"batches": 1, "batch": 2},
            "rl": {"episodes": 1, "warmup_episodes": 1, "episodes_per_update": 1, "n_epochs": 1, "bn_batches": 1,
-                  "bn_batch": 2, "lambda_flops": 0.05, "rerank_top": 2, "rerank_ft_steps": 1, "workers": 2},
+                  "bn_batch": 2, "lambda_flops": 0.05, "rerank_top": 2, "rerank_ft_steps": 1, "workers": 2,
+                  "proxy_metric": "val_loss"},
            "finetune": {"prune_steps": 1, "steps_per_prune": 1, "final_steps": 1, "batch": 2, "crop_width": None,
                         "checkpoint_every": 1, "bn_batches": 1},
            "latency": {"runs": 1, "warmup": 0}}

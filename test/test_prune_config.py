@@ -37,6 +37,7 @@ def test_shipped_configs_load(name: str) -> None:
     ({"rl": {"workers": 0}}, r"workers must be >= 1"),
     ({"rl": {"proxy_imgsz": [100, 320]}}, r"proxy_imgsz"),
     ({"importance": {"channel_choice": "random"}}, r"channel_choice"),
+    ({"rl": {"proxy_metric": "loss"}}, r"proxy_metric must be"),
 ])
 def test_bad_values_are_named(raw: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

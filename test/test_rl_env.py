@@ -127,3 +127,29 @@ def test_rewards_are_evaluated_in_batches_with_the_same_results(env_parts: tuple
     assert sum(sizes) <= a.proxy_evaluations <= sum(sizes) + 1
     with pytest.raises(RuntimeError, match="returned 0 values"):
         RewardProxy(model, space, proxy.calib, proxy.evaluate, batch_evaluate=lambda v: []).prefetch([prior])
+
+
+def test_val_loss_score_is_one_for_the_dense_model_and_falls_with_pruning(tmp_path) -> None:
+    """The val-loss proxy: L_dense / L on the val images as one batch (batch-statistics BN); the
+    dense model scores 1, a pruned copy less, and scoring leaves the model's mode and BN statistics alone."""
+    from pruning_tools.pipeline import _ValLoss
+    from pruning_tools.pruning import ChannelMasks
+
+    from pruning_tools.kitti import convert_kitti, generate_dataset
+    from pruning_tools.pipeline import DEFAULT_BASELINE
+
+    generate_dataset(tmp_path / "kitti", frames=6, seed=8, progress=False)
+    data = convert_kitti(tmp_path / "kitti", tmp_path / "yolo", split=(0.2, 0.8, 0.0), progress=False)
+    sz = (128, 416)
+    model = ua.load_checkpoint(DEFAULT_BASELINE)[0].eval()  # trained: pruning it raises the loss
+    with pytest.raises(RuntimeError, match="set_reference"):
+        _ValLoss(data, sz, 4)(model)
+    score = _ValLoss(data, sz, 4).set_reference(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert score(model) == pytest.approx(1.0, rel=1e-5)
+    assert not model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    space = PruningSpace(model, sz, round_to=16)
+    import copy
+
+    pruned = ChannelMasks(model, space).apply(copy.deepcopy(model), space.uniform(0.75, 0.9))
+    assert 0.0 < score(pruned) < 1.0
