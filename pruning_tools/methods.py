@@ -105,6 +105,9 @@ class RandomSearch(PruningMethod):
     val-split re-ranking of the best ones."""
 
     name, label = "random", "Random search (same reward evaluations as PPO)"
+    #: random search replaces stage 2 only: the same channel choice as ``full`` (stage-1 scores when
+    #: ``importance.channel_choice: gradient``), so ``full - random`` measures the search alone
+    uses_importance = True
 
     def ratios(self, ctx: UnitContext) -> MethodResult:
         import time
@@ -113,7 +116,8 @@ class RandomSearch(PruningMethod):
 
         p, space = ctx.pipeline, ctx.inputs.space
         t0 = time.monotonic()
-        env = p.make_env(ctx.inputs, ctx.level, ctx.trial)
+        scores = p.channel_scores(self, ctx.stage1)
+        env = p.make_env(ctx.inputs, ctx.level, ctx.trial, scores)
         rng = np.random.default_rng(ctx.seed + 7919)
         n_eval = p.reward_evaluations()
         actions = [env.ratio_to_action(space.solve(rng.uniform(0.05, 1.0, len(space)), ctx.level, p.cfg.max_ratio))
@@ -127,12 +131,12 @@ class RandomSearch(PruningMethod):
                             "map": round(float(info["map"]), 5), "sparsity": round(float(info["sparsity"]), 5),
                             "ratios": [round(float(r), 5) for r in info["ratios"]]})
         best = max(history, key=lambda h: h["reward"])
-        rerank = p.rerank(ctx.inputs, ctx.trial, history)
+        rerank = p.rerank(ctx.inputs, ctx.trial, history, scores)
         ratios = np.asarray(rerank[0]["ratios"] if rerank else best["ratios"])
         info = {"evaluations": n_eval, "best_reward": best["reward"], "best_proxy_map": best["map"],
                 "rerank": [{k: v for k, v in r.items() if k != "ratios"} for r in rerank],
                 "proxy_evaluations": getattr(env.proxy, "calls", None), "wall_s": round(time.monotonic() - t0, 1)}
-        return MethodResult(ratios, info, history)
+        return MethodResult(ratios, info, history, scores)
 
 
 class GlobalRanking(PruningMethod):

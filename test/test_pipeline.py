@@ -23,7 +23,7 @@ def test_tiny_prune_run_end_to_end(tmp_path: Path) -> None:
     base = ua.save_checkpoint(ua.build_model("yolov5n.yaml"), tmp_path / "base.pt")
     cfg = {"name": "tiny", "baseline": str(base), "levels": [0.75], "round_to": 8, "trials": 2,
            "data": {"dataset": str(data), "imgsz": IMGSZ, "val_images": 2, "test_images": 2},
-           "importance": {"batches": 1, "batch": 2},
+           "importance": {"batches": 1, "batch": 2, "channel_choice": "gradient"},
            "rl": {"episodes": 1, "warmup_episodes": 1, "episodes_per_update": 1, "n_epochs": 1, "bn_batches": 1,
                   "bn_batch": 2, "lambda_flops": 0.05, "rerank_top": 2, "rerank_ft_steps": 1, "workers": 2,
                   "proxy_metric": "val_loss"},
@@ -49,6 +49,10 @@ def test_tiny_prune_run_end_to_end(tmp_path: Path) -> None:
         assert tuple(ua.raw_forward(model, ua.example_input(tuple(IMGSZ))).shape[:2]) == (1, 7)
     res = json.loads((run / "results.json").read_text())
     assert {(r["method"], r["level"], r["trials"]) for r in res["aggregate"]} == {(m, 0.75, 2) for m in methods}
+    # stage-1 channel scores choose the channels of the methods built on stage 1 (random replaces stage 2 only)
+    assert {(r["method"], r["channel_choice"]) for r in res["records"]} == {
+        ("uniform", "magnitude"), ("importance", "gradient"), ("random", "gradient"), ("global", "magnitude"),
+        ("full", "gradient")}
     # random search: as many reward evaluations as PPO's episodes; re-ranked on the val split
     rnd = json.loads((run / "random" / "s75" / "search.json").read_text())
     ppo = json.loads((run / "full" / "s75" / "search.json").read_text())
