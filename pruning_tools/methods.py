@@ -130,8 +130,10 @@ class RandomSearch(PruningMethod):
             history.append({"episode": k, "kind": "random", "reward": round(float(ret), 4),
                             "map": round(float(info["map"]), 5), "sparsity": round(float(info["sparsity"]), 5),
                             "ratios": [round(float(r), 5) for r in info["ratios"]]})
-        best = max(history, key=lambda h: h["reward"])
-        rerank = p.rerank(ctx.inputs, ctx.trial, history, scores)
+        from pruning_tools.pipeline import on_level
+
+        best = on_level(history, ctx.level)[0]
+        rerank = p.rerank(ctx.inputs, ctx.trial, history, ctx.level, scores)
         ratios = np.asarray(rerank[0]["ratios"] if rerank else best["ratios"])
         info = {"evaluations": n_eval, "best_reward": best["reward"], "best_proxy_map": best["map"],
                 "rerank": [{k: v for k, v in r.items() if k != "ratios"} for r in rerank],

@@ -458,8 +458,8 @@ class Pipeline:
                            seed=c.seed + trial)
         tag = f"s{int(round(lv * 100))}"
         sr = search(env, prior, acfg, self.run / "tb" / f"{tag}_t{trial}", self.progress, desc=f"stage 2: PPO {tag}")
-        rerank = self.rerank(ctx.inputs, trial, sr.history, scores)
-        ratios = np.asarray(rerank[0]["ratios"]) if rerank else sr.ratios
+        rerank = self.rerank(ctx.inputs, trial, sr.history, lv, scores)
+        ratios = np.asarray(rerank[0]["ratios"] if rerank else on_level(sr.history, lv)[0]["ratios"])
         info = {"best_reward": sr.reward, "best_proxy_map": sr.map, "episodes": len(sr.history),
                 "rerank": [{k: v for k, v in r.items() if k != "ratios"} for r in rerank],
                 "proxy_evaluations": sr.proxy_evaluations, "wall_s": sr.wall_s,
@@ -467,17 +467,18 @@ class Pipeline:
                 "chosen_from": rerank[0]["candidate"] if rerank else "best episode"}
         return MethodResult(ratios, info, sr.history, scores)
 
-    def rerank(self, inputs: Inputs, trial: int, history: list[dict[str, Any]],
+    def rerank(self, inputs: Inputs, trial: int, history: list[dict[str, Any]], level: float,
                scores: dict[str, torch.Tensor] | None = None) -> list[dict[str, Any]]:
         """Re-score the ``rl.rerank_top`` best episodes of a search with a more careful proxy
         (``rl.rerank_ft_steps`` fine-tune batches, ``rl.rerank_val_images`` of the val split); best first.
-        No candidate is added that the search did not find (the stage-1 prior competes only as an episode)."""
+        No candidate is added that the search did not find (the stage-1 prior competes only as an episode);
+        episodes off the level by more than 1 % (channel rounding) are not candidates."""
         c = self.cfg.rl
         if c.rerank_top <= 0:
             return []
         cands: list[tuple[str, list[float]]] = []
         seen = set()
-        for h in sorted(history, key=lambda h: -h["reward"]):
+        for h in on_level(history, level):
             key = tuple(inputs.space.kept(i, r) for i, r in enumerate(h["ratios"]))
             if key in seen:
                 continue
@@ -802,6 +803,23 @@ def _mean_real(reals: list[dict[str, Any]]) -> dict[str, Any]:
             cls[k], cls[f"{k}_std"] = float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
         out["classes"][name] = cls
     return out
+
+
+def on_level(history: list[dict[str, Any]], level: float) -> list[dict[str, Any]]:
+    """The episodes of a search that end within :data:`LEVEL_TOLERANCE` of ``level``, best reward first.
+
+    The environment ends every episode on the target, but channel rounding (``round_to``) of the last
+    layers can overshoot it; such an episode cannot become a unit's ratios.
+
+    :raises PruningError: when none does.
+    """
+    from pruning_tools.pruning import PruningError
+
+    ok = [h for h in history if abs(float(h["sparsity"]) - level) <= LEVEL_TOLERANCE]
+    if not ok:
+        raise PruningError(f"no episode of the search ends within {LEVEL_TOLERANCE:.0%} of level {level} "
+                           f"({len(history)} episodes)")
+    return sorted(ok, key=lambda h: -h["reward"])
 
 
 def _ratios_key(ratios: Any) -> str:

@@ -211,7 +211,43 @@ class PruningSpace:
         keep_r = int(round(keep / self.round_to)) * self.round_to
         return int(min(n, max(self.round_to, keep_r)))
 
+    def _kept_fraction(self, ratios: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`kept` / channels for every layer (same rounding: half to even)."""
+        n = self._channels
+        keep = n * (1.0 - np.clip(ratios, 0.0, 1.0))
+        keep_r = np.round(keep / self.round_to) * self.round_to
+        kept = np.minimum(n, np.maximum(self.round_to, keep_r))
+        kept = np.where((n <= self.round_to) | (ratios <= 0), n, kept)
+        return kept / n
+
+    def _vector_cost(self, ratios: np.ndarray) -> tuple[float, float]:
+        """:meth:`_cost` as array arithmetic (the search calls it thousands of times per episode batch)."""
+        if getattr(self, "_vec", None) is None:
+            convs = list(self.convs.values())
+            m = np.zeros((len(convs), len(self.layers)))
+            for j, rec in enumerate(convs):
+                for g, c in rec.in_groups:
+                    m[j, g] += c
+            self._channels = np.array([layer.channels for layer in self.layers], dtype=np.float64)
+            self._vec = {
+                "out": np.array([-1 if rec.out_group is None else rec.out_group for rec in convs]),
+                "out_ch": np.array([rec.out_ch for rec in convs], dtype=np.float64),
+                "dw": np.array([rec.depthwise for rec in convs]),
+                "base_in": np.array([rec.in_ch - sum(c for _, c in rec.in_groups) for rec in convs], dtype=np.float64),
+                "m": m, "k2": np.array([rec.k2 for rec in convs], dtype=np.float64),
+                "hw": np.array([rec.hw for rec in convs], dtype=np.float64),
+                "extra": np.array([(1.0 if rec.bias else 0.0) + (2.0 if rec.has_bn else 0.0) for rec in convs]),
+            }
+        v = self._vec
+        frac = np.append(self._kept_fraction(ratios), 1.0)  # index -1: a conv outside every group
+        o = v["out_ch"] * frac[v["out"]]
+        i = v["base_in"] + v["m"] @ frac[:-1]
+        w = np.where(v["dw"], o * v["k2"], o * i * v["k2"])
+        return float(np.sum(w + o * v["extra"])), float(np.sum(w * v["hw"]))
+
     def _cost(self, ratios: np.ndarray, per_layer: bool = False) -> tuple[float, float]:
+        if not per_layer:
+            return self._vector_cost(ratios)
         frac = np.array([self.kept(i, float(r)) / self.layers[i].channels for i, r in enumerate(ratios)])
         params = flops = 0.0
         for rec in self.convs.values():
