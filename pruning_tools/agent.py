@@ -157,7 +157,7 @@ def search(env: PruningEnv, prior: np.ndarray | None, cfg: AgentConfig, log_dir:
     def record(kind: str, ret: float, info: dict[str, Any]) -> None:
         entry = {"episode": len(history), "kind": kind, "reward": round(float(ret), 4),
                  "map": round(float(info.get("map", 0.0)), 5), "sparsity": round(float(info.get("sparsity", 0.0)), 5)}
-        entry["ratios"] = [round(float(r), 5) for r in info["ratios"]]
+        entry["ratios"] = [float(r) for r in info["ratios"]]  # unrounded: bounds sit on channel-rounding edges
         history.append(entry)
         if ret > best["reward"]:
             best.update(reward=float(ret), ratios=np.array(info["ratios"]), map=float(info["map"]),

@@ -129,7 +129,7 @@ class RandomSearch(PruningMethod):
             ret, info = run_episode(env, a)
             history.append({"episode": k, "kind": "random", "reward": round(float(ret), 4),
                             "map": round(float(info["map"]), 5), "sparsity": round(float(info["sparsity"]), 5),
-                            "ratios": [round(float(r), 5) for r in info["ratios"]]})
+                            "ratios": [float(r) for r in info["ratios"]]})  # unrounded: see agent.search
         from pruning_tools.pipeline import on_level
 
         best = on_level(history, ctx.level)[0]

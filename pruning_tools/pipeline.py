@@ -550,7 +550,7 @@ class Pipeline:
                "sparsity": round(1 - meas["params"] / dense_res["params"], 4),
                "target_metric": c.target_metric, "achieved_target": round(achieved, 4),
                "flops_reduction": round(1 - meas["gflops"] / dense_res["gflops"], 4), **meas,
-               "ratios": [round(float(r), 4) for r in ratios], "channel_choice": choice, "finetune": ft,
+               "ratios": [float(r) for r in ratios], "channel_choice": choice, "finetune": ft,
                "search": result.search, "checkpoint": str((out / "model.pt").relative_to(self.run)),
                "onnx": str((out / "model.onnx").relative_to(self.run)),
                "wall_s": round(time.monotonic() - t_m, 1)}

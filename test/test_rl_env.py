@@ -153,3 +153,18 @@ def test_val_loss_score_is_one_for_the_dense_model_and_falls_with_pruning(tmp_pa
 
     pruned = ChannelMasks(model, space).apply(copy.deepcopy(model), space.uniform(0.75, 0.9))
     assert 0.0 < score(pruned) < 1.0
+
+
+def test_history_ratios_reproduce_each_episode_sparsity() -> None:
+    """The environment's bounds sit on channel-rounding edges, so a history that rounded its ratios
+    (5 decimals did: 0.501 became 0.515 for the shipped baseline) would hand stage 3 another model."""
+    from pruning_tools.pipeline import DEFAULT_BASELINE
+
+    model = ua.load_checkpoint(DEFAULT_BASELINE)[0].eval()
+    space = PruningSpace(model, (384, 1248), round_to=16)
+    env = PruningEnv(space, 0.5, lambda r: 0.5, 1.0, max_ratio=0.9)
+    cfg = AgentConfig(episodes=0, warmup_episodes=12, warmup_noise=0.2, seed=0)
+    res = search(env, space.uniform(0.5, 0.9), cfg, progress=False)
+    assert len(res.history) == 12
+    for h in res.history:
+        assert space.sparsity(h["ratios"]) == pytest.approx(h["sparsity"], abs=1e-5)
