@@ -149,7 +149,8 @@ def next_run_dir(base: Path, name: str) -> Path:
 @dataclass
 class Inputs:
     """What every unit of work reads: the dataset root, the dense model, its pruning space, the
-    training split and (once measured) the dense model's mAP on the stage-2 validation slice."""
+    training split, (once measured) the dense model's proxy score on the stage-2 val images and
+    (once built) the training split at the proxy input size."""
 
     data: Path
     dense: torch.nn.Module
