@@ -3,7 +3,8 @@
 Search = warm-up episodes (the first replays the stage-1 budgets exactly, the others add Gaussian
 noise around them) followed by PPO episodes, ``episodes_per_update`` of them side by side per
 rollout; the rewards of the warm-up episodes, and of each rollout's episodes, are evaluated as one
-batch (in parallel on Ray workers, see :mod:`pruning_tools.distributed`); every episode's result
+batch (in parallel on local worker processes or Ray workers, see :mod:`pruning_tools.local_pool`
+and :mod:`pruning_tools.distributed`); every episode's result
 is recorded and the best reward wins (AMC-style), with a final deterministic policy rollout also
 considered. One ``seed``
 drives numpy, torch, the env and PPO; TensorBoard logs go to ``<log_dir>/ppo_<n>``.
@@ -101,8 +102,9 @@ class BatchedVecEnv(DummyVecEnv):
     """``DummyVecEnv`` over copies of one :class:`PruningEnv` whose final rewards are evaluated as one batch.
 
     The episodes of a PPO rollout run in lockstep (fixed length), so before their last step the final
-    ratio vectors of all of them are known; they go to the proxy's ``prefetch`` together (Ray workers
-    evaluate them in parallel; locally they are evaluated in order) and the steps then read the cache.
+    ratio vectors of all of them are known; they go to the proxy's ``prefetch`` together (evaluated in
+    parallel by the proxy's ``batch_evaluate`` — local workers or Ray — or in order without one) and the
+    steps then read the cache.
     """
 
     def __init__(self, envs: list[PruningEnv]) -> None:
