@@ -82,10 +82,10 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
 demo: setup
-	$(PY) -m pruning_tools.demo $(DEMO_ARGS)
+	$(PY) -m pruning_tools.demo.run $(DEMO_ARGS)
 
 table: setup
-	$(PY) -m pruning_tools.demo --profile full $(DEMO_ARGS)
+	$(PY) -m pruning_tools.demo.run --profile full $(DEMO_ARGS)
 
 bench: setup
 	mkdir -p bench/results

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _run(out: Path, frames: int, sequence: bool, seed: int) -> tuple[float, float]:
-    from pruning_tools.kitti.generator import generate_dataset
+    from pruning_tools.data.generator import generate_dataset
 
     w0, c0 = time.perf_counter(), time.process_time()
     generate_dataset(out, frames, seed=seed, sequence=sequence, segment_frames=10, progress=False)

@@ -4,11 +4,11 @@
 For ``--vectors`` ratio vectors at one level (default 75 %; random per-layer weights solved to the
 level, plus the uniform and stage-1 vectors), in one run:
 
-* the **proxy** mAP50-95 — exactly what the PPO reward sees (:class:`pruning_tools.rl_env.RewardProxy`:
+* the **proxy** mAP50-95 — exactly what the PPO reward sees (:class:`pruning_tools.search.env.RewardProxy`:
   physical pruning of a copy, ``--proxy-ft-steps`` fine-tune batches, BN recalibration on
   ``--bn-batches`` batches, val split at ``--proxy-imgsz`` on ``--val-images`` images) and its
   wall time per evaluation;
-* the **post-fine-tune** mAP50-95 — stage 3 (:func:`pruning_tools.finetune.prune_and_finetune`,
+* the **post-fine-tune** mAP50-95 — stage 3 (:func:`pruning_tools.surgery.finetune.prune_and_finetune`,
   ``--ft-steps`` batches in ``--prune-steps`` increments), val split at the deployment size;
 
 then the Spearman rank correlation between the two (issue 12 asks for >= 0.6 at 75 %). The JSON also
@@ -101,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pruning_tools import ultralytics_adapter as ua
-    from pruning_tools.finetune import FinetuneConfig, prune_and_finetune
-    from pruning_tools.importance import budgets_from_importance, compute_importance
-    from pruning_tools.measure import evaluate_model
-    from pruning_tools.pruning import PruningSpace
-    from pruning_tools.rl_env import RewardProxy
-    from pruning_tools.training import BatchStream, YoloDataset
+    from pruning_tools.surgery.finetune import FinetuneConfig, prune_and_finetune
+    from pruning_tools.search.importance import budgets_from_importance, compute_importance
+    from pruning_tools.train.evaluate import evaluate_model
+    from pruning_tools.surgery.channels import PruningSpace
+    from pruning_tools.search.env import RewardProxy
+    from pruning_tools.data.yolo import BatchStream, YoloDataset
     from sparse_perception.machine import machine_info
 
     q = a.quick
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="proxy_corr_") as tmp:
         data = a.data
         if data is None:
-            from pruning_tools.kitti import convert_kitti, generate_dataset
+            from pruning_tools.data import convert_kitti, generate_dataset
 
             frames = a.frames or (80 if q else 400)
             generate_dataset(Path(tmp) / "kitti", frames=frames, seed=a.seed + 11, progress=False)
@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             return float(evaluate_model(m, data, "val", pimgsz, max_images=val_n)["map50_95"])
 
         if a.metric == "val_loss":
-            from pruning_tools.pipeline import _ValLoss
+            from pruning_tools.search.proxy import ValLoss
 
-            proxy = RewardProxy(dense, space, calib, _ValLoss(data, pimgsz, val_n).set_reference(dense), 0, pft, 0.002,
+            proxy = RewardProxy(dense, space, calib, ValLoss(data, pimgsz, val_n).set_reference(dense), 0, pft, 0.002,
                                 scores, a.surgery)
         else:
             proxy = RewardProxy(dense, space, calib, val_proxy, a.bn_batches, pft, 0.002, scores, a.surgery)

@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pruning_tools import ultralytics_adapter as ua
-    from pruning_tools.measure import count_flops, interleaved_latency
-    from pruning_tools.pruning import PruningSpace, apply_ratios, unstructured_prune
+    from pruning_tools.train.measure import count_flops, interleaved_latency
+    from pruning_tools.surgery.channels import PruningSpace, apply_ratios, unstructured_prune
 
     torch.set_num_threads(a.threads)
     runs = a.runs or (20 if a.quick else 40)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
         export(model, "dense")
         levels = []
-        from pruning_tools.pruning import PruningError
+        from pruning_tools.surgery.channels import PruningError
 
         for lv in a.levels:
             try:

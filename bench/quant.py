@@ -83,7 +83,7 @@ def _models(run: Path | None, method: str) -> list[tuple[str, float, object, str
         m, meta = load_checkpoint(ck)
         out.append(("s75", float(meta.get("sparsity", 0.75)), m, str(ck)))
     else:
-        from pruning_tools.pruning import PruningSpace, apply_ratios
+        from pruning_tools.surgery.channels import PruningSpace, apply_ratios
 
         m = copy.deepcopy(dense)
         space = PruningSpace(m, imgsz=(384, 1248))
@@ -95,7 +95,7 @@ def _models(run: Path | None, method: str) -> list[tuple[str, float, object, str
 def interleaved_latency(paths: dict[str, Path], imgsz: tuple[int, int], threads: int, runs: int,
                         warmup: int) -> dict[str, dict[str, float]]:
     """Round-robin timing of several ONNX files: one run of each per round."""
-    from pruning_tools.bisection import OrtMeasurer
+    from pruning_tools.quant.bisection import OrtMeasurer
 
     m = OrtMeasurer(REPO, imgsz=imgsz, threads=threads)
     fns = {k: m.infer_fn(p) for k, p in paths.items()}
@@ -128,15 +128,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from pruning_tools.bisection import OrtMeasurer, SearchConfig, search_precision
-    from pruning_tools.quantize import Int8Builder, QuantConfig, export_fp32, select_calibration_files
+    from pruning_tools.quant.bisection import OrtMeasurer, SearchConfig, search_precision
+    from pruning_tools.quant.quantize import Int8Builder, QuantConfig, export_fp32, select_calibration_files
     from sparse_perception.machine import machine_info
 
     torch.set_num_threads(a.threads)
     imgsz = (384, 1248)
     scratch = tempfile.TemporaryDirectory(prefix="sp_bench_quant_data_")
     if a.dataset is None:
-        from pruning_tools.kitti import convert_kitti, generate_dataset
+        from pruning_tools.data import convert_kitti, generate_dataset
 
         print("no --dataset: generating 400 scenes (seed 7) for calibration and evaluation")
         generate_dataset(Path(scratch.name) / "kitti", frames=400, seed=7)

@@ -5,7 +5,7 @@ In one run:
 
 1. **scaling** — a fixed small search (a fixed set of stage-2 reward evaluations of the shipped
    baseline on generated scenes: prune, BN recalibration, val mAP) sent as one batch through the
-   same Ray path the pipeline uses (:class:`pruning_tools.distributed.RayExecutor`), on a local Ray
+   same Ray path the pipeline uses (:class:`pruning_tools.pipeline.ray_executor.RayExecutor`), on a local Ray
    with 1, 2 (and all, where more) worker CPUs; workers are started and have unpacked the shared
    data before timing. Reports evaluations/s, wall time and ``speedup_2_vs_1``;
 2. **full-profile cost** — per-batch costs at the full profile's settings (384x1248, batch 8, one
@@ -38,7 +38,7 @@ os.environ.setdefault("YOLO_VERBOSE", "false")
 
 
 def make_data(root: Path, frames: int) -> Path:
-    from pruning_tools.kitti import convert_kitti, generate_dataset
+    from pruning_tools.data import convert_kitti, generate_dataset
 
     generate_dataset(root / "kitti", frames=frames, seed=3, progress=False)
     return convert_kitti(root / "kitti", root / "yolo", progress=False)
@@ -47,9 +47,10 @@ def make_data(root: Path, frames: int) -> Path:
 def scaling(work: Path, quick: bool, cpu_list: list[int]) -> dict:
     import numpy as np
 
-    from pruning_tools.distributed import RayExecutor
-    from pruning_tools.pipeline import Pipeline, ProxySpec
-    from pruning_tools.prune_config import config_from_dict
+    from pruning_tools.pipeline.ray_executor import RayExecutor
+    from pruning_tools.pipeline.prune import Pipeline
+    from pruning_tools.search.proxy import ProxySpec
+    from pruning_tools.pipeline.config import config_from_dict
 
     imgsz = [128, 416]
     data = make_data(work / "small", 40)
@@ -87,11 +88,12 @@ def component_costs(work: Path, quick: bool) -> dict:
     import torch
 
     from pruning_tools import ultralytics_adapter as ua
-    from pruning_tools.measure import evaluate_model
-    from pruning_tools.pipeline import DEFAULT_BASELINE
-    from pruning_tools.pruning import PruningSpace, apply_ratios
-    from pruning_tools.prune_config import load_config
-    from pruning_tools.training import BatchStream, YoloDataset, recalibrate_bn, train_steps
+    from pruning_tools.train.evaluate import evaluate_model
+    from pruning_tools.assets import DEFAULT_BASELINE
+    from pruning_tools.surgery.channels import PruningSpace, apply_ratios
+    from pruning_tools.pipeline.config import load_config
+    from pruning_tools.data.yolo import BatchStream, YoloDataset
+    from pruning_tools.train.loop import recalibrate_bn, train_steps
 
     full = load_config(REPO / "pruning_tools" / "configs" / "full.yaml")
     torch.set_num_threads(1)
@@ -125,7 +127,7 @@ def component_costs(work: Path, quick: bool) -> dict:
 
 def estimate_full(cost: dict, workers: list[int]) -> dict:
     """Full profile's CPU time per unit and wall time on W workers from the measured component costs."""
-    from pruning_tools.prune_config import load_config
+    from pruning_tools.pipeline.config import load_config
 
     c = load_config(REPO / "pruning_tools" / "configs" / "full.yaml")
     frames = c.data.generate_frames

@@ -11,13 +11,13 @@ import sys
 
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "kitti": ("pruning_tools.kitti.cli", "KITTI I/O: generate scenes, convert to YOLO, write rosbag2"),
-    "train-baseline": ("pruning_tools.baseline", "train/fine-tune the dense baseline on a KITTI-format dataset"),
-    "evaluate": ("pruning_tools.evaluate", "KITTI-aware AP of a checkpoint, ONNX model or zoo level on real/generated frames"),
-    "prune": ("pruning_tools.pipeline", "three-stage structured pruning (--config FILE)"),
-    "export": ("pruning_tools.export", "quantise and export a prune run into an engine zoo"),
-    "train-policy": ("pruning_tools.policy_train", "train the condition-driven sparsity policy on a zoo"),
-    "demo": ("pruning_tools.demo", "the whole pipeline and the live node end to end, with a report"),
+    "kitti": ("pruning_tools.data.cli", "KITTI I/O: generate scenes, convert to YOLO, write rosbag2"),
+    "train-baseline": ("pruning_tools.train.baseline", "train/fine-tune the dense baseline on a KITTI-format dataset"),
+    "evaluate": ("pruning_tools.train.evaluate", "KITTI-aware AP of a checkpoint, ONNX model or zoo level on real/generated frames"),
+    "prune": ("pruning_tools.pipeline.cli", "three-stage structured pruning (--config FILE)"),
+    "export": ("pruning_tools.quant.export", "quantise and export a prune run into an engine zoo"),
+    "train-policy": ("pruning_tools.train.policy", "train the condition-driven sparsity policy on a zoo"),
+    "demo": ("pruning_tools.demo.run", "the whole pipeline and the live node end to end, with a report"),
 }
 
 

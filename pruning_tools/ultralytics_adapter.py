@@ -513,19 +513,3 @@ def export_onnx(model: nn.Module, path: str | Path, imgsz: tuple[int, int] = (38
 
 
 class_names_fn = class_names  # alias used where a parameter shadows the name
-
-
-# --------------------------------------------------------------------------------------- training
-def train(model: nn.Module, data_yaml: str | Path, epochs: int = 10, imgsz: tuple[int, int] = (384, 1248),
-          batch: int = 8, lr0: float = 0.01, **kwargs: Any) -> dict[str, Any]:
-    """Train/fine-tune ``model`` in place on a YOLO dataset (``data.yaml`` from ``kitti convert``).
-
-    Uses the project's lightweight loop (:func:`pruning_tools.training.train_detector`) with
-    Ultralytics' detection loss; see its docstring for ``kwargs`` (``crop_width``, ``seed``, ...).
-
-    :return: the training summary dict.
-    """
-    from pruning_tools.training import TrainConfig, train_detector
-
-    cfg = TrainConfig(epochs=epochs, imgsz=tuple(imgsz), batch=batch, lr0=lr0, **kwargs)
-    return train_detector(model, Path(data_yaml), cfg)

@@ -1,6 +1,6 @@
 """A live session: the detector node as a real process, a bag replayed into it, swaps, the policy.
 
-Used by ``make demo`` (:mod:`pruning_tools.demo`); usable on its own::
+Used by ``make demo`` (:mod:`pruning_tools.demo.run`); usable on its own::
 
     python -m sparse_perception.live_session --manifest ZOO/manifest.json --bag BAG \\
         --policy POLICY.zip --out DIR

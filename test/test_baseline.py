@@ -85,7 +85,7 @@ def test_shipped_baseline_remeasured_on_real_test_frames(shared_dir: Path) -> No
     """Re-measure (not read) the shipped baseline on the real KITTI test frames of its own split file."""
     if not ASSET.is_file():
         pytest.skip("baseline asset not trained yet")
-    from pruning_tools.evaluate import load_detector, real_eval_frames
+    from pruning_tools.train.evaluate import load_detector, real_eval_frames
 
     split = ASSET.parent / "kitti_real_split.json"
     frames = real_eval_frames(shared_dir / "data" / "kitti_object", split_file=split, split="test")
@@ -105,8 +105,8 @@ def test_shipped_baseline_remeasured_on_fresh_generated_frames(tmp_path: Path) -
     """Generated scenes it never saw (seed 5): mAP above the floor."""
     if not ASSET.is_file():
         pytest.skip("baseline asset not trained yet")
-    from pruning_tools.kitti import convert_kitti, generate_dataset
-    from pruning_tools.measure import evaluate_model
+    from pruning_tools.data import convert_kitti, generate_dataset
+    from pruning_tools.train.evaluate import evaluate_model
 
     generate_dataset(tmp_path / "kitti", frames=24, seed=5, progress=False)
     yolo = convert_kitti(tmp_path / "kitti", tmp_path / "yolo", split=(0.5, 0.0, 0.5), progress=False)

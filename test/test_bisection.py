@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from helpers.quant_data import IMGSZ, tiny_dataset, tiny_model
-from pruning_tools.bisection import OrtMeasurer, SearchConfig, search_precision
-from pruning_tools.quantize import Int8Builder, QuantConfig, export_fp32, float_weight_convs, select_calibration_files
+from pruning_tools.quant.bisection import OrtMeasurer, SearchConfig, search_precision
+from pruning_tools.quant.quantize import Int8Builder, QuantConfig, export_fp32, float_weight_convs, select_calibration_files
 
 
 @pytest.fixture(scope="module")

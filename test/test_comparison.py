@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from pruning_tools.comparison import METHOD_LABELS, paired_differences, paired_lines
-from pruning_tools.demo_report import rl_gain
-from pruning_tools.methods import METHOD_NAMES
-from pruning_tools.prune_config import METHODS
+from pruning_tools.pipeline.report import METHOD_LABELS, paired_differences, paired_lines
+from pruning_tools.demo.report import rl_gain
+from pruning_tools.search.strategies import METHOD_NAMES
+from pruning_tools.pipeline.config import METHODS
 
 MAPS = {"full": [0.30, 0.32, 0.31], "importance": [0.28, 0.29, 0.285], "random": [0.31, 0.30, 0.33],
         "uniform": [0.10, 0.11, 0.09]}

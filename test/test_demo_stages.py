@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pruning_tools.demo_stages import Stage, StageError, StageRunner
+from pruning_tools.demo.stages import Stage, StageError, StageRunner
 
 
 def test_failure_names_stage_and_rerun_resumes(tmp_path: Path) -> None:

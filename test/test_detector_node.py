@@ -281,7 +281,7 @@ def recall_at_05(preds: dict[int, tuple], gts: dict[int, tuple]) -> tuple[float,
 def test_detections_match_ground_truth_on_replayed_sequence(tmp_path: Path, gt_model: Path) -> None:
     """Generated 40-frame sequence -> bag -> ``sparse-perception replay`` -> node: every frame is answered,
     the node's detections equal the runtime's on the bag's own images, and recall@0.5 is above the floor."""
-    kitti = pytest.importorskip("pruning_tools.kitti", reason="KITTI generator (data helper) not installed")
+    kitti = pytest.importorskip("pruning_tools.data", reason="KITTI generator (data helper) not installed")
     pytest.importorskip("sparse_perception.replay", reason="replay tool not installed")
     from sparse_perception.runtime import EnginePool, RuntimeConfig
 
@@ -328,7 +328,7 @@ def test_real_kitti_drive_replayed_through_node_detects_cars(tmp_path: Path, gt_
     """78 real KITTI raw frames -> ``kitti to-bag --rate 10`` -> ``replay`` -> node: every frame is answered and
     cars are found in the frames (floors measured with the shipped baseline)."""
     pytest.importorskip("sparse_perception.replay", reason="replay tool not installed")
-    from pruning_tools.kitti.cli import main as kitti_main
+    from pruning_tools.data.cli import main as kitti_main
 
     bag = tmp_path / "real_drive"
     assert kitti_main(["to-bag", "--raw-drive", str(shared_dir / REAL_FRAMES), "--rate", "10", "--calib",

@@ -21,7 +21,7 @@ UNITS = 5  # 1 level x 5 methods (uniform, importance, random, global, full) x 1
 
 
 def test_parse_address(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pruning_tools.distributed import parse_address
+    from pruning_tools.pipeline.ray_executor import parse_address
 
     assert parse_address("local") == ("local", None)
     assert parse_address("10.1.2.3:6379") == ("10.1.2.3:6379", "10.1.2.3")
@@ -36,15 +36,15 @@ def test_parse_address(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_without_ray_flag_ray_is_not_imported(repo_root: Path) -> None:
-    code = ("import sys; import pruning_tools.cli, pruning_tools.pipeline, pruning_tools.agent, pruning_tools.rl_env, "
-            "pruning_tools.demo; sys.exit(1 if 'ray' in sys.modules else 0)")
+    code = ("import sys; import pruning_tools.cli, pruning_tools.pipeline.prune, pruning_tools.search.agent, pruning_tools.search.env, "
+            "pruning_tools.demo.run; sys.exit(1 if 'ray' in sys.modules else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:] or "ray was imported"
 
 
 def test_pack_dataset_ships_the_slices_units_read(tmp_path: Path) -> None:
-    from pruning_tools.distributed import pack_dataset, unpack
-    from pruning_tools.prune_config import config_from_dict
+    from pruning_tools.pipeline.ray_executor import pack_dataset, unpack
+    from pruning_tools.pipeline.config import config_from_dict
 
     data = make_yolo_dataset(tmp_path / "ds", n_train=5, n_val=3, n_test=4, size=tuple(IMGSZ))
     cfg = config_from_dict({"data": {"dataset": str(data), "imgsz": IMGSZ, "train_images": 2, "test_images": 1}})
@@ -106,7 +106,7 @@ def _results(run: Path) -> dict[tuple, dict]:
 def test_two_node_cluster_runs_the_prune_with_the_same_answers_as_locally(
         cluster, tiny_cfg: Path, tmp_path: Path, repo_root: Path) -> None:
     from pruning_tools import ultralytics_adapter as ua
-    from pruning_tools.pipeline import main
+    from pruning_tools.pipeline.cli import main
 
     cluster.add_node()  # the second node (killed by the next test)
     nodes = cluster.wait_nodes(2)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pruning_tools.evaluate import EvalSet, evaluate_detector
+from pruning_tools.train.evaluate import EvalSet, evaluate_detector
 
 
 def _dataset(root: Path) -> list[tuple[float, float, float, float]]:
@@ -61,7 +61,7 @@ def test_wrong_output_shape(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def kitti_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small KITTI object root (generated scenes: real layout, occlusion, truncation, DontCare)."""
-    from pruning_tools.kitti import generate_dataset
+    from pruning_tools.data import generate_dataset
 
     root = tmp_path_factory.mktemp("kitti") / "kitti"
     generate_dataset(root, frames=4, seed=21, progress=False)
@@ -78,7 +78,7 @@ def _coco_onnx(path: Path) -> Path:
 
 
 def test_evaluate_cli_writes_the_documented_json(kitti_root: Path, tmp_path: Path) -> None:
-    from pruning_tools.evaluate import main
+    from pruning_tools.train.evaluate import main
 
     out = tmp_path / "res.json"
     assert main(["--kitti-root", str(kitti_root), "--json", str(out), "--no-progress"]) == 0  # shipped baseline
@@ -93,7 +93,7 @@ def test_evaluate_cli_writes_the_documented_json(kitti_root: Path, tmp_path: Pat
 
 
 def test_evaluate_cli_split_file_selects_frames(kitti_root: Path, tmp_path: Path) -> None:
-    from pruning_tools.evaluate import main
+    from pruning_tools.train.evaluate import main
 
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"_about": "test", "train": ["000000", "000001"], "test": ["000002", "000003"]}))
@@ -104,7 +104,7 @@ def test_evaluate_cli_split_file_selects_frames(kitti_root: Path, tmp_path: Path
 
 
 def test_evaluate_coco_onnx_through_the_class_map(kitti_root: Path, tmp_path: Path) -> None:
-    from pruning_tools.evaluate import RealFrames, load_detector, main
+    from pruning_tools.train.evaluate import RealFrames, load_detector, main
 
     onnx = _coco_onnx(tmp_path / "coco.onnx")
     det = load_detector(onnx)
@@ -119,8 +119,8 @@ def test_evaluate_coco_onnx_through_the_class_map(kitti_root: Path, tmp_path: Pa
 
 def test_evaluate_zoo_level_and_yolo_split(test_zoo: Path, kitti_root: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    from pruning_tools.evaluate import main
-    from pruning_tools.kitti import convert_kitti
+    from pruning_tools.train.evaluate import main
+    from pruning_tools.data import convert_kitti
 
     out = tmp_path / "zoo.json"
     assert main(["--kitti-root", str(kitti_root), "--model", str(test_zoo), "--level", "s50", "--json", str(out),
@@ -135,7 +135,7 @@ def test_evaluate_zoo_level_and_yolo_split(test_zoo: Path, kitti_root: Path, tmp
 
 
 def test_evaluate_cli_bad_inputs(tmp_path: Path, kitti_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pruning_tools.evaluate import main
+    from pruning_tools.train.evaluate import main
 
     assert main(["--kitti-root", str(tmp_path / "nope"), "--no-progress"]) == 2
     assert "not found" in capsys.readouterr().err

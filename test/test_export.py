@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from helpers.quant_data import IMGSZ, tiny_dataset, tiny_model
-from pruning_tools.export import main
+from pruning_tools.quant.export import main
 from sparse_perception.zoo import ManifestError, load_manifest
 
 
 @pytest.fixture(scope="module")
 def prune_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pruning_tools.quantize import export_fp32
+    from pruning_tools.quant.quantize import export_fp32
     from pruning_tools.ultralytics_adapter import save_checkpoint
 
     run = tmp_path_factory.mktemp("run")
@@ -108,7 +108,7 @@ def test_bad_inputs(prune_run: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_real_eval_adds_real_frame_ap_to_every_onnx_artifact(prune_run: Path, tmp_path: Path) -> None:
-    from pruning_tools.kitti import generate_dataset
+    from pruning_tools.data import generate_dataset
 
     real = generate_dataset(tmp_path / "real", frames=3, seed=9, progress=False) and tmp_path / "real"
     out = tmp_path / "zoo_real"

@@ -13,10 +13,10 @@ import torch
 
 from helpers.tiny_data import make_yolo_dataset
 from pruning_tools import ultralytics_adapter as ua
-from pruning_tools.finetune import FinetuneConfig, prune_and_finetune
-from pruning_tools.measure import count_flops
-from pruning_tools.pruning import PruningSpace
-from pruning_tools.training import BatchStream, YoloDataset
+from pruning_tools.surgery.finetune import FinetuneConfig, prune_and_finetune
+from pruning_tools.train.measure import count_flops
+from pruning_tools.surgery.channels import PruningSpace
+from pruning_tools.data.yolo import BatchStream, YoloDataset
 
 IMGSZ = (64, 192)
 REPO = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _cmd(job: dict, out: Path, sleep: float) -> list[str]:
-    return [sys.executable, "-m", "pruning_tools.finetune", "--model", str(job["root"] / "dense.pt"),
+    return [sys.executable, "-m", "pruning_tools.surgery.finetune", "--model", str(job["root"] / "dense.pt"),
             "--ratios", str(job["root"] / "ratios.json"), "--data", str(job["data"]), "--out", str(out),
             "--imgsz", *map(str, IMGSZ), "--crop-width", "0", "--prune-steps", "2", "--steps-per-prune", "3",
             "--final-steps", "2", "--batch", "2", "--checkpoint-every", "1", "--sleep", str(sleep)]

@@ -9,9 +9,9 @@ import torch
 
 from helpers.tiny_data import make_yolo_dataset
 from pruning_tools import ultralytics_adapter as ua
-from pruning_tools.importance import budgets_from_importance, compute_importance
-from pruning_tools.pruning import PruningError, PruningSpace
-from pruning_tools.training import BatchStream, YoloDataset
+from pruning_tools.search.importance import budgets_from_importance, compute_importance
+from pruning_tools.surgery.channels import PruningError, PruningSpace
+from pruning_tools.data.yolo import BatchStream, YoloDataset
 
 IMGSZ = (96, 320)
 
@@ -44,8 +44,8 @@ def test_channel_scores_follow_the_graphs_root_mapping_through_unequal_concats()
     root channel modulo the width; the score must land on the graph's root channel."""
     from torch import nn
 
-    from pruning_tools.importance import group_importance
-    from pruning_tools.pruning import _groups, build_graph
+    from pruning_tools.search.importance import group_importance
+    from pruning_tools.surgery.channels import _groups, build_graph
 
     model = ua.build_model("yolov8n.yaml").eval()
     space = PruningSpace(model, IMGSZ)
@@ -96,7 +96,7 @@ def test_budget_errors(setup: tuple) -> None:
 
 
 def test_empty_dataset_is_rejected(tmp_path: Path) -> None:
-    from pruning_tools.training import DatasetError
+    from pruning_tools.data.yolo import DatasetError
 
     (tmp_path / "images" / "train").mkdir(parents=True)
     with pytest.raises(DatasetError, match="empty"):

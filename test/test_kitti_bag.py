@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pruning_tools.kitti.bag import (
+from pruning_tools.data.bag import (
     TOPIC_CAMERA_INFO,
     TOPIC_CONDITION,
     TOPIC_GROUND_TRUTH,
@@ -18,8 +18,8 @@ from pruning_tools.kitti.bag import (
     TOPIC_TF_STATIC,
     raw_drive_to_bag,
 )
-from pruning_tools.kitti.cli import main as kitti_main
-from pruning_tools.kitti.io import KittiObject, read_cam_to_cam, read_timestamps, write_labels
+from pruning_tools.data.cli import main as kitti_main
+from pruning_tools.data.kitti_io import KittiObject, read_cam_to_cam, read_timestamps, write_labels
 from sparse_perception.bag_types import typestore
 from sparse_perception.conditions import Condition
 

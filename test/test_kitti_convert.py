@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from pruning_tools.kitti.cli import main as kitti_main
-from pruning_tools.kitti.convert import assign_splits, convert_kitti, read_split_file
-from pruning_tools.kitti.io import KittiObject, write_labels
+from pruning_tools.data.cli import main as kitti_main
+from pruning_tools.data.convert import assign_splits, convert_kitti, read_split_file
+from pruning_tools.data.kitti_io import KittiObject, write_labels
 
 W, H = 200, 100
 

@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pruning_tools.kitti.cli import main as kitti_main
-from pruning_tools.kitti.io import read_labels, read_timestamps
+from pruning_tools.data.cli import main as kitti_main
+from pruning_tools.data.kitti_io import read_labels, read_timestamps
 
-generator = pytest.importorskip("pruning_tools.kitti.generator", reason="scene generator not present")
+generator = pytest.importorskip("pruning_tools.data.generator", reason="scene generator not present")
 
 RAW_DRIVE = "data/kitti_raw/2011_09_26_drive_0001_sync/2011_09_26/2011_09_26_drive_0001_sync"
 CAM_TO_CAM = "data/kitti_raw/2011_09_26_calib/2011_09_26/calib_cam_to_cam.txt"
 
 
 def test_generate_convert_data_yaml(tmp_path: Path) -> None:
-    from pruning_tools.training import resolve_split_dir
+    from pruning_tools.data.yolo import resolve_split_dir
 
     gen = tmp_path / "gen"
     assert kitti_main(["generate", "--out", str(gen), "--frames", "12", "--seed", "5", "--no-progress"]) == 0

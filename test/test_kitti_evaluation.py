@@ -1,11 +1,11 @@
-"""KITTI-aware AP (pruning_tools.kitti.evaluation): hand-computed cases and pycocotools as reference."""
+"""KITTI-aware AP (pruning_tools.train.kitti_ap): hand-computed cases and pycocotools as reference."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pruning_tools.kitti.evaluation import R40, FrameTruth, KittiEvaluator, truth_from_kitti
-from pruning_tools.kitti.io import parse_label_line
+from pruning_tools.train.kitti_ap import R40, FrameTruth, KittiEvaluator, truth_from_kitti
+from pruning_tools.data.kitti_io import parse_label_line
 
 
 def truth(boxes, types, occluded=None, truncated=None, dontcare=()) -> FrameTruth:

@@ -1,4 +1,4 @@
-"""Tests of pruning_tools.kitti.generator (procedural KITTI scenes): determinism, layout, label
+"""Tests of pruning_tools.data.generator (procedural KITTI scenes): determinism, layout, label
 geometry against the calibration, truncation/occlusion, sequence coherence, timestamps, conditions,
 real KITTI timestamps/calibration pairing and bad input."""
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from pruning_tools.kitti.generator import generate_dataset  # noqa: E402
-from pruning_tools.kitti.io import (  # noqa: E402
+from pruning_tools.data.generator import generate_dataset  # noqa: E402
+from pruning_tools.data.kitti_io import (  # noqa: E402
     read_cam_to_cam,
     read_labels,
     read_object_calib,

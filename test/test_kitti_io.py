@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pruning_tools.kitti.dataset import CameraInfoData, KittiObjectDataset, RawDrive
-from pruning_tools.kitti.io import (
+from pruning_tools.data.kitti_dataset import CameraInfoData, KittiObjectDataset, RawDrive
+from pruning_tools.data.kitti_io import (
     KittiObject,
     format_label_line,
     format_timestamp,
@@ -267,7 +267,7 @@ def test_package_exports_are_lazy_and_match_contract() -> None:
     import subprocess
     import sys
 
-    import pruning_tools.kitti as kitti
+    import pruning_tools.data as kitti
 
     sig = inspect.signature(kitti.convert_kitti)
     assert list(sig.parameters)[:2] == ["kitti_root", "out"]
@@ -278,7 +278,7 @@ def test_package_exports_are_lazy_and_match_contract() -> None:
     with pytest.raises(AttributeError):
         kitti.no_such_name  # noqa: B018
     # reading labels pulls in neither rosbags nor ROS nor torch
-    code = ("import sys, pruning_tools.kitti as k; k.read_labels; k.KittiObjectDataset; "
+    code = ("import sys, pruning_tools.data as k; k.read_labels; k.KittiObjectDataset; "
             "bad = [m for m in ('rosbags', 'rclpy', 'torch') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def drive_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pruning_tools.kitti import generate_dataset, raw_drive_to_bag
+    from pruning_tools.data import generate_dataset, raw_drive_to_bag
 
     root = tmp_path_factory.mktemp("live_drive")
     drive = generate_dataset(root / "seq", frames=90, seed=5, sequence=True,
@@ -83,7 +83,7 @@ def test_live_session_swaps_then_policy_and_records(test_zoo: Path, drive_bag: P
     assert counts.get("/perception/engine_status", 0) >= 1, counts
 
     # the report renders this session (with a minimal Table-1 input built from the zoo)
-    from pruning_tools.demo_report import live_lines, policy_lines
+    from pruning_tools.demo.report import live_lines, policy_lines
 
     md = "\n".join(live_lines(json.loads((out / "live.json").read_text())) + policy_lines(res))
     assert f"| {fr['in_bag']} / {fr['answered']} |" in md

@@ -12,10 +12,10 @@ IMGSZ = (128, 416)
 
 @pytest.mark.slow
 def test_pool_batches_equal_in_process_values(tmp_path: Path) -> None:
-    from pruning_tools.kitti import convert_kitti, generate_dataset
-    from pruning_tools.local_pool import LocalPool
-    from pruning_tools.pipeline import Pipeline
-    from pruning_tools.prune_config import config_from_dict
+    from pruning_tools.data import convert_kitti, generate_dataset
+    from pruning_tools.pipeline.local_pool import LocalPool
+    from pruning_tools.pipeline.prune import Pipeline
+    from pruning_tools.pipeline.config import config_from_dict
 
     # the shipped baseline on generated scenes: proxy values that are not all zero
     generate_dataset(tmp_path / "kitti", frames=10, seed=3, progress=False)
@@ -29,14 +29,15 @@ def test_pool_batches_equal_in_process_values(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     vectors = [space.uniform(0.3, 0.9)] + [space.solve(rng.uniform(0.05, 1.0, len(space)), 0.3, 0.9)
                                            for _ in range(3)]
-    spec = pipe.proxy_spec(0)
-    here = pipe.reward_proxy(inputs, spec)  # no pool yet: evaluated in this process
+    session = pipe.session(inputs)
+    spec = session.proxy_spec(0)
+    here = session.reward_proxy(spec)  # no pool yet: evaluated in this process
     want = [here(v) for v in vectors]
     assert max(want) > 0.01, want  # a comparison of zeros would prove nothing
-    pool = LocalPool(pipe, inputs, 2)
+    pool = LocalPool(pipe.worker_session_factory(inputs), 2)
     try:
-        pipe.pool = pool
-        proxy = pipe.reward_proxy(inputs, spec)
+        session.evaluator = pool
+        proxy = session.reward_proxy(spec)
         assert proxy.batch_evaluate is not None
         proxy.prefetch(vectors + vectors[:1])  # a repeated vector is evaluated once
         assert proxy.calls == len(vectors)
@@ -44,7 +45,7 @@ def test_pool_batches_equal_in_process_values(tmp_path: Path) -> None:
         assert proxy.calls == len(vectors)
     finally:
         pool.close()
-        pipe.pool = None
+        session.evaluator = None
     assert got == pytest.approx(want, abs=1e-4)
     with pytest.raises(ValueError, match="workers must be >= 1"):
-        LocalPool(pipe, inputs, 0)
+        LocalPool(pipe.worker_session_factory(inputs), 0)

@@ -8,8 +8,8 @@ import pytest
 
 from helpers.tiny_data import make_yolo_dataset
 from pruning_tools import ultralytics_adapter as ua
-from pruning_tools.measure import builtin_map, count_flops, model_latency
-from pruning_tools.training import YoloDataset
+from pruning_tools.train.measure import builtin_map, count_flops, model_latency
+from pruning_tools.data.yolo import YoloDataset
 
 IMGSZ = (96, 320)
 
@@ -49,8 +49,8 @@ def test_flops_and_latency(tmp_path: Path) -> None:
 def test_interleaved_latency_times_every_model_round_robin(tmp_path: Path) -> None:
     import copy
 
-    from pruning_tools.measure import interleaved_latency
-    from pruning_tools.pruning import PruningSpace, apply_ratios
+    from pruning_tools.train.measure import interleaved_latency
+    from pruning_tools.surgery.channels import PruningSpace, apply_ratios
 
     dense = ua.build_model("yolov5n.yaml").eval()
     space = PruningSpace(dense, IMGSZ, round_to=8)

@@ -57,7 +57,7 @@ def test_kitti_generate_after_kill9_removes_its_partial_and_publishes_normal_mod
         _kill9(proc)
     partials = list(tmp_path.glob(".gen.*.tmp"))
     assert len(partials) == 1 and not out.exists()  # what kill -9 leaves behind
-    from pruning_tools.kitti.generator import generate_dataset
+    from pruning_tools.data.generator import generate_dataset
 
     generate_dataset(out, 2, seed=1, progress=False)
     assert not partials[0].exists() and list(tmp_path.glob(".gen.*")) == []
@@ -65,8 +65,8 @@ def test_kitti_generate_after_kill9_removes_its_partial_and_publishes_normal_mod
 
 
 def test_kitti_convert_output_has_normal_mode(tmp_path: Path) -> None:
-    from pruning_tools.kitti.convert import convert_kitti
-    from pruning_tools.kitti.generator import generate_dataset
+    from pruning_tools.data.convert import convert_kitti
+    from pruning_tools.data.generator import generate_dataset
 
     generate_dataset(tmp_path / "kitti", 4, seed=3, progress=False)
     out = convert_kitti(tmp_path / "kitti", tmp_path / "yolo", progress=False)

@@ -16,7 +16,7 @@ IMGSZ = [64, 192]
 
 @pytest.mark.slow
 def test_tiny_prune_run_end_to_end(tmp_path: Path) -> None:
-    from pruning_tools.pipeline import main
+    from pruning_tools.pipeline.cli import main
 
     data = make_yolo_dataset(tmp_path / "ds", n_train=6, n_val=2, n_test=2, size=tuple(IMGSZ))
     torch.manual_seed(0)
@@ -76,7 +76,7 @@ def test_tiny_prune_run_end_to_end(tmp_path: Path) -> None:
     assert main(["--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--no-progress"]) == 0
     assert (run / "uniform" / "s75" / "model.pt").stat().st_mtime == mtime
     # --real-eval on a finished run: real-frame AP is added to every record without re-pruning
-    from pruning_tools.kitti import generate_dataset
+    from pruning_tools.data import generate_dataset
 
     real = tmp_path / "real_kitti"
     generate_dataset(real, frames=3, seed=4, progress=False)

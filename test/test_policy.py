@@ -28,7 +28,7 @@ def test_env_checks(tmp_path: Path) -> None:
     from gymnasium.utils.env_checker import check_env
     from stable_baselines3.common.env_checker import check_env as sb3_check
 
-    from pruning_tools.policy_train import DriveEnv, level_table
+    from pruning_tools.train.policy import DriveEnv, level_table
 
     table = level_table(_measured_zoo(tmp_path))
     assert "dense:day_clear" in table.fallbacks and "dense:night_fog" not in table.fallbacks
@@ -61,7 +61,7 @@ def _contrast_zoo(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from pruning_tools.policy_train import main
+    from pruning_tools.train.policy import main
 
     root = tmp_path_factory.mktemp("policy")
     zoo = _contrast_zoo(root / "zoo")
@@ -79,7 +79,7 @@ def test_trained_policy_beats_fixed_levels_on_held_out_episodes(trained: tuple[P
     """On episodes it never saw, PPO beats always-dense and always-sparsest and closes most of the gap to the oracle."""
     import numpy as np
 
-    from pruning_tools.policy_train import DriveEnv, _evaluate, level_table
+    from pruning_tools.train.policy import DriveEnv, _evaluate, level_table
 
     zoo, out = trained
     pol = SparsityPolicy.load(out)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pruning_tools.prune_config import ConfigError, config_from_dict, load_config
+from pruning_tools.pipeline.config import ConfigError, config_from_dict, load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "pruning_tools" / "configs"
 
@@ -57,7 +57,7 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
 
 
 def test_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pruning_tools.pipeline import main
+    from pruning_tools.pipeline.cli import main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("levels: [0.5]\nfinetune: {stepz: 1}\n")
@@ -68,7 +68,7 @@ def test_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
 def test_empty_config_file_is_refused(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from pruning_tools.pipeline import main
+    from pruning_tools.pipeline.cli import main
 
     empty = tmp_path / "empty.yaml"
     empty.write_text(text)

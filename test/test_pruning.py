@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from pruning_tools import ultralytics_adapter as ua
-from pruning_tools.measure import count_flops
-from pruning_tools.pruning import PruningError, PruningSpace, apply_ratios, build_graph, check_target, unstructured_prune
+from pruning_tools.train.measure import count_flops
+from pruning_tools.surgery.channels import PruningError, PruningSpace, apply_ratios, build_graph, check_target, unstructured_prune
 
 IMGSZ = (96, 320)
 
@@ -127,7 +127,7 @@ def test_rejected_group_is_an_error_not_a_silent_skip(dense: nn.Module, space: P
 def test_channel_masks_give_the_outputs_of_physical_pruning(dense: nn.Module, space: PruningSpace) -> None:
     """The reward proxy's cheap surgery: zeroing the channels apply_ratios removes changes nothing
     the detector outputs (one graph trace per model instead of one per candidate)."""
-    from pruning_tools.pruning import ChannelMasks
+    from pruning_tools.surgery.channels import ChannelMasks
 
     masks = ChannelMasks(dense, space)
     x = torch.rand(2, 3, *IMGSZ)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from helpers.quant_data import IMGSZ, tiny_dataset, tiny_model
-from pruning_tools.measure import ort_session
-from pruning_tools.quantize import (
+from pruning_tools.train.measure import ort_session
+from pruning_tools.quant.quantize import (
     CalibrationImages,
     Int8Builder,
     QuantConfig,

@@ -7,10 +7,10 @@ import torch
 
 from helpers.tiny_data import make_yolo_dataset
 from pruning_tools import ultralytics_adapter as ua
-from pruning_tools.agent import AgentConfig, search
-from pruning_tools.pruning import PruningSpace
-from pruning_tools.rl_env import PruningEnv, RewardProxy
-from pruning_tools.training import BatchStream, YoloDataset
+from pruning_tools.search.agent import AgentConfig, search
+from pruning_tools.surgery.channels import PruningSpace
+from pruning_tools.search.env import PruningEnv, RewardProxy
+from pruning_tools.data.yolo import BatchStream, YoloDataset
 
 IMGSZ = (64, 192)
 
@@ -132,19 +132,19 @@ def test_rewards_are_evaluated_in_batches_with_the_same_results(env_parts: tuple
 def test_val_loss_score_is_one_for_the_dense_model_and_falls_with_pruning(tmp_path) -> None:
     """The val-loss proxy: L_dense / L on the val images as one batch (batch-statistics BN); the
     dense model scores 1, a pruned copy less, and scoring leaves the model's mode and BN statistics alone."""
-    from pruning_tools.pipeline import _ValLoss
-    from pruning_tools.pruning import ChannelMasks
+    from pruning_tools.search.proxy import ValLoss
+    from pruning_tools.surgery.channels import ChannelMasks
 
-    from pruning_tools.kitti import convert_kitti, generate_dataset
-    from pruning_tools.pipeline import DEFAULT_BASELINE
+    from pruning_tools.data import convert_kitti, generate_dataset
+    from pruning_tools.assets import DEFAULT_BASELINE
 
     generate_dataset(tmp_path / "kitti", frames=6, seed=8, progress=False)
     data = convert_kitti(tmp_path / "kitti", tmp_path / "yolo", split=(0.2, 0.8, 0.0), progress=False)
     sz = (128, 416)
     model = ua.load_checkpoint(DEFAULT_BASELINE)[0].eval()  # trained: pruning it raises the loss
     with pytest.raises(RuntimeError, match="set_reference"):
-        _ValLoss(data, sz, 4)(model)
-    score = _ValLoss(data, sz, 4).set_reference(model)
+        ValLoss(data, sz, 4)(model)
+    score = ValLoss(data, sz, 4).set_reference(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert score(model) == pytest.approx(1.0, rel=1e-5)
     assert not model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -158,7 +158,7 @@ def test_val_loss_score_is_one_for_the_dense_model_and_falls_with_pruning(tmp_pa
 def test_history_ratios_reproduce_each_episode_sparsity() -> None:
     """The environment's bounds sit on channel-rounding edges, so a history that rounded its ratios
     (5 decimals did: 0.501 became 0.515 for the shipped baseline) would hand stage 3 another model."""
-    from pruning_tools.pipeline import DEFAULT_BASELINE
+    from pruning_tools.assets import DEFAULT_BASELINE
 
     model = ua.load_checkpoint(DEFAULT_BASELINE)[0].eval()
     space = PruningSpace(model, (384, 1248), round_to=16)

@@ -71,7 +71,7 @@ def test_backend_without_tensorrt_is_clear(tmp_path: Path) -> None:
     with pytest.raises(TensorRTUnavailable, match="tensorrt") as err:
         TensorRTBackend(engine)
     assert isinstance(err.value, RuntimeError) and "onnxruntime" in str(err.value)
-    from pruning_tools.tensorrt_build import tensorrt_status
+    from pruning_tools.quant.tensorrt_build import tensorrt_status
 
     ok, why = tensorrt_status()
     assert not ok and "not installed" in why

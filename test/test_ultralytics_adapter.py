@@ -69,7 +69,7 @@ def test_unknown_or_bad_cfg_errors() -> None:
 
 
 def test_checkpoint_round_trip_dense_and_pruned(tmp_path: Path) -> None:
-    from pruning_tools.pruning import PruningSpace, apply_ratios
+    from pruning_tools.surgery.channels import PruningSpace, apply_ratios
 
     model = ua.build_model("yolov5n.yaml").eval()
     x = torch.rand(1, 3, *IMGSZ)

@@ -1,7 +1,7 @@
 """TensorRT backend: a serialized engine run with pycuda buffers (TensorRT 10 and 11).
 
 A TensorRT engine only runs on the TensorRT version and the GPU (compute capability) it was built
-for. Every engine written by :mod:`pruning_tools.tensorrt_build` has a sidecar
+for. Every engine written by :mod:`pruning_tools.quant.tensorrt_build` has a sidecar
 ``<engine>.json`` (:data:`SIDECAR_SUFFIX`) recording ``tensorrt_version``, ``gpu`` and
 ``compute_capability``; the zoo manifest repeats them in the artifact's ``tensorrt`` field. Before
 deserialising, :class:`TensorRTBackend` compares that record with the running TensorRT and GPU

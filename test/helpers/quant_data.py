@@ -1,7 +1,7 @@
 """Small real inputs for the quantisation / bisection / export tests.
 
 * a detector: the shipped baseline weights when present (else an untrained yolov5n), optionally
-  structurally pruned with Torch-Pruning (``pruning_tools.pruning``);
+  structurally pruned with Torch-Pruning (``pruning_tools.surgery.channels``);
 * a tiny YOLO dataset (``helpers.tiny_data``) whose *test* labels are the FP32 model's own
   detections ("pseudo labels"): FP32 then scores mAP close to 1 and every lower precision is
   measured by how far its detections move away from FP32's — a real, sensitive accuracy signal
@@ -27,7 +27,7 @@ def tiny_model(sparsity: float = 0.0):
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model, source = load_weights(True)
     if sparsity > 0:
-        from pruning_tools.pruning import PruningSpace, apply_ratios
+        from pruning_tools.surgery.channels import PruningSpace, apply_ratios
 
         model = copy.deepcopy(model)
         space = PruningSpace(model, imgsz=IMGSZ)
@@ -60,8 +60,8 @@ def _detections(raw: np.ndarray, conf: float, max_boxes: int) -> list[tuple[int,
 
 def pseudo_label(fp32_onnx: Path, root: Path, split: str = "test", conf: float = 0.2, max_boxes: int = 8) -> int:
     """Replace ``root/labels/<split>`` with the FP32 model's detections; returns the box count."""
-    from pruning_tools.measure import ort_session
-    from pruning_tools.quantize import load_image
+    from pruning_tools.train.measure import ort_session
+    from pruning_tools.quant.quantize import load_image
 
     sess = ort_session(fp32_onnx, 2)
     n = 0

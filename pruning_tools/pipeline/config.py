@@ -1,0 +1,317 @@
+"""Configuration of ``pruning-tools prune``: YAML -> frozen, validated dataclasses.
+
+Unknown keys are rejected with their dotted path (``rl.episodez``); wrong types and out-of-range
+values raise :class:`ConfigError` naming the field and the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pruning_tools.search.strategies import METHOD_NAMES
+
+METHODS = METHOD_NAMES  # uniform, importance, random, global, full (pruning_tools/search/strategies.py)
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """:param dataset: YOLO dataset root (``kitti convert`` output); ``None``: generate scenes into the run dir.
+    :param generate_frames: frames to generate when ``dataset`` is ``None``.
+    :param generate_seed: generator seed.
+    :param imgsz: network input (H, W).
+    :param train_images: cap on training images used for stage 1/3 (``None``: all).
+    :param val_images: images of the held-out validation split used by the stage-2 reward.
+    :param test_images: cap on test images for the final table (``None``: all).
+    """
+
+    dataset: str | None = None
+    generate_frames: int = 240
+    generate_seed: int = 0
+    imgsz: tuple[int, int] = (384, 1248)
+    train_images: int | None = None
+    val_images: int = 24
+    test_images: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.imgsz) != 2 or any(int(v) % 32 or int(v) <= 0 for v in self.imgsz):
+            raise ValueError(f"data.imgsz must be two positive multiples of 32, got {self.imgsz}")
+        if self.generate_frames < 10:
+            raise ValueError(f"data.generate_frames must be >= 10, got {self.generate_frames}")
+        if self.val_images < 1:
+            raise ValueError(f"data.val_images must be >= 1, got {self.val_images}")
+
+
+@dataclass(frozen=True)
+class ImportanceConfig:
+    """:param batches: K training batches whose gradient L1 norms are accumulated.
+    :param batch: images per batch.
+    :param beta: skew of budgets by importance (0: uniform).
+    :param channel_choice: which channels the stage-1 methods (``importance``, ``full``) remove inside
+        a layer: ``magnitude`` (group L2, as every other method) or ``gradient`` (stage-1 per-channel
+        summed |grad|, lowest first).
+    """
+
+    batches: int = 8
+    batch: int = 4
+    beta: float = 0.5
+    channel_choice: str = "magnitude"
+
+    def __post_init__(self) -> None:
+        if self.batches < 1 or self.batch < 1:
+            raise ValueError("importance.batches and importance.batch must be >= 1")
+        if self.channel_choice not in ("magnitude", "gradient"):
+            raise ValueError(f"importance.channel_choice must be 'magnitude' or 'gradient', got {self.channel_choice!r}")
+        if self.beta < 0:
+            raise ValueError(f"importance.beta must be >= 0, got {self.beta}")
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """Stage 2 (see :mod:`pruning_tools.search.env`, :mod:`pruning_tools.search.agent`).
+
+    ``rerank_top``: the best episodes by proxy reward (plus the stage-1 prior) are re-scored with a
+    more careful proxy (``rerank_ft_steps`` fine-tune batches, ``rerank_val_images`` val images,
+    ``None``: the whole val split) and the best of those is kept (0: keep the best episode). The same
+    re-ranking serves ``random``. ``lambda_flops``: reward weight of the conv FLOPs removed (points);
+    ``workers``: processes on this machine evaluating the rewards of a batch in parallel (the episodes
+    of one PPO rollout, the warm-up episodes, random search's vectors; one torch thread each; 1: in this
+    process; with ``--ray`` Ray's workers do it); ``proxy_imgsz``: input size of the reward
+    proxy's BN recalibration, fine-tuning and val evaluation (``None``: ``data.imgsz``);
+    ``proxy_surgery``: ``mask`` (zero the channels, one graph trace in all) or ``physical``;
+    ``proxy_metric``: ``map50_95`` (mAP50-95 after ``bn_batches`` of BN recalibration, the seed's
+    reward) or ``val_loss`` (detection loss of the val images as one batch with batch-statistics BN:
+    score ``L_dense / L``; ``bn_batches`` unused) — see docs/pruning.md for why and the measured ranking.
+    """
+
+    episodes: int = 20
+    warmup_episodes: int = 4
+    warmup_noise: float = 0.08
+    learning_rate: float = 3e-4
+    episodes_per_update: int = 2
+    n_epochs: int = 4
+    gamma: float = 0.99
+    lambda_map: float = 1.0
+    lambda_sparsity: float = 10.0
+    bn_batches: int = 4
+    bn_batch: int = 4
+    ft_steps: int = 0
+    ft_lr: float = 0.002
+    rerank_top: int = 3
+    rerank_ft_steps: int = 8
+    rerank_val_images: int | None = None
+    lambda_flops: float = 0.0
+    workers: int = 1
+    log_std_init: float = -1.0
+    imitation_steps: int = 200
+    proxy_imgsz: tuple[int, int] | None = None
+    proxy_surgery: str = "mask"
+    proxy_metric: str = "map50_95"
+
+    def __post_init__(self) -> None:
+        if self.proxy_metric not in ("map50_95", "val_loss"):
+            raise ValueError(f"rl.proxy_metric must be 'map50_95' or 'val_loss', got {self.proxy_metric!r}")
+        if self.proxy_surgery not in ("mask", "physical"):
+            raise ValueError(f"rl.proxy_surgery must be 'mask' or 'physical', got {self.proxy_surgery!r}")
+        if self.workers < 1:
+            raise ValueError(f"rl.workers must be >= 1, got {self.workers}")
+        if self.episodes % self.episodes_per_update:
+            raise ValueError(f"rl.episodes ({self.episodes}) must be a multiple of rl.episodes_per_update "
+                             f"({self.episodes_per_update}: the episodes of one PPO rollout), so that PPO and "
+                             "random search get the same number of reward evaluations")
+        if self.proxy_imgsz is not None and (len(self.proxy_imgsz) != 2
+                                             or any(int(v) % 32 or int(v) <= 0 for v in self.proxy_imgsz)):
+            raise ValueError(f"rl.proxy_imgsz must be two positive multiples of 32, got {self.proxy_imgsz}")
+        if self.lambda_flops < 0:
+            raise ValueError(f"rl.lambda_flops must be >= 0, got {self.lambda_flops}")
+        if self.rerank_top < 0 or self.rerank_ft_steps < 0:
+            raise ValueError("rl.rerank_top and rl.rerank_ft_steps must be >= 0")
+        if self.episodes < 0 or self.warmup_episodes < 0:
+            raise ValueError("rl.episodes and rl.warmup_episodes must be >= 0")
+        if self.episodes + self.warmup_episodes < 1:
+            raise ValueError("rl needs at least one episode (episodes + warmup_episodes >= 1)")
+        if not self.learning_rate > 0:
+            raise ValueError(f"rl.learning_rate must be > 0, got {self.learning_rate}")
+        if self.bn_batches < 0 or self.ft_steps < 0:
+            raise ValueError("rl.bn_batches and rl.ft_steps must be >= 0")
+
+
+@dataclass(frozen=True)
+class FinetuneSection:
+    """Stage 3 (see :class:`pruning_tools.surgery.finetune.FinetuneConfig`)."""
+
+    prune_steps: int = 2
+    steps_per_prune: int = 10
+    final_steps: int = 10
+    batch: int = 4
+    lr0: float = 0.002
+    crop_width: int | None = 640
+    checkpoint_every: int = 10
+    bn_batches: int = 8
+
+    def __post_init__(self) -> None:
+        if self.bn_batches < 0:
+            raise ValueError(f"finetune.bn_batches must be >= 0, got {self.bn_batches}")
+        if self.prune_steps < 1:
+            raise ValueError(f"finetune.prune_steps must be >= 1, got {self.prune_steps}")
+        if self.steps_per_prune < 0 or self.final_steps < 0 or self.batch < 1:
+            raise ValueError("finetune.steps_per_prune/final_steps must be >= 0 and batch >= 1")
+        if not self.lr0 > 0:
+            raise ValueError(f"finetune.lr0 must be > 0, got {self.lr0}")
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """ONNX Runtime CPU latency settings."""
+
+    threads: int = 2
+    warmup: int = 2
+    runs: int = 5
+
+    def __post_init__(self) -> None:
+        if self.threads < 1 or self.runs < 1 or self.warmup < 0:
+            raise ValueError("latency.threads and latency.runs must be >= 1, warmup >= 0")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Top level of a ``prune`` configuration file."""
+
+    name: str = "quick"
+    baseline: str | None = None
+    run_dir: str | None = None
+    levels: tuple[float, ...] = (0.5, 0.75, 0.9)
+    methods: tuple[str, ...] = METHODS
+    trials: int = 1
+    seed: int = 0
+    max_ratio: float = 0.9
+    round_to: int = 8
+    target_metric: str = "params"
+    threads: int = 2
+    data: DataConfig = field(default_factory=DataConfig)
+    importance: ImportanceConfig = field(default_factory=ImportanceConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+
+    def __post_init__(self) -> None:
+        if not self.levels:
+            raise ValueError("levels must list at least one target sparsity")
+        for lv in self.levels:
+            if not 0.0 < float(lv) < 1.0:
+                raise ValueError(f"levels: target sparsity must be strictly between 0 and 1, got {lv}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ValueError(f"methods: unknown {bad}; choose from {list(METHODS)}")
+        if self.trials < 1:
+            raise ValueError(f"trials must be >= 1, got {self.trials}")
+        if not 0.0 < self.max_ratio < 1.0:
+            raise ValueError(f"max_ratio must be in (0, 1), got {self.max_ratio}")
+        if self.target_metric not in ("params", "flops"):
+            raise ValueError(f"target_metric must be 'params' or 'flops', got {self.target_metric!r}")
+        if self.round_to < 1:
+            raise ValueError(f"round_to must be >= 1, got {self.round_to}")
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path or 'top level'}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, path)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, path)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        elem = args[0]
+        return tuple(_convert(elem, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: Any, raw: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise ConfigError(f"unknown key '{where}' (allowed in {prefix or 'top level'}: {sorted(names)})")
+    kwargs = {k: _convert(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in raw.items()}
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def config_from_dict(raw: dict[str, Any]) -> PruneConfig:
+    """Build a :class:`PruneConfig` from a plain dict.
+
+    :raises ConfigError: unknown key, wrong type or invalid value (message names the key).
+    """
+    return _build(PruneConfig, raw or {})
+
+
+def load_config(path: str | Path) -> PruneConfig:
+    """Load and validate a YAML configuration file.
+
+    :raises ConfigError: naming the file and the offending key; an empty file (or ``{}``) is refused.
+    :raises FileNotFoundError: when the file is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    if not raw:  # an empty file would silently start the full default run (hours)
+        raise ConfigError(f"{path}: the config file is empty (no settings); write the keys to use, e.g. "
+                          "start from pruning_tools/configs/quick.yaml (minutes) or full.yaml (hours)")
+    try:
+        return config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """:return: JSON/YAML-ready dict of a config."""
+    out = dataclasses.asdict(cfg)
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [fix(x) for x in v]
+        return v
+
+    return fix(out)
