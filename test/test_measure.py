@@ -1,4 +1,4 @@
-"""Measurements: built-in mAP fallback sanity, FLOPs/params, ONNX Runtime latency."""
+"""Measurements: mAP sanity of the evaluator on oracle detections, FLOPs/params, ONNX Runtime latency."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,9 @@ import pytest
 
 from helpers.tiny_data import make_yolo_dataset
 from pruning_tools import ultralytics_adapter as ua
-from pruning_tools.train.measure import builtin_map, count_flops, model_latency
 from pruning_tools.data.yolo import YoloDataset
+from pruning_tools.train.evaluate import evaluate_detector
+from pruning_tools.train.measure import count_flops, model_latency
 
 IMGSZ = (96, 320)
 
@@ -30,11 +31,11 @@ def _oracle(data: Path, jitter: float):
     return infer
 
 
-def test_builtin_map_perfect_and_degraded(tmp_path: Path) -> None:
+def test_map_of_oracle_detections_perfect_and_degraded(tmp_path: Path) -> None:
     data = make_yolo_dataset(tmp_path / "ds", n_train=1, n_val=1, n_test=5, size=IMGSZ)
-    perfect = builtin_map(_oracle(data, 0.0), data, "test", IMGSZ)
+    perfect = evaluate_detector(_oracle(data, 0.0), data, "test", IMGSZ, progress=False)
     assert perfect["map50_95"] == pytest.approx(1.0) and perfect["map50"] == pytest.approx(1.0)
-    loose = builtin_map(_oracle(data, 0.2), data, "test", IMGSZ)  # boxes 1.2x: IoU 0.69, matches at .50-.65 only
+    loose = evaluate_detector(_oracle(data, 0.2), data, "test", IMGSZ, progress=False)  # boxes 1.2x: IoU 0.69, matches at .50-.65 only
     assert loose["map50"] == pytest.approx(1.0) and loose["map50_95"] == pytest.approx(0.4)
 
 
