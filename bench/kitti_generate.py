@@ -8,7 +8,6 @@ Usage: ``python bench/kitti_generate.py [--quick] [--threads N] --json OUT``.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -17,7 +16,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_report.py, also for a test loading this file
+from _report import write_result  # noqa: E402
 
 
 def _run(out: Path, frames: int, sequence: bool, seed: int) -> tuple[float, float]:
@@ -55,13 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                          "fps_cpu_median": frames / statistics.median(cpus),
                          "ms_per_frame_wall_median": statistics.median(walls) / frames * 1e3,
                          "png_mb_per_frame": size / frames / 1e6}
-    from sparse_perception.machine import machine_info
-
-    res["machine"] = machine_info()
     res["quick"] = args.quick
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, indent=2))
+    write_result(args.json, res)
     return 0
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -43,13 +42,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "test"))  # helpers.zoo_builder
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_report.py, also for a test loading this file
+from _report import machine_block, module_versions, write_result  # noqa: E402
 
 TARGETS = {"overhead_ms": 3.0, "swap_ms": 1.0, "drops_at_10hz": 0, "rss_growth_pct": 5.0,
            "qos_answered_fraction": 0.95}
 #: publisher QoS of camera drivers: (reliability, depth)
 CAMERA_PUBLISHERS = {"reliable_depth10": ("reliable", 10), "best_effort_depth5": ("best_effort", 5)}
 W, H = 1242, 375
-
 
 
 def publish_at_10hz(publish, img: np.ndarray, frames: int) -> list[int]:
@@ -67,24 +67,6 @@ def publish_at_10hz(publish, img: np.ndarray, frames: int) -> list[int]:
         t_next += 0.1
         time.sleep(max(0.0, t_next - time.monotonic()))
     return sent
-
-def machine_info() -> dict[str, object]:
-    import onnxruntime
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from importlib.metadata import version
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-            "onnxruntime": onnxruntime.__version__, "rclpy": version("rclpy"), "numpy": np.__version__,
-            "rmw": os.environ.get("RMW_IMPLEMENTATION", ""),
-            "fastdds_transports": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", ""), "loadavg": os.getloadavg()}
 
 
 def rss_mb(pid: int) -> float:
@@ -219,12 +201,16 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="node_bench_"))
     qos = qos_phase(work, *((2, 50) if a.quick else (5, 100)))
+    # the machine block with the middleware this node ran on (load average: after the QoS phase)
+    machine = machine_block(**module_versions("onnxruntime", "rclpy", "numpy", python=False),
+                            rmw=os.environ.get("RMW_IMPLEMENTATION", ""),
+                            fastdds_transports=os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", ""))
     if a.phases == "qos":
         default = _default_reliability()
-        result = {"machine": machine_info(), "quick": a.quick, "targets": TARGETS, "qos": qos,
+        result = {"machine": machine, "quick": a.quick, "targets": TARGETS, "qos": qos,
                   "default_image_reliability": default,
                   "met": {"qos_answered_fraction": _default_fraction(qos, default) >= TARGETS["qos_answered_fraction"]}}
-        _write(a.json, result)
+        write_result(a.json, result, f"{json.dumps(result['met'])} -> {a.json}")
         return 0
     if a.manifest is None:
         from helpers.zoo_builder import build_zoo
@@ -237,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = python_cmd("-m", "sparse_perception.detector_node", "--ros-args", "-p", f"engine_manifest:={a.manifest}",
                      "-p", "autostart:=true", "-p", "initial_level:=s75", "-p", f"threads:={a.threads}",
                      "-p", "diagnostics_period_s:=0.5", "-p", "image_reliability:=reliable", "--log-level", "detector:=warn")
-    result: dict[str, object] = {"machine": machine_info(), "quick": a.quick, "image": [H, W],
+    result: dict[str, object] = {"machine": machine, "quick": a.quick, "image": [H, W],
                                  "phases": {"overhead_frames_per_level": n_overhead, "swaps": n_swaps,
                                             "frames_at_10hz": n_10hz, "soak_frames": n_soak},
                                  "manifest": str(a.manifest), "targets": TARGETS, "qos": qos,
@@ -331,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_growth_pct": result["rss_soak"]["growth_pct"] <= TARGETS["rss_growth_pct"],  # type: ignore[index]
         "qos_answered_fraction": _default_fraction(qos, _default_reliability()) >= TARGETS["qos_answered_fraction"],
     }
-    _write(a.json, result)
+    write_result(a.json, result, f"{json.dumps(result['met'])} -> {a.json}")
     return 0
 
 
@@ -344,14 +330,6 @@ def _default_reliability() -> str:
 def _default_fraction(qos: dict, setting: str) -> float:
     """Answered fraction of the default setting with the reliable (image_transport default) camera."""
     return float(qos["answered"][f"{setting}/reliable_depth10"]["fraction"])
-
-
-def _write(path: Path, result: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
-    print(json.dumps(result["met"]), "->", path)
 
 
 if __name__ == "__main__":

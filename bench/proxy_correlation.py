@@ -22,7 +22,6 @@ Without ``--data`` a small dataset of generated scenes is written into a temp fo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_report.py, also for a test loading this file
+from _report import machine_block, write_result  # noqa: E402
 
 
 def ranks(values: list[float]) -> list[float]:
@@ -107,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     from pruning_tools.surgery.channels import PruningSpace
     from pruning_tools.search.env import RewardProxy
     from pruning_tools.data.yolo import BatchStream, YoloDataset
-    from sparse_perception.machine import machine_info
 
     q = a.quick
     n_vec = a.vectors or (8 if q else 24)
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "surgery": a.surgery},
            "finetune": {"steps": ft, "prune_steps": a.prune_steps, "batch": a.batch, "crop_width": crop},
            "channel_choice": a.channel_choice, "data": str(a.data or "generated scenes"), "threads": a.threads,
-           "machine": machine_info(), "load_average": list(os.getloadavg()), "rows": rows,
+           "machine": machine_block(), "load_average": list(os.getloadavg()), "rows": rows,
            "spearman": None if rho is None else round(rho, 3),
            "target": {"spearman_at_least": 0.6, "met": None if rho is None else (rho >= 0.6 and len(rows) >= 20),
                       "note": "the target needs >= 20 vectors"},
@@ -213,12 +213,8 @@ def main(argv: list[str] | None = None) -> int:
            "mean_proxy_s": round(float(np.mean([r["proxy_s"] for r in rows])), 2),
            "mean_finetune_s_per_step": round(float(np.mean([r["finetune_s"] for r in rows])) / ft, 3),
            "wall_s": round(time.monotonic() - t0, 1)}
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp_json = a.json.with_suffix(".json.tmp")
-    tmp_json.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp_json, a.json)
-    print(f"Spearman (proxy vs post-fine-tune mAP50-95, {len(rows)} vectors at {a.level}): {out['spearman']}; "
-          f"proxy {out['mean_proxy_s']} s per evaluation; wrote {a.json}")
+    write_result(a.json, out, f"Spearman (proxy vs post-fine-tune mAP50-95, {len(rows)} vectors at {a.level}): "
+                              f"{out['spearman']}; proxy {out['mean_proxy_s']} s per evaluation; wrote {a.json}")
     return 0
 
 

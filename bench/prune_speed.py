@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
 import sys
 import tempfile
 import time
@@ -27,16 +25,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_report.py, also for a test loading this file
+from _report import machine_block, write_result  # noqa: E402
 
 TARGETS = {0.5: 1.8, 0.75: 3.0, 0.9: 4.5}
 #: a structured latency ratio above this multiple of its FLOPs ratio is measurement noise
 NOISE_LIMIT = 1.1
-
-
-def machine_info() -> dict[str, object]:
-    from sparse_perception.machine import machine_info as info
-
-    return info()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     out: dict[str, object] = {"benchmark": "prune_speed", "model": source, "imgsz": list(imgsz),
                               "threads": a.threads, "round_to": a.round_to, "metric": a.metric, "runs": runs, "warmup": warmup, "timing": "interleaved round-robin in one process, medians",
-                              "machine": machine_info(),
+                              "machine": machine_block(),
                               "sparsity_definition": "fraction of the dense model's parameters removed (structured)"
                                                      " / zeroed (unstructured, prunable convs)"}
     with tempfile.TemporaryDirectory(prefix="prune_speed_") as tmp:
@@ -152,18 +146,14 @@ def main(argv: list[str] | None = None) -> int:
             })
         out["levels"] = levels
     out["wall_s"] = round(time.monotonic() - t0, 1)
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp_json = a.json.with_suffix(".json.tmp")
-    tmp_json.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp_json, a.json)
-    print(f"\n{'level':>6} {'lat ratio':>10} {'FLOPs ratio':>12} {'quotient':>9} {'unstruct':>9}")
+    table = [f"\n{'level':>6} {'lat ratio':>10} {'FLOPs ratio':>12} {'quotient':>9} {'unstruct':>9}"]
     for lv in levels:
         if "error" in lv:
             continue
         s = lv["structured"]
-        print(f"{lv['level']:>6.2f} {s['latency_ratio']:>10.2f} {s['flops_ratio']:>12.2f} "
-              f"{s['latency_over_flops']:>9.2f} {lv['unstructured']['latency_ratio']:>9.2f}")
-    print(f"wrote {a.json}")
+        table.append(f"{lv['level']:>6.2f} {s['latency_ratio']:>10.2f} {s['flops_ratio']:>12.2f} "
+                     f"{s['latency_over_flops']:>9.2f} {lv['unstructured']['latency_ratio']:>9.2f}")
+    write_result(a.json, out, "\n".join([*table, f"wrote {a.json}"]))
     return 0
 
 

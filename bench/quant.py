@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,10 +32,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_report.py, also for a test loading this file
+from _report import machine_block, module_versions, write_result  # noqa: E402
 
 BASELINE = REPO / "pruning_tools" / "assets" / "baseline_yolov5n.pt"
-
-
 
 #: an FP32 reference below this mAP50-95 detects (almost) nothing: a drop measured on it says nothing
 MIN_REFERENCE_MAP = 0.05
@@ -59,15 +58,6 @@ def judge(fp32: dict, int8: dict) -> dict:
     else:
         out["map_target_met"] = (int8["map_drop_points"] or 0) <= 1.0
     return out
-
-
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import torch
-
-    return {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
-            "torch": torch.__version__}
 
 
 def _models(run: Path | None, method: str) -> list[tuple[str, float, object, str]]:
@@ -130,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from pruning_tools.quant.bisection import OrtMeasurer, SearchConfig, search_precision
     from pruning_tools.quant.quantize import Int8Builder, QuantConfig, export_fp32, select_calibration_files
-    from sparse_perception.machine import machine_info
 
     torch.set_num_threads(a.threads)
     imgsz = (384, 1248)
@@ -145,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     calib = select_calibration_files(a.dataset, calib_n)
     measurer = OrtMeasurer(a.dataset, "test", imgsz, a.eval_images, a.threads, warmup=2, runs=5 if a.quick else 10)
     report: dict = {"bench": "quant", "quick": a.quick, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "machine": machine_info(),
-                    "versions": _versions(), "dataset": str(a.dataset), "split": "test", "imgsz": list(imgsz),
+                    "machine": machine_block(), "versions": module_versions("onnxruntime", "onnx", "torch"),
+                    "dataset": str(a.dataset), "split": "test", "imgsz": list(imgsz),
                     "threads": a.threads, "calibration_images": len(calib), "delta_points": a.delta, "models": {}}
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sp_bench_quant_") as tmp:
@@ -182,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     report["targets"] = {name: judge(m["precisions"]["fp32"], int8_key(m["precisions"]))
                          for name, m in report["models"].items()}
     report["wall_s"] = round(time.monotonic() - t0, 1)
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {a.json} ({report['wall_s']} s): {json.dumps(report['targets'])}")
+    write_result(a.json, report, f"wrote {a.json} ({report['wall_s']} s): {json.dumps(report['targets'])}")
     scratch.cleanup()
     return 0
 

@@ -32,6 +32,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_report.py, also for a test loading this file
+from _report import machine_block, module_versions, write_result  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("YOLO_VERBOSE", "false")
@@ -165,8 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "ray_scale.json")
     a = p.parse_args(argv)
 
-    from sparse_perception.machine import machine_info
-
     ncpu = os.cpu_count() or 1
     cpu_list = [1, 2] + ([ncpu] if ncpu > 2 else [])
     load0 = os.getloadavg()
@@ -177,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         cost = component_costs(Path(tmp), a.quick)
     rate = {r["cpus"]: r["evaluations_per_s"] for r in sc["rows"]}
     est = estimate_full(cost, [1, 2, 4, 8, 16, 32])
-    import ray
-
-    res = {"bench": "ray_scale", "quick": a.quick, "ray": ray.__version__, "machine": machine_info(),
+    res = {"bench": "ray_scale", "quick": a.quick, **module_versions("ray", python=False), "machine": machine_block(),
            "speedup_2_vs_1": round(rate[2] / rate[1], 3),
            "target_speedup_2_vs_1": 1.7, "target_met": rate[2] / rate[1] >= 1.7,
            "load_average_before_after_scaling": [round(load0[0], 2), round(load1[0], 2)],
@@ -187,11 +185,9 @@ def main(argv: list[str] | None = None) -> int:
            "full_profile_wall_h_16_workers": est["wall_h"]["16"], "wall_s": round(time.monotonic() - t0, 1)}
     if ncpu > 2:
         res[f"speedup_{ncpu}_vs_1"] = round(rate[ncpu] / rate[1], 3)
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps({k: res[k] for k in ("speedup_2_vs_1", "load_average_before_after_scaling",
-                                          "full_profile_wall_h_16_workers")}))
-    print(f"wrote {a.json}")
+    summary = json.dumps({k: res[k] for k in ("speedup_2_vs_1", "load_average_before_after_scaling",
+                                              "full_profile_wall_h_16_workers")})
+    write_result(a.json, res, f"{summary}\nwrote {a.json}")
     return 0
 
 

@@ -8,7 +8,6 @@ Usage: ``python bench/runtime_bench.py [--quick] --json OUT``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -19,7 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_report.py, also for a test loading this file
+from _report import write_result  # noqa: E402
 
 
 def head_predictions(imgsz: tuple[int, int], strides: tuple[int, ...] = (8, 16, 32)) -> int:
@@ -71,13 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         res["swap_ms_median"] = statistics.median(swaps)
         res["swap_ms_max"] = max(swaps)
         pool.close()
-    from sparse_perception.machine import machine_info
-
-    res["machine"] = machine_info()
     res["quick"] = args.quick
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, indent=2))
+    write_result(args.json, res)
     return 0
 
 

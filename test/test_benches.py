@@ -5,6 +5,7 @@ Decode runs on the node's real prediction count; an mAP drop is judged only wher
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,21 @@ def test_quant_bench_does_not_judge_the_drop_of_a_model_that_detects_nothing() -
     assert blind["latency_target_met"] is True
     assert judge({"map50_95": 0.42}, int8)["map_target_met"] is True
     assert judge({"map50_95": 0.42}, {**int8, "map_drop_points": 1.5})["map_target_met"] is False
+
+
+def test_every_bench_writes_its_json_through_the_shared_writer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    benches = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
+    assert len(benches) == 7
+    for name in benches:
+        assert _bench(name).write_result.__module__ == "_report", name
+    report = _bench("_report")
+    out = tmp_path / "new" / "x.json"
+    assert report.write_result(out, {"quick": True}, summary="one line") == out
+    assert capsys.readouterr().out == "one line\n"
+    data = json.loads(out.read_text())
+    assert list(data) == ["quick", "machine"] and {"cpu", "loadavg", "versions"} <= set(data["machine"])
+    assert [p.name for p in out.parent.iterdir()] == ["x.json"]  # written through a temp file, none left
+    report.write_result(out, {"machine": {"taken": "at the start"}})  # a block the bench took itself stays
+    assert json.loads(out.read_text()) == {"machine": {"taken": "at the start"}}
+    assert json.loads(capsys.readouterr().out) == {"machine": {"taken": "at the start"}}  # default summary: the JSON
+    assert list(report.module_versions("numpy")) == ["python", "numpy"]

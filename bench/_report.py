@@ -1,0 +1,56 @@
+"""The benches' shared JSON tail: machine block, library versions, atomic write, printed summary.
+
+Not a bench (``make bench`` runs it as a no-op); every ``bench/*.py`` imports it as ``_report``.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+def machine_block(**extra: Any) -> dict[str, Any]:
+    """``sparse_perception.machine.machine_info()`` (load average: now) plus a bench's own ``extra`` fields.
+
+    A bench that wants the load before its run takes this at the start and puts it under ``machine``
+    itself; :func:`write_result` adds it at the end otherwise.
+    """
+    from sparse_perception.machine import machine_info  # lazily: the module may move
+
+    return {**machine_info(), **extra}
+
+
+def module_versions(*modules: str, python: bool = True) -> dict[str, str | None]:
+    """``{"python": ..., module: module.__version__}`` (the distribution's version where the module has
+    no ``__version__``, ``None`` where neither is there)."""
+    out: dict[str, str | None] = {"python": platform.python_version()} if python else {}
+    for name in modules:
+        version = getattr(importlib.import_module(name), "__version__", None)
+        if version is None:
+            try:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                pass
+        out[name] = version
+    return out
+
+
+def write_result(path: str | os.PathLike[str], result: dict[str, Any], summary: str | None = None) -> Path:
+    """Add ``machine`` to ``result`` unless it has one, write it as JSON to ``path`` atomically (parent
+    created; a temp file beside it, then ``os.replace``) and print ``summary`` (default: the JSON).
+
+    :return: the path written.
+    """
+    path = Path(path)
+    result.setdefault("machine", machine_block())
+    text = json.dumps(result, indent=2) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    print(text.rstrip("\n") if summary is None else summary, flush=True)
+    return path
