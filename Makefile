@@ -89,7 +89,7 @@ table: setup
 
 bench: setup
 	mkdir -p bench/results
-	for b in bench/*.py; do $(PY) $$b --quick --json bench/results/$$(basename $$b .py).json || exit 1; done
+	for b in bench/[!_]*.py; do $(PY) $$b --quick --json bench/results/$$(basename $$b .py).json || exit 1; done
 
 colcon-check: setup
 	$(VENV)/bin/colcon list --base-paths . sparse_perception_msgs
