@@ -172,12 +172,15 @@ def _artifact(zoo: Path, src: LevelSource, prec: str, backend: str, path: Path, 
     return art
 
 
+def _run_baseline(run: Path) -> str | None:
+    """The baseline checkpoint a prune run started from (its ``results.json``), ``None`` when unknown."""
+    res = run / "results.json"
+    return (_read_json(res) or {}).get("baseline") if res.is_file() else None
+
+
 def _baseline_licence(run: Path) -> str | None:
     """The licence the run's baseline records (weights trained on KITTI frames carry KITTI's terms)."""
-    res = run / "results.json"
-    if not res.is_file():
-        return None
-    base = (_read_json(res) or {}).get("baseline")
+    base = _run_baseline(run)
     side = Path(base).with_suffix(".json") if base else None
     if side is None or not side.is_file():
         return None
@@ -257,9 +260,7 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
     if cfg.real_eval is not None:
         from pruning_tools.train.evaluate import real_eval_frames
 
-        baseline = (_read_json(cfg.run / "results.json") or {}).get("baseline") if (cfg.run / "results.json").is_file() \
-            else None
-        real_frames = real_eval_frames(cfg.real_eval, baseline, cfg.real_split_file, cfg.real_split)
+        real_frames = real_eval_frames(cfg.real_eval, _run_baseline(cfg.run), cfg.real_split_file, cfg.real_split)
         log(f"real-frame AP of every ONNX Runtime artifact on {real_frames.description}")
     imgsz = tuple(cfg.imgsz or summary.get("imgsz") or DEFAULT_IMGSZ)
     imgsz = (int(imgsz[0]), int(imgsz[1]))

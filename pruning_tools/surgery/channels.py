@@ -124,6 +124,15 @@ def _groups(model: nn.Module, dg: tp.DependencyGraph) -> list[tuple[str, tp.Grou
     return out
 
 
+def _kept_channels(n: np.ndarray, ratios: np.ndarray, round_to: int) -> np.ndarray:
+    """The channel-rounding rule of :class:`PruningSpace`: ``n * (1 - ratio)`` rounded (half to even) to a
+    multiple of ``round_to``, at least ``round_to``, at most ``n``; layers of ``<= round_to`` channels and
+    ratios ``<= 0`` keep all ``n``."""
+    keep = n * (1.0 - np.clip(ratios, 0.0, 1.0))
+    kept = np.minimum(n, np.maximum(round_to, np.round(keep / round_to) * round_to))
+    return np.where((n <= round_to) | (ratios <= 0), n, kept)
+
+
 class PruningSpace:
     """Per-layer description of a model's prunable groups with an analytic cost model.
 
@@ -204,21 +213,13 @@ class PruningSpace:
 
     def kept(self, layer: int, ratio: float) -> int:
         """Channels kept in ``layer`` at ``ratio`` (multiple of ``round_to``, >= ``round_to``)."""
-        n = self.layers[layer].channels
-        if n <= self.round_to or ratio <= 0:
-            return n
-        keep = n * (1.0 - min(max(ratio, 0.0), 1.0))
-        keep_r = int(round(keep / self.round_to)) * self.round_to
-        return int(min(n, max(self.round_to, keep_r)))
+        n = np.array([self.layers[layer].channels], dtype=np.float64)
+        return int(_kept_channels(n, np.array([ratio], dtype=np.float64), self.round_to)[0])
 
     def _kept_fraction(self, ratios: np.ndarray) -> np.ndarray:
-        """Vectorised :meth:`kept` / channels for every layer (same rounding: half to even)."""
-        n = self._channels
-        keep = n * (1.0 - np.clip(ratios, 0.0, 1.0))
-        keep_r = np.round(keep / self.round_to) * self.round_to
-        kept = np.minimum(n, np.maximum(self.round_to, keep_r))
-        kept = np.where((n <= self.round_to) | (ratios <= 0), n, kept)
-        return kept / n
+        """:meth:`kept` / channels for every layer at once."""
+        n = np.array([layer.channels for layer in self.layers], dtype=np.float64)
+        return _kept_channels(n, np.asarray(ratios, dtype=np.float64), self.round_to) / n
 
     def _vector_cost(self, ratios: np.ndarray) -> tuple[float, float]:
         """:meth:`_cost` as array arithmetic (the search calls it thousands of times per episode batch)."""
@@ -228,7 +229,6 @@ class PruningSpace:
             for j, rec in enumerate(convs):
                 for g, c in rec.in_groups:
                     m[j, g] += c
-            self._channels = np.array([layer.channels for layer in self.layers], dtype=np.float64)
             self._vec = {
                 "out": np.array([-1 if rec.out_group is None else rec.out_group for rec in convs]),
                 "out_ch": np.array([rec.out_ch for rec in convs], dtype=np.float64),
