@@ -65,6 +65,33 @@ def read_labels(path: Path, width: int, height: int) -> tuple[np.ndarray, np.nda
     return (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int64), np.asarray(ignore, bool))
 
 
+def iter_yolo_split(root: Path, split: str, names: Sequence[str], limit: int | None = None,
+                    progress: bool = False) -> Iterator[tuple[Path, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(image path, BGR image, boxes, classes, ignore)`` for every image of a YOLO split, sorted by name.
+
+    :param limit: only the first ``limit`` images.
+    :raises FileNotFoundError: no image folder for ``split``.
+    :raises ValueError: an image that does not decode, a malformed label or a class id out of range.
+    """
+    from tqdm import tqdm
+
+    img_dir = root / "images" / split
+    if not img_dir.is_dir():
+        raise FileNotFoundError(f"{img_dir}: no image folder for split {split!r}")
+    files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in _IMG_EXT)
+    if limit is not None:
+        files = files[: max(0, int(limit))]
+    for p in tqdm(files, desc=f"load {split}", unit="img", disable=not progress, leave=False):
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"{p}: cannot decode image")
+        label = root / "labels" / split / f"{p.stem}.txt"
+        boxes, classes, ignore = read_labels(label, img.shape[1], img.shape[0])
+        if classes.size and (classes.min() < 0 or classes.max() >= len(names)):
+            raise ValueError(f"{label}: class id out of range for {len(names)} names")
+        yield p, img, boxes, classes, ignore
+
+
 @dataclass
 class _Item:
     stem: str
@@ -99,27 +126,11 @@ class EvalSet:
         self.split = split
         self.imgsz = (int(imgsz[0]), int(imgsz[1]))
         self.class_names = self._names(root)
-        img_dir = root / "images" / split
-        if not img_dir.is_dir():
-            raise FileNotFoundError(f"{img_dir}: no image folder for split {split!r}")
-        lab_dir = root / "labels" / split
         cond_path = root / "conditions.json"
         conditions: dict[str, str] = json.loads(cond_path.read_text()) if cond_path.is_file() else {}
-        files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in _IMG_EXT)
-        if limit is not None:
-            files = files[: max(0, int(limit))]
         self.items: list[_Item] = []
-        from tqdm import tqdm
-
-        for p in tqdm(files, desc=f"load {split}", unit="img", disable=not progress, leave=False):
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f"{p}: cannot decode image")
+        for p, img, boxes, classes, ignore in iter_yolo_split(root, split, self.class_names, limit, progress):
             batch, info = letterbox(img, self.imgsz)
-            h, w = img.shape[:2]
-            boxes, classes, ignore = read_labels(lab_dir / f"{p.stem}.txt", w, h)
-            if classes.size and (classes.min() < 0 or classes.max() >= len(self.class_names)):
-                raise ValueError(f"{lab_dir / (p.stem + '.txt')}: class id out of range for {len(self.class_names)} names")
             self.items.append(_Item(p.stem, batch, info, boxes, classes, ignore, conditions.get(p.stem)))
 
     @staticmethod
@@ -382,17 +393,8 @@ class RealFrames:
         if root.is_file():
             root = root.parent
         names = EvalSet._names(root)
-        img_dir = root / "images" / split
-        if not img_dir.is_dir():
-            raise FileNotFoundError(f"{img_dir}: no image folder for split {split!r}")
         frames = []
-        for p in sorted(q for q in img_dir.iterdir() if q.suffix.lower() in _IMG_EXT):
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f"{p}: cannot decode image")
-            boxes, classes, ignore = read_labels(root / "labels" / split / f"{p.stem}.txt", img.shape[1], img.shape[0])
-            if classes.size and (classes.min() < 0 or classes.max() >= len(names)):
-                raise ValueError(f"{root / 'labels' / split / (p.stem + '.txt')}: class id out of range")
+        for p, img, boxes, classes, ignore in iter_yolo_split(root, split, names, progress=progress):
             g = len(classes)
             frames.append(_Frame(p.stem, img, FrameTruth(boxes, [names[c] for c in classes], np.full(g, -1),
                                                          np.zeros(g), ignore)))
