@@ -1,8 +1,4 @@
-"""pruning_tools: the offline half of sparse_perception.
-
-KITTI I/O and scene generation, three-stage structured pruning (gradient-L1 budgets,
-a PPO agent, fine-tuning), quantisation and export into an engine zoo. Only
-``pruning_tools.ultralytics_adapter`` knows ultralytics internals.
-"""
+"""pruning_tools: the offline half — a YOLO detector and a KITTI-format dataset in, an engine zoo out
+(prune in three stages, fine-tune, quantise, export); ``ultralytics_adapter`` alone knows Ultralytics."""
 
 __version__ = "0.1.0"

@@ -124,6 +124,8 @@ def test_every_package_says_its_job(root: str) -> None:
     for init in sorted((REPO / root).rglob("__init__.py")):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc, f"{init.relative_to(REPO)} has no docstring saying its job"
+        job = doc.split("\n\n")[0].splitlines()
+        assert len(job) <= 2, f"{init.relative_to(REPO)}: the job takes {len(job)} lines, not two"
 
 
 def test_only_the_adapter_imports_ultralytics() -> None:

@@ -1,13 +1,8 @@
-"""KITTI data: object/raw-drive I/O, a scene generator, conversion to YOLO and to rosbag2.
+"""Data in and out of the pipeline: KITTI object/raw-drive I/O, the scene generator, KITTI -> YOLO and raw
+drive -> rosbag2 conversion, YOLO datasets and deterministic batch streams, atomic file writes.
 
-No ROS and no torch imports: numpy, OpenCV, PyYAML and rosbags only. Submodules load lazily,
-so ``from pruning_tools.data import read_labels`` does not import rosbags.
-
-* :mod:`pruning_tools.data.kitti_io` — label, calibration, timestamp and image readers/writers.
-* :mod:`pruning_tools.data.kitti_dataset` — :class:`KittiObjectDataset`, :class:`RawDrive`.
-* :mod:`pruning_tools.data.generator` — :func:`generate_dataset`.
-* :mod:`pruning_tools.data.convert` — :func:`convert_kitti` (KITTI object -> Ultralytics YOLO).
-* :mod:`pruning_tools.data.bag` — :func:`raw_drive_to_bag` (KITTI raw drive -> rosbag2).
+The KITTI modules import no ROS and no torch (numpy, OpenCV, PyYAML, rosbags); the names below load
+their module on first use, so ``from pruning_tools.data import read_labels`` does not import rosbags.
 """
 from __future__ import annotations
 
