@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                          "fps_cpu_median": frames / statistics.median(cpus),
                          "ms_per_frame_wall_median": statistics.median(walls) / frames * 1e3,
                          "png_mb_per_frame": size / frames / 1e6}
-    from sparse_perception.machine import machine_info
+    from sparse_perception.runtime.machine import machine_info
 
     res["machine"] = machine_info()
     res["quick"] = args.quick

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from pruning_tools.pruning import PruningSpace
     from pruning_tools.rl_env import RewardProxy
     from pruning_tools.training import BatchStream, YoloDataset
-    from sparse_perception.machine import machine_info
+    from sparse_perception.runtime.machine import machine_info
 
     q = a.quick
     n_vec = a.vectors or (8 if q else 24)

@@ -34,7 +34,7 @@ NOISE_LIMIT = 1.1
 
 
 def machine_info() -> dict[str, object]:
-    from sparse_perception.machine import machine_info as info
+    from sparse_perception.runtime.machine import machine_info as info
 
     return info()
 

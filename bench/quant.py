@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pruning_tools.bisection import OrtMeasurer, SearchConfig, search_precision
     from pruning_tools.quantize import Int8Builder, QuantConfig, export_fp32, select_calibration_files
-    from sparse_perception.machine import machine_info
+    from sparse_perception.runtime.machine import machine_info
 
     torch.set_num_threads(a.threads)
     imgsz = (384, 1248)

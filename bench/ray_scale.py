@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "ray_scale.json")
     a = p.parse_args(argv)
 
-    from sparse_perception.machine import machine_info
+    from sparse_perception.runtime.machine import machine_info
 
     ncpu = os.cpu_count() or 1
     cpu_list = [1, 2] + ([ncpu] if ncpu > 2 else [])

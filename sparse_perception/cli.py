@@ -8,9 +8,9 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "replay": ("sparse_perception.replay", "publish a rosbag2's topics with the original timing"),
-    "record": ("sparse_perception.recorder", "write received topics into a rosbag2"),
-    "node": ("sparse_perception.detector_node", "run the detector lifecycle node"),
+    "replay": ("sparse_perception.tools.replay", "publish a rosbag2's topics with the original timing"),
+    "record": ("sparse_perception.tools.recorder", "write received topics into a rosbag2"),
+    "node": ("sparse_perception.node.detector_node", "run the detector lifecycle node"),
 }
 
 

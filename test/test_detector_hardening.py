@@ -19,8 +19,8 @@ import pytest
 pytest.importorskip("rclpy")
 cv2 = pytest.importorskip("cv2")
 from helpers.detector_checks import frame  # noqa: E402
-from sparse_perception.node_client import FRAME_QOS, DetectorClient, image_msg, stamp_ns, wait_until  # noqa: E402
-from sparse_perception.testing import ManagedProcess, managed_process, python_cmd  # noqa: E402
+from sparse_perception.tools.node_client import FRAME_QOS, DetectorClient, image_msg, stamp_ns, wait_until  # noqa: E402
+from sparse_perception.tools.testing import ManagedProcess, managed_process, python_cmd  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -32,7 +32,7 @@ def node_cmd(*params: str) -> list[str]:
     args = ["--ros-args", "--log-level", "detector:=info"]
     for p in params:
         args += ["-p", p]
-    return python_cmd("-m", "sparse_perception.detector_node", *args)
+    return python_cmd("-m", "sparse_perception.node.detector_node", *args)
 
 
 class LogTail:
@@ -220,7 +220,7 @@ def test_an_exception_inside_any_callback_is_logged_counted_and_answered() -> No
     import rclpy
     from sparse_perception_msgs.srv import SetSparsity
 
-    from sparse_perception.detector_node import DetectorNode
+    from sparse_perception.node.detector_node import DetectorNode
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx)

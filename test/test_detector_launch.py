@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `launch_test FILE` does not put the test folder on sys.path
     sys.path.insert(0, str(HERE))
 from helpers import detector_checks as checks  # noqa: E402
-from sparse_perception.node_client import DetectorClient  # noqa: E402
+from sparse_perception.tools.node_client import DetectorClient  # noqa: E402
 from helpers.zoo_builder import build_zoo  # noqa: E402
 
 NAMESPACE = "lt"

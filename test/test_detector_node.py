@@ -2,7 +2,7 @@
 
 Each test starts ``detector_node`` (the console script's module) as a subprocess with
 ``--ros-args`` parameters, and drives it from this process with rclpy
-(``sparse_perception/node_client.py``): lifecycle services, images, the swap service,
+(``sparse_perception/tools/node_client.py``): lifecycle services, images, the swap service,
 parameters, driving conditions. Twins of test/test_detector_launch.py (same behaviours).
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pytest
 pytest.importorskip("rclpy")
 from helpers import detector_checks as checks  # noqa: E402
 from helpers.detector_checks import frame  # noqa: E402
-from sparse_perception.node_client import DetectorClient, image_msg, stamp_ns, wait_until  # noqa: E402
+from sparse_perception.tools.node_client import DetectorClient, image_msg, stamp_ns, wait_until  # noqa: E402
 
-from sparse_perception.testing import ManagedProcess, managed_process, python_cmd  # noqa: E402
+from sparse_perception.tools.testing import ManagedProcess, managed_process, python_cmd  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -33,7 +33,7 @@ def node_cmd(*params: str, params_file: Path | None = None, namespace: str = "")
         args += ["--params-file", str(params_file)]
     for p in params:
         args += ["-p", p]
-    return python_cmd("-m", "sparse_perception.detector_node", *args)
+    return python_cmd("-m", "sparse_perception.node.detector_node", *args)
 
 
 @pytest.fixture
@@ -182,7 +182,7 @@ def match_counts(pred: tuple, gt: tuple, iou_thres: float = 0.5) -> tuple[int, i
     gb, _, gn = gt
     if not len(gb) or not len(pb):
         return 0, len(pb), len(gb)
-    from sparse_perception.metrics import box_iou
+    from sparse_perception.runtime.metrics import box_iou
 
     iou = box_iou(pb, gb)
     used, tp = set(), 0
@@ -222,10 +222,10 @@ GT_REPLAY_RATE = 0.25
 def read_bag(bag: Path) -> tuple[dict[int, np.ndarray], dict[int, tuple[np.ndarray, np.ndarray, list[str]]]]:
     """Images (BGR, via image_codec) and ``/kitti/ground_truth`` (boxes xyxy, scores, names in
     :data:`GT_CLASSES`) of a bag, read with rosbags, keyed by header stamp (ns)."""
-    from sparse_perception.bag_types import typestore
-    from sparse_perception.image_codec import image_to_bgr
-    from sparse_perception.replay import open_bag
-    from sparse_perception.ros_convert import detections_from_msg
+    from sparse_perception.tools.bag_types import typestore
+    from sparse_perception.node.image_codec import image_to_bgr
+    from sparse_perception.tools.replay import open_bag
+    from sparse_perception.node.ros_convert import detections_from_msg
 
     store, reader = typestore(), open_bag(bag)
     images, gts = {}, {}
@@ -248,7 +248,7 @@ def read_bag(bag: Path) -> tuple[dict[int, np.ndarray], dict[int, tuple[np.ndarr
 def replay_into_node(model: Path, bag: Path, namespace: str, stamps: set[int], timeout: float) -> dict[int, tuple]:
     """Start the node on ``model`` (``image_reliability: reliable``), replay ``bag`` into it at
     :data:`GT_REPLAY_RATE` and return its detections by stamp; at least 90 % of ``stamps`` must be answered."""
-    from sparse_perception.ros_convert import detections_from_msg
+    from sparse_perception.node.ros_convert import detections_from_msg
 
     with managed_process(node_cmd(f"model_path:={model}", "autostart:=true", "image_reliability:=reliable",
                                   f"image_topic:={GT_IMAGE_TOPIC}", namespace=namespace)) as node:
@@ -282,8 +282,8 @@ def test_detections_match_ground_truth_on_replayed_sequence(tmp_path: Path, gt_m
     """Generated 40-frame sequence -> bag -> ``sparse-perception replay`` -> node: every frame is answered,
     the node's detections equal the runtime's on the bag's own images, and recall@0.5 is above the floor."""
     kitti = pytest.importorskip("pruning_tools.kitti", reason="KITTI generator (data helper) not installed")
-    pytest.importorskip("sparse_perception.replay", reason="replay tool not installed")
-    from sparse_perception.runtime import EnginePool, RuntimeConfig
+    pytest.importorskip("sparse_perception.tools.replay", reason="replay tool not installed")
+    from sparse_perception.runtime.engine_pool import EnginePool, RuntimeConfig
 
     drive = kitti.generate_dataset(tmp_path / "seq", frames=40, seed=11, sequence=True, segment_frames=10,
                                    progress=False)
@@ -327,7 +327,7 @@ REAL_CARS_PER_FRAME_FLOOR = 4.0
 def test_real_kitti_drive_replayed_through_node_detects_cars(tmp_path: Path, gt_model: Path, shared_dir: Path) -> None:
     """78 real KITTI raw frames -> ``kitti to-bag --rate 10`` -> ``replay`` -> node: every frame is answered and
     cars are found in the frames (floors measured with the shipped baseline)."""
-    pytest.importorskip("sparse_perception.replay", reason="replay tool not installed")
+    pytest.importorskip("sparse_perception.tools.replay", reason="replay tool not installed")
     from pruning_tools.kitti.cli import main as kitti_main
 
     bag = tmp_path / "real_drive"
@@ -355,8 +355,8 @@ def write_score_table(path: Path, levels: tuple[str, ...], scores: dict[str, dic
     """Write a ``score_table`` policy and check that :meth:`SparsityPolicy.load` reads it back as written."""
     import json
 
-    from sparse_perception.conditions import Condition
-    from sparse_perception.policy import SparsityPolicy
+    from sparse_perception.runtime.conditions import Condition
+    from sparse_perception.runtime.policy import SparsityPolicy
 
     path.write_text(json.dumps({"kind": "score_table", "levels": list(levels), "scores": scores}))
     policy = SparsityPolicy.load(path)
@@ -367,11 +367,11 @@ def write_score_table(path: Path, levels: tuple[str, ...], scores: dict[str, dic
 
 
 def test_auto_mode_follows_driving_condition_until_a_manual_call(test_zoo: Path, tmp_path: Path) -> None:
-    """Policy (``sparse_perception.policy`` score table, hysteresis 2): day_clear -> s75, night_fog ->
+    """Policy (``sparse_perception.runtime.policy`` score table, hysteresis 2): day_clear -> s75, night_fog ->
     dense, dusk_rain -> s50; one disagreeing decision does not switch; a manual call pins the level
     until ``level: "auto"``."""
-    from sparse_perception.conditions import Condition
-    from sparse_perception.ros_convert import condition_to_msg
+    from sparse_perception.runtime.conditions import Condition
+    from sparse_perception.node.ros_convert import condition_to_msg
 
     policy = write_score_table(tmp_path / "policy.json", checks.LEVELS, AUTO_SCORES)
     with managed_process(node_cmd(f"engine_manifest:={test_zoo}", "autostart:=true", "policy_mode:=auto",

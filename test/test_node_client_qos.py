@@ -20,7 +20,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from sparse_perception.node_client import FRAME_QOS, DetectorClient, image_msg, stamp_ns, wait_until  # noqa: E402
+from sparse_perception.tools.node_client import FRAME_QOS, DetectorClient, image_msg, stamp_ns, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

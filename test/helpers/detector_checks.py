@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sparse_perception.node_client import DetectorClient, image_msg, stamp_ns, wait_until
+from sparse_perception.tools.node_client import DetectorClient, image_msg, stamp_ns, wait_until
 from sparse_perception_msgs.srv import SetSparsity
 
 WaitLog = Callable[[str, float], bool]

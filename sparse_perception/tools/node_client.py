@@ -22,7 +22,7 @@ from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReli
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from sparse_perception.ros_convert import bgr_to_image, time_from_ns
+from sparse_perception.node.ros_convert import bgr_to_image, time_from_ns
 from sparse_perception_msgs.msg import Detection2DArray, DrivingCondition, EngineStatus
 from sparse_perception_msgs.srv import SetSparsity
 

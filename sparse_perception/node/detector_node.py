@@ -1,7 +1,7 @@
 """``detector``: lifecycle node serving a preloaded engine zoo with sparsity hot-swap.
 
-Thin ROS shell: callbacks convert messages with :mod:`sparse_perception.image_codec` and
-:mod:`sparse_perception.ros_convert`, run :class:`sparse_perception.runtime.EnginePool` and
+Thin ROS shell: callbacks convert messages with :mod:`sparse_perception.node.image_codec` and
+:mod:`sparse_perception.node.ros_convert`, run :class:`sparse_perception.runtime.engine_pool.EnginePool` and
 publish. Interface, QoS and semantics: docs/node.md.
 """
 from __future__ import annotations
@@ -26,11 +26,11 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from sparse_perception import ros_convert as rc
-from sparse_perception.node_config import (DYNAMIC_TYPED, FrameStats, NodeConfig, UnknownLevelError, build_controller,
+from sparse_perception.node import ros_convert as rc
+from sparse_perception.node.node_config import (DYNAMIC_TYPED, FrameStats, NodeConfig, UnknownLevelError, build_controller,
                                            build_pool)
-from sparse_perception.policy import PolicyController
-from sparse_perception.runtime import EnginePool
+from sparse_perception.runtime.policy import PolicyController
+from sparse_perception.runtime.engine_pool import EnginePool
 
 from sparse_perception_msgs.msg import Detection2DArray, DrivingCondition, EngineStatus
 from sparse_perception_msgs.srv import SetSparsity

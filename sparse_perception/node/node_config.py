@@ -2,7 +2,7 @@
 
 The node declares ROS parameters and converts them at the edge into :class:`NodeConfig`
 (frozen, validated in ``__post_init__``); :func:`build_pool` / :func:`build_controller` build the
-runtime objects from it (:mod:`sparse_perception.runtime`, :mod:`sparse_perception.policy`); :class:`FrameStats` keeps the numbers that ``/diagnostics`` reports.
+runtime objects from it (:mod:`sparse_perception.runtime.engine_pool`, :mod:`sparse_perception.runtime.policy`); :class:`FrameStats` keeps the numbers that ``/diagnostics`` reports.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from sparse_perception.policy import PolicyController, SparsityPolicy
-from sparse_perception.runtime import EnginePool, RuntimeConfig, UnknownLevelError
+from sparse_perception.runtime.policy import PolicyController, SparsityPolicy
+from sparse_perception.runtime.engine_pool import EnginePool, RuntimeConfig, UnknownLevelError
 
 __all__ = ["FrameStats", "NodeConfig", "UnknownLevelError", "build_controller", "build_pool"]
 
@@ -139,7 +139,7 @@ class NodeConfig:
 def build_pool(cfg: NodeConfig) -> EnginePool:
     """Preload (sha256-verified, warmed up) every allowed engine and activate the initial level.
 
-    :return: the runtime :class:`~sparse_perception.runtime.EnginePool`.
+    :return: the runtime :class:`~sparse_perception.runtime.engine_pool.EnginePool`.
     :raises Exception: whatever the runtime raises for a bad manifest/model/level (the node
         turns it into a FAILURE transition with the message logged).
     """

@@ -2,7 +2,7 @@
 
 :class:`Recorder` subscribes with ``raw=True`` (serialized CDR, never deserialized), discovers
 each topic's type from the ROS graph (it waits for the topic to appear), and writes the bytes
-with rosbags; message definitions come from :func:`sparse_perception.bag_types.typestore`
+with rosbags; message definitions come from :func:`sparse_perception.tools.bag_types.typestore`
 (standard types plus sparse_perception_msgs). The bag is built in a hidden temporary folder
 beside ``out`` and renamed onto ``out`` only on a clean :meth:`Recorder.close`, so an
 interrupted recording never leaves a half-written bag at ``out``. Usage: docs/replay.md.
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from sparse_perception.partials import remove_stale_partials
-from sparse_perception.replay import QosChoice, import_message_class, rclpy_qos
+from sparse_perception.runtime.partials import remove_stale_partials
+from sparse_perception.tools.replay import QosChoice, import_message_class, rclpy_qos
 
 STORAGES = ("mcap", "sqlite3")
 QOS_MODES = ("auto", "reliable", "sensor")
@@ -217,7 +217,7 @@ class Recorder:
                 self._subscribe(topic, graph[topic])
 
     def _subscribe(self, topic: str, msgtypes: list[str]) -> None:
-        from sparse_perception.bag_types import typestore
+        from sparse_perception.tools.bag_types import typestore
 
         if len(msgtypes) != 1:
             self._skip(topic, f"it has several types on the graph ({', '.join(msgtypes)})")
