@@ -17,9 +17,9 @@ import pytest
 pytest.importorskip("rclpy")
 from helpers import detector_checks as checks  # noqa: E402
 from helpers.detector_checks import frame  # noqa: E402
-from sparse_perception.tools.node_client import DetectorClient, image_msg, stamp_ns, wait_until  # noqa: E402
+from sparse_perception.tools.node_client import DetectorClient, image_msg, stamp_ns  # noqa: E402
 
-from sparse_perception.tools.testing import ManagedProcess, managed_process, python_cmd  # noqa: E402
+from sparse_perception.tools.testing import ManagedProcess, managed_process, python_cmd, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -68,7 +68,7 @@ def test_lifecycle_transitions_keep_engines_through_deactivate(test_zoo: Path, c
         assert client.set_parameter("engine_manifest", str(test_zoo))[0]
         assert client.change_state("configure"), _fail(proc, "configure failed")
         assert client.state() == "inactive"
-        assert wait_until(lambda: client.latest_status() is not None, 10), "no latched engine_status"
+        assert wait_for(lambda: client.latest_status() is not None, 10), "no latched engine_status"
         assert sorted(client.latest_status().available_levels) == ["dense", "s50", "s75"]
         assert client.change_state("activate") and client.state() == "active"
         assert client.wait_ready(), _fail(proc, "no detections while active")
@@ -84,13 +84,13 @@ def test_lifecycle_transitions_keep_engines_through_deactivate(test_zoo: Path, c
         assert client.wait_ready(), _fail(proc, "no detections after reactivation")
         client.publish(image_msg(frame(3), 3_000))
         assert client.wait_for_stamp(3_000) is not None
-        assert wait_until(lambda: client.latest_status().level == "s75", 5)
+        assert wait_for(lambda: client.latest_status().level == "s75", 5)
         assert client.change_state("deactivate") and client.change_state("cleanup")
         assert client.state() == "unconfigured"
         assert "engines freed" in proc.output()
         assert not client.set_sparsity("dense").success
         assert client.change_state("shutdown")
-        assert wait_until(lambda: not proc.alive(), 15), _fail(proc, "node did not exit after shutdown")
+        assert wait_for(lambda: not proc.alive(), 15), _fail(proc, "node did not exit after shutdown")
         assert proc.proc.returncode == 0, _fail(proc, f"exit code {proc.proc.returncode}")
 
 
@@ -154,7 +154,7 @@ def test_diagnostics_report_latency_fps_and_drops(active_node: ManagedProcess) -
         for i in range(5):
             client.publish(image_msg(frame(i, 32, 96), 9_000_000_000 + i))
             client.wait_for_stamp(9_000_000_000 + i)
-        assert wait_until(lambda: len(got) >= 2, 10)
+        assert wait_for(lambda: len(got) >= 2, 10)
         values = {kv.key: kv.value for kv in got[-1].status[0].values}
         for key in ("latency_p50_ms", "latency_p95_ms", "fps", "frames_dropped", "active_level", "callback_errors"):
             assert key in values, values
@@ -257,7 +257,7 @@ def replay_into_node(model: Path, bag: Path, namespace: str, stamps: set[int], t
             assert client.wait_ready(60, shape=(375, 1242)), _fail(node, "detector not ready")
             with managed_process(python_cmd("-m", "sparse_perception.cli", "replay", str(bag),
                                             "--rate", str(GT_REPLAY_RATE))) as replay:
-                assert wait_until(lambda: not replay.alive(), timeout), "replay did not finish"
+                assert wait_for(lambda: not replay.alive(), timeout), "replay did not finish"
                 assert replay.proc.returncode == 0, replay.output()
             time.sleep(2.0)
             dets = {stamp_ns(m.header): detections_from_msg(m) for m in client.received()}
@@ -379,14 +379,14 @@ def test_auto_mode_follows_driving_condition_until_a_manual_call(test_zoo: Path,
                                   "initial_level:=s50", namespace="/auto")) as node:
         client = DetectorClient(namespace="/auto", name="auto_client")
         try:
-            assert wait_until(lambda: client.latest_status() is not None, 20), _fail(node, "no engine_status")
+            assert wait_for(lambda: client.latest_status() is not None, 20), _fail(node, "no engine_status")
             assert client.latest_status().mode == "auto" and client.latest_status().level == "s50"
 
             def send(key: str) -> None:
                 client.condition_pub.publish(condition_to_msg(Condition.from_key(key)))
 
             def drive(key: str, expect: str) -> None:
-                assert wait_until(lambda: (send(key), client.latest_status().level)[1] == expect, 10, period=0.2), \
+                assert wait_for(lambda: (send(key), client.latest_status().level)[1] == expect, 10, period=0.2), \
                     _fail(node, f"{key}: level stayed {client.latest_status().level}")
                 assert client.latest_status().mode == "auto"
 
@@ -397,7 +397,7 @@ def test_auto_mode_follows_driving_condition_until_a_manual_call(test_zoo: Path,
             assert not node.wait_for_output("policy (night_fog)", 1.5), _fail(node, "switched on one decision")
             assert client.latest_status().level == "s75"
             send("night_fog")
-            assert wait_until(lambda: client.latest_status().level == "dense", 5), _fail(node, "no switch on the 2nd")
+            assert wait_for(lambda: client.latest_status().level == "dense", 5), _fail(node, "no switch on the 2nd")
             assert client.set_sparsity("s50").success  # manual call: policy no longer in charge
             assert client.latest_status().mode == "manual"
             for _ in range(5):
@@ -407,7 +407,7 @@ def test_auto_mode_follows_driving_condition_until_a_manual_call(test_zoo: Path,
             assert client.latest_status().level == "s50", "policy overrode a manual choice"
             resp = client.set_sparsity("auto")
             assert resp.success, resp.message
-            assert wait_until(lambda: client.latest_status().mode == "auto", 5), "mode not back to auto"
+            assert wait_for(lambda: client.latest_status().mode == "auto", 5), "mode not back to auto"
             drive("day_clear", "s75")
             drive("dusk_rain", "s50")
         finally:
