@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import Any, TextIO
 
 from sparse_perception.runtime.partials import remove_stale_partials
 from sparse_perception.tools.replay import QosChoice, import_message_class, rclpy_qos
+from sparse_perception.tools.ros_cli import run_tool
 
 STORAGES = ("mcap", "sqlite3")
 QOS_MODES = ("auto", "reliable", "sensor")
@@ -285,53 +285,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``recorder`` / ``sparse-perception record``: 0 on a clean end, 2 on bad input."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    if args.out.exists():
-        print(f"recorder: error: output {args.out} exists; not overwriting", file=sys.stderr)
-        return 2
-    if args.duration < 0 or args.max_messages < 0 or args.qos_depth < 1:
-        print("recorder: error: --duration and --max-messages must be >= 0, --qos-depth >= 1", file=sys.stderr)
-        return 2
+    return run_tool(build_parser(), argv, _run, _check)
 
-    import rclpy
+
+def _check(args: argparse.Namespace) -> None:
+    if args.out.exists():
+        raise FileExistsError(f"output {args.out} exists; not overwriting")
+    if args.duration < 0 or args.max_messages < 0 or args.qos_depth < 1:
+        raise ValueError("--duration and --max-messages must be >= 0, --qos-depth >= 1")
+
+
+def _run(args: argparse.Namespace, stop: threading.Event) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
-    from rclpy.signals import SignalHandlerOptions
 
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    node = Node("recorder")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    rec = Recorder(node, args.out, args.topics, storage=args.storage, qos=args.qos, depth=args.qos_depth)
+    rec.start()
+    t0 = time.monotonic()
     try:
-        with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
-            node = Node("recorder")
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                rec = Recorder(node, args.out, args.topics, storage=args.storage, qos=args.qos, depth=args.qos_depth)
-            except (ValueError, FileExistsError) as exc:
-                print(f"recorder: error: {exc}", file=sys.stderr)
-                return 2
-            rec.start()
-            t0 = time.monotonic()
-            try:
-                while not stop.is_set():
-                    executor.spin_once(timeout_sec=0.05)
-                    if args.duration and time.monotonic() - t0 >= args.duration:
-                        break
-                    if args.max_messages and rec.total >= args.max_messages:
-                        break
-                _drain(executor, rec)
-            except BaseException:
-                rec.abort()
-                raise
-            out = rec.close()
-            node.destroy_node()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+            if args.duration and time.monotonic() - t0 >= args.duration:
+                break
+            if args.max_messages and rec.total >= args.max_messages:
+                break
+        _drain(executor, rec)
+    except BaseException:
+        rec.abort()
+        raise
+    out = rec.close()
+    node.destroy_node()
     print(f"recorder: wrote {rec.total} messages in {time.monotonic() - t0:.2f} s to {out}")
     for topic in rec.topics:
         print(f"  {topic:<40} {rec.counts[topic]:>6}  {rec.types.get(topic, '(not recorded)')}")
