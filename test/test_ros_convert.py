@@ -11,7 +11,8 @@ from std_msgs.msg import Header  # noqa: E402
 
 from sparse_perception.node import ros_convert as rc  # noqa: E402
 from sparse_perception.runtime.conditions import Condition  # noqa: E402
-from sparse_perception.node.node_config import FrameStats, NodeConfig, build_controller  # noqa: E402
+from sparse_perception.node.node_config import NodeConfig, build_controller  # noqa: E402
+from sparse_perception.runtime.frame_stats import FrameStats  # noqa: E402
 
 
 def _result(boxes, scores, ids):
