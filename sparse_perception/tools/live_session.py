@@ -327,7 +327,7 @@ def _analyse(cfg: LiveConfig, bag: dict[str, Any], w: _Watcher, swaps: list[dict
         pred_cls = np.array([index.get(c, -1) for c in cls], np.int64)
         keep = pred_cls >= 0
         level, mode = _level_at(w.status_log, t_recv)
-        level = getattr(msg, "level", "") or level  # the engine that produced this frame, from the message
+        level = msg.level or level  # the engine that produced this frame, from the message
         cond = bag["condition"].get(ns)
         phase = "auto" if (t_auto is not None and t_recv >= t_auto and mode == "auto") else "manual"
         if ns in bag["gt"]:
