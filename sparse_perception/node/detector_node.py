@@ -185,8 +185,8 @@ class DetectorNode(LifecycleNode):
     @contained("image callback")
     def _on_image(self, msg: Image | CompressedImage, info: Any) -> None:
         t0 = time.perf_counter()
-        gid = info.get("publisher_gid") if isinstance(info, dict) else None
-        self.stats.on_received(str(gid), info.get("publication_sequence_number") if isinstance(info, dict) else None)
+        # rclpy's MessageInfo is a dict (TypedDict)
+        self.stats.on_received(str(info.get("publisher_gid")), info.get("publication_sequence_number"))
         try:
             img = rc.image_to_bgr(msg)
         except Exception as exc:  # noqa: BLE001 - every decode failure is a logged, counted bad frame
