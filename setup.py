@@ -30,9 +30,9 @@ setup(
         "console_scripts": [
             "pruning-tools = pruning_tools.cli:main",
             "sparse-perception = sparse_perception.cli:main",
-            "detector_node = sparse_perception.detector_node:main",
-            "replay = sparse_perception.replay:main",
-            "recorder = sparse_perception.recorder:main",
+            "detector_node = sparse_perception.node.detector_node:main",
+            "replay = sparse_perception.tools.replay:main",
+            "recorder = sparse_perception.tools.recorder:main",
         ],
     },
 )

@@ -14,12 +14,12 @@ from typing import Any
 
 
 def machine_block(**extra: Any) -> dict[str, Any]:
-    """``sparse_perception.machine.machine_info()`` (load average: now) plus a bench's own ``extra`` fields.
+    """``sparse_perception.runtime.machine.machine_info()`` (load average: now) plus a bench's own ``extra`` fields.
 
     A bench that wants the load before its run takes this at the start and puts it under ``machine``
     itself; :func:`write_result` adds it at the end otherwise.
     """
-    from sparse_perception.machine import machine_info  # lazily: the module may move
+    from sparse_perception.runtime.machine import machine_info
 
     return {**machine_info(), **extra}
 

@@ -55,7 +55,7 @@ W, H = 1242, 375
 def publish_at_10hz(publish, img: np.ndarray, frames: int) -> list[int]:
     """Publish ``frames`` copies of ``img`` on a 10 Hz timer like a camera driver, each with a new stamp
     (wall-clock ns); :return: the stamps sent."""
-    from sparse_perception.node_client import image_msg
+    from sparse_perception.tools.node_client import image_msg
 
     sent, t_next = [], time.monotonic()
     msg = image_msg(img, 0)
@@ -99,7 +99,7 @@ def lockstep(client, frames: int, img: np.ndarray, on_frame=None, per_frame: lis
 
     :param per_frame: filled with ``(level, engine_time_ms)`` of each frame's detections.
     """
-    from sparse_perception.node_client import image_msg
+    from sparse_perception.tools.node_client import image_msg
 
     lat = []
     msg = image_msg(img, 0)  # built once: the stamp is set right before publishing
@@ -124,8 +124,8 @@ def qos_phase(work: Path, rounds: int, frames_per_block: int) -> dict[str, objec
     from sensor_msgs.msg import Image
 
     from helpers.zoo_builder import build_zoo
-    from sparse_perception.node_client import DetectorClient, stamp_ns
-    from sparse_perception.testing import managed_process, python_cmd
+    from sparse_perception.tools.node_client import DetectorClient, stamp_ns
+    from sparse_perception.tools.testing import managed_process, python_cmd
 
     manifest = build_zoo(work / "qos_zoo", imgsz=(96, 320))
     img = np.random.default_rng(1).integers(0, 255, (H, W, 3), dtype=np.uint8)
@@ -134,7 +134,7 @@ def qos_phase(work: Path, rounds: int, frames_per_block: int) -> dict[str, objec
     nodes, clients = [], {}
     try:
         for s in settings:
-            cmd = python_cmd("-m", "sparse_perception.detector_node", "--ros-args", "-r", f"__ns:=/qos_{s}",
+            cmd = python_cmd("-m", "sparse_perception.node.detector_node", "--ros-args", "-r", f"__ns:=/qos_{s}",
                              "-p", f"engine_manifest:={manifest}", "-p", "autostart:=true", "-p", "threads:=1",
                              "-p", f"image_reliability:={s}", "--log-level", "detector:=warn")
             nodes.append(managed_process(cmd, log_path=work / f"qos_node_{s}.log"))
@@ -194,10 +194,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="qos: only the image-QoS phase (answered fraction at 10 Hz per image_reliability)")
     a = p.parse_args(argv)
 
-    from sparse_perception.testing import apply_ros_isolation, managed_process, python_cmd
+    from sparse_perception.tools.testing import apply_ros_isolation, managed_process, python_cmd
 
     apply_ros_isolation()
-    from sparse_perception.node_client import DetectorClient, stamp_ns
+    from sparse_perception.tools.node_client import DetectorClient, stamp_ns
 
     work = Path(tempfile.mkdtemp(prefix="node_bench_"))
     qos = qos_phase(work, *((2, 50) if a.quick else (5, 100)))
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     n_overhead, n_swaps, n_10hz, n_soak = (200, 100, 150, 1000) if a.quick else (300, 200, 600, 10_000)
     n_soak = a.soak or n_soak
     img = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
-    cmd = python_cmd("-m", "sparse_perception.detector_node", "--ros-args", "-p", f"engine_manifest:={a.manifest}",
+    cmd = python_cmd("-m", "sparse_perception.node.detector_node", "--ros-args", "-p", f"engine_manifest:={a.manifest}",
                      "-p", "autostart:=true", "-p", "initial_level:=s75", "-p", f"threads:={a.threads}",
                      "-p", "diagnostics_period_s:=0.5", "-p", "image_reliability:=reliable", "--log-level", "detector:=warn")
     result: dict[str, object] = {"machine": machine, "quick": a.quick, "image": [H, W],
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _default_reliability() -> str:
-    from sparse_perception.node_config import NodeConfig
+    from sparse_perception.node.node_config import NodeConfig
 
     return NodeConfig.image_reliability
 

@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", required=True)
     args = ap.parse_args(argv)
     from runtime_models import tiny_zoo
-    from sparse_perception.postprocess import decode, letterbox
-    from sparse_perception.node_config import NodeConfig
-    from sparse_perception.runtime import EnginePool, RuntimeConfig
+    from sparse_perception.runtime.postprocess import decode, letterbox
+    from sparse_perception.node.node_config import NodeConfig
+    from sparse_perception.runtime.engine_pool import EnginePool, RuntimeConfig
 
     runs = 30 if args.quick else 200
     rng = np.random.default_rng(0)

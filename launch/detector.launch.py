@@ -8,7 +8,7 @@ node. Arguments left empty keep the value of the parameters file::
     ros2 launch sparse_perception detector.launch.py engine_manifest:=/zoo/manifest.json \
         namespace:=front image_topic:=/camera/image_raw image_reliability:=best_effort params_file:=my.yaml
 
-Arguments and their mapping onto parameters: ``sparse_perception/launch_args.py``.
+Arguments and their mapping onto parameters: ``sparse_perception/node/launch_args.py``.
 
 Without ``autostart:=true`` the node waits unconfigured: drive it with
 ``ros2 lifecycle set /perception/detector configure`` then ``activate``.
@@ -23,7 +23,7 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
-from sparse_perception.launch_args import ARGUMENTS, node_overrides
+from sparse_perception.node.launch_args import ARGUMENTS, node_overrides
 
 PACKAGE = "sparse_perception"
 

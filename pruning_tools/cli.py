@@ -5,9 +5,10 @@ dispatches, so ``pruning-tools kitti ...`` never pays for importing torch.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import sys
+
+from sparse_perception.cli import dispatch
 
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,17 +37,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
-        return 0 if argv else 2
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"pruning-tools: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
-        return 2
-    set_offline_env()
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return dispatch("pruning-tools", COMMANDS, usage, argv, before_import=set_offline_env)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
-"""sparse_perception: serve pruned, quantised YOLO detectors on ROS 2.
+"""sparse_perception: serve pruned, quantised YOLO detectors on ROS 2 with run-time sparsity hot-swap.
 
-The plain-Python cores (runtime, pre/post-processing, swap logic, policy) import no
-rclpy; only the node and the bag/replay tools do.
+``runtime`` (the core, no rclpy), ``node`` (the ROS shell), ``tools`` (replay, record, live sessions), ``cli``.
 """
 
 __version__ = "0.1.0"

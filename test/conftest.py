@@ -16,7 +16,7 @@ os.environ.setdefault("YOLO_VERBOSE", "false")
 os.environ["YOLO_CONFIG_DIR"] = str(_TMP / "ultralytics")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from sparse_perception.testing import apply_ros_isolation  # noqa: E402
+from sparse_perception.tools.testing import apply_ros_isolation  # noqa: E402
 
 # One domain per test run (pytest process); subprocesses inherit it.
 ROS_ENV = apply_ros_isolation(ros_home=_TMP / "ros_home")

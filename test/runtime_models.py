@@ -8,7 +8,7 @@ import onnx
 import torch
 from torch import nn
 
-from sparse_perception.zoo import sha256_file, write_manifest
+from sparse_perception.runtime.zoo import sha256_file, write_manifest
 
 NAMES = ("Car", "Pedestrian", "Cyclist")
 

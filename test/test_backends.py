@@ -9,8 +9,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from runtime_models import NAMES, export_tiny  # noqa: E402
 
-from sparse_perception.backends import Backend, create_backend  # noqa: E402
-from sparse_perception.backends.onnxruntime_backend import parse_names  # noqa: E402
+from sparse_perception.runtime.backends import Backend, create_backend  # noqa: E402
+from sparse_perception.runtime.backends.onnxruntime_backend import parse_names  # noqa: E402
 
 
 def test_static_model(tmp_path: Path) -> None:

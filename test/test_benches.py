@@ -24,7 +24,7 @@ def _bench(name: str):  # noqa: ANN202 - a bench script loaded as a module (benc
 def test_runtime_bench_decodes_as_many_predictions_as_the_served_head_outputs(test_zoo: Path) -> None:
     import onnxruntime as ort
 
-    from sparse_perception.zoo import load_manifest
+    from sparse_perception.runtime.zoo import load_manifest
 
     head_predictions = _bench("runtime_bench").head_predictions
     art = load_manifest(test_zoo).select("dense", "onnxruntime")

@@ -19,8 +19,8 @@ import pytest
 pytest.importorskip("rclpy")
 cv2 = pytest.importorskip("cv2")
 from helpers.detector_checks import frame  # noqa: E402
-from sparse_perception.node_client import FRAME_QOS, DetectorClient, image_msg, stamp_ns, wait_until  # noqa: E402
-from sparse_perception.testing import ManagedProcess, managed_process, python_cmd  # noqa: E402
+from sparse_perception.tools.node_client import FRAME_QOS, DetectorClient, image_msg, stamp_ns  # noqa: E402
+from sparse_perception.tools.testing import ManagedProcess, managed_process, python_cmd, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -32,7 +32,7 @@ def node_cmd(*params: str) -> list[str]:
     args = ["--ros-args", "--log-level", "detector:=info"]
     for p in params:
         args += ["-p", p]
-    return python_cmd("-m", "sparse_perception.detector_node", *args)
+    return python_cmd("-m", "sparse_perception.node.detector_node", *args)
 
 
 class LogTail:
@@ -118,7 +118,7 @@ def fuzz_compressed(rng: np.random.Generator):  # noqa: ANN201 - sensor_msgs/Com
 def _fuzz(client: DetectorClient, proc: ManagedProcess, make: Callable[[np.random.Generator], Any], n: int,
           pub: Any, first_sec: int) -> dict[str, int]:
     """Send ``n`` fuzz messages one at a time; each must be answered (detections) or logged as bad."""
-    assert wait_until(lambda: pub.get_subscription_count() > 0, 30), "node never subscribed"
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 30), "node never subscribed"
     rng = np.random.default_rng(FUZZ_SEED + first_sec)
     log = LogTail(proc)
     outcome = {"answered": 0, "bad": 0}
@@ -137,7 +137,7 @@ def _fuzz(client: DetectorClient, proc: ManagedProcess, make: Callable[[np.rando
                 return True
             return not proc.alive()
 
-        assert wait_until(settled, 20, period=0.002), (
+        assert wait_for(settled, 20, period=0.002), (
             f"fuzz message {k} ({type(msg).__name__}) neither answered nor logged as bad; "
             f"node output:\n{log.poll()[-3000:]}")
         assert proc.alive(), f"node died on fuzz message {k}:\n{log.poll()[-3000:]}"
@@ -158,7 +158,7 @@ def test_fuzzed_frames_never_stop_the_node(test_zoo: Path, compressed: bool) -> 
         client = DetectorClient(namespace=ns, name="fuzz_client")
         try:
             pub = client.node.create_publisher(CompressedImage if compressed else Image, f"{ns}/{topic}", FRAME_QOS)
-            assert wait_until(lambda: pub.get_subscription_count() > 0, 30), proc.output()[-3000:]
+            assert wait_for(lambda: pub.get_subscription_count() > 0, 30), proc.output()[-3000:]
             if compressed:
                 out = _fuzz(client, proc, fuzz_compressed, COMPRESSED_CASES, pub, 30_000)
             else:
@@ -202,7 +202,7 @@ def test_100_concurrent_set_sparsity_calls_from_two_clients_all_answered_while_f
                 a.publish(image_msg(frame(i % 7), ns_))
                 sent.append(ns_)
                 assert a.wait_for_stamp(ns_, timeout=10) is not None, f"frame {i} got no detections"
-            assert wait_until(lambda: all(f.done() for f in pending), 30), (
+            assert wait_for(lambda: all(f.done() for f in pending), 30), (
                 f"{sum(not f.done() for f in pending)} of {len(pending)} calls never answered")
             responses = [f.result() for f in pending]
             assert len(responses) == 100 and all(r.success for r in responses), \
@@ -220,7 +220,7 @@ def test_an_exception_inside_any_callback_is_logged_counted_and_answered() -> No
     import rclpy
     from sparse_perception_msgs.srv import SetSparsity
 
-    from sparse_perception.detector_node import DetectorNode
+    from sparse_perception.node.detector_node import DetectorNode
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx)

@@ -8,29 +8,17 @@ test/helpers/detector_checks.py).
 from __future__ import annotations
 
 import sys
-import tempfile
 import unittest
 from pathlib import Path
 
 import pytest
 
-# launch_testing first: from the repository root, the `launch/` folder imports as an (empty) namespace
-# package named `launch`, so importorskip("launch") alone would not skip where ROS 2 launch is absent.
-launch_testing = pytest.importorskip("launch_testing", reason="launch_testing (ROS 2) is not installed: add it to the venv "
-                                     "or run on a full ROS 2 install; twin: test/test_detector_node.py")
-launch_ros = pytest.importorskip("launch_ros", reason="launch_ros (ROS 2) is not installed")
-import launch  # noqa: E402
-import launch.actions  # noqa: E402
-import launch.launch_description_sources  # noqa: E402
-import launch_testing.actions  # noqa: E402
-import launch_testing.asserts  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `launch_test FILE` does not put the test folder on sys.path
     sys.path.insert(0, str(HERE))
+from helpers.launch_stack import LAUNCH_FILE, build_launch_zoo, launch, launch_testing  # noqa: E402 - skips without ROS 2 launch
 from helpers import detector_checks as checks  # noqa: E402
-from sparse_perception.node_client import DetectorClient  # noqa: E402
-from helpers.zoo_builder import build_zoo  # noqa: E402
+from sparse_perception.tools.node_client import DetectorClient  # noqa: E402
 
 NAMESPACE = "lt"
 
@@ -38,10 +26,9 @@ NAMESPACE = "lt"
 @pytest.mark.launch_test
 def generate_test_description():
     """The package's launch file, autostarted on a freshly built 96x320 zoo."""
-    zoo = build_zoo(Path(tempfile.mkdtemp(prefix="sp_launch_zoo_")), imgsz=(96, 320))
+    zoo = build_launch_zoo()
     include = launch.actions.IncludeLaunchDescription(
-        launch.launch_description_sources.PythonLaunchDescriptionSource(
-            str(HERE.parent / "launch" / "detector.launch.py")),
+        launch.launch_description_sources.PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
         launch_arguments={"namespace": NAMESPACE, "engine_manifest": str(zoo), "autostart": "true"}.items(),
     )
     return launch.LaunchDescription([

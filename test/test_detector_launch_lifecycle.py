@@ -8,33 +8,16 @@ Twin: ``test_lifecycle_transitions_keep_engines_through_deactivate`` in test_det
 from __future__ import annotations
 
 import sys
-import tempfile
 import unittest
 from pathlib import Path
 
 import pytest
 
-# launch_testing first: from the repository root, the `launch/` folder imports as an (empty) namespace
-# package named `launch`, so importorskip("launch") alone would not skip where ROS 2 launch is absent.
-launch_testing = pytest.importorskip("launch_testing", reason="launch_testing (ROS 2) is not installed: add it to the venv "
-                                     "or run on a full ROS 2 install; twin: test/test_detector_node.py")
-launch_ros = pytest.importorskip("launch_ros", reason="launch_ros (ROS 2) is not installed")
-import launch  # noqa: E402
-import launch.actions  # noqa: E402
-import launch.event_handlers  # noqa: E402
-import launch.events  # noqa: E402
-import launch_ros.actions  # noqa: E402
-import launch_ros.event_handlers  # noqa: E402
-import launch_ros.events.lifecycle  # noqa: E402
-import launch_testing.actions  # noqa: E402
-import launch_testing.asserts  # noqa: E402
-import launch_testing.markers  # noqa: E402
-from lifecycle_msgs.msg import Transition  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `launch_test FILE` does not put the test folder on sys.path
     sys.path.insert(0, str(HERE))
-from helpers.zoo_builder import build_zoo  # noqa: E402
+from helpers.launch_stack import build_launch_zoo, launch, launch_ros, launch_testing  # noqa: E402 - skips without ROS 2 launch
+from lifecycle_msgs.msg import Transition  # noqa: E402
 
 
 def _change(node, transition: int):
@@ -50,7 +33,7 @@ def _on(node, start: str, goal: str, *entities):
 @pytest.mark.launch_test
 @launch_testing.markers.keep_alive  # the node exits on its own after `shutdown`; the tests must still run
 def generate_test_description():
-    zoo = build_zoo(Path(tempfile.mkdtemp(prefix="sp_launch_zoo_")), imgsz=(96, 320))
+    zoo = build_launch_zoo()
     detector = launch_ros.actions.LifecycleNode(
         package="sparse_perception", executable="detector_node", name="detector", namespace="lc",
         parameters=[{"engine_manifest": str(zoo), "autostart": False}], output="screen")

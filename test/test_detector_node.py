@@ -2,7 +2,7 @@
 
 Each test starts ``detector_node`` (the console script's module) as a subprocess with
 ``--ros-args`` parameters, and drives it from this process with rclpy
-(``sparse_perception/node_client.py``): lifecycle services, images, the swap service,
+(``sparse_perception/tools/node_client.py``): lifecycle services, images, the swap service,
 parameters, driving conditions. Twins of test/test_detector_launch.py (same behaviours).
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pytest
 pytest.importorskip("rclpy")
 from helpers import detector_checks as checks  # noqa: E402
 from helpers.detector_checks import frame  # noqa: E402
-from sparse_perception.node_client import DetectorClient, image_msg, stamp_ns, wait_until  # noqa: E402
+from sparse_perception.tools.node_client import DetectorClient, image_msg, stamp_ns  # noqa: E402
 
-from sparse_perception.testing import ManagedProcess, managed_process, python_cmd  # noqa: E402
+from sparse_perception.tools.testing import ManagedProcess, managed_process, python_cmd, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -33,7 +33,7 @@ def node_cmd(*params: str, params_file: Path | None = None, namespace: str = "")
         args += ["--params-file", str(params_file)]
     for p in params:
         args += ["-p", p]
-    return python_cmd("-m", "sparse_perception.detector_node", *args)
+    return python_cmd("-m", "sparse_perception.node.detector_node", *args)
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_lifecycle_transitions_keep_engines_through_deactivate(test_zoo: Path, c
         assert client.set_parameter("engine_manifest", str(test_zoo))[0]
         assert client.change_state("configure"), _fail(proc, "configure failed")
         assert client.state() == "inactive"
-        assert wait_until(lambda: client.latest_status() is not None, 10), "no latched engine_status"
+        assert wait_for(lambda: client.latest_status() is not None, 10), "no latched engine_status"
         assert sorted(client.latest_status().available_levels) == ["dense", "s50", "s75"]
         assert client.change_state("activate") and client.state() == "active"
         assert client.wait_ready(), _fail(proc, "no detections while active")
@@ -84,13 +84,13 @@ def test_lifecycle_transitions_keep_engines_through_deactivate(test_zoo: Path, c
         assert client.wait_ready(), _fail(proc, "no detections after reactivation")
         client.publish(image_msg(frame(3), 3_000))
         assert client.wait_for_stamp(3_000) is not None
-        assert wait_until(lambda: client.latest_status().level == "s75", 5)
+        assert wait_for(lambda: client.latest_status().level == "s75", 5)
         assert client.change_state("deactivate") and client.change_state("cleanup")
         assert client.state() == "unconfigured"
         assert "engines freed" in proc.output()
         assert not client.set_sparsity("dense").success
         assert client.change_state("shutdown")
-        assert wait_until(lambda: not proc.alive(), 15), _fail(proc, "node did not exit after shutdown")
+        assert wait_for(lambda: not proc.alive(), 15), _fail(proc, "node did not exit after shutdown")
         assert proc.proc.returncode == 0, _fail(proc, f"exit code {proc.proc.returncode}")
 
 
@@ -154,7 +154,7 @@ def test_diagnostics_report_latency_fps_and_drops(active_node: ManagedProcess) -
         for i in range(5):
             client.publish(image_msg(frame(i, 32, 96), 9_000_000_000 + i))
             client.wait_for_stamp(9_000_000_000 + i)
-        assert wait_until(lambda: len(got) >= 2, 10)
+        assert wait_for(lambda: len(got) >= 2, 10)
         values = {kv.key: kv.value for kv in got[-1].status[0].values}
         for key in ("latency_p50_ms", "latency_p95_ms", "fps", "frames_dropped", "active_level", "callback_errors"):
             assert key in values, values
@@ -182,7 +182,7 @@ def match_counts(pred: tuple, gt: tuple, iou_thres: float = 0.5) -> tuple[int, i
     gb, _, gn = gt
     if not len(gb) or not len(pb):
         return 0, len(pb), len(gb)
-    from sparse_perception.metrics import box_iou
+    from sparse_perception.runtime.metrics import box_iou
 
     iou = box_iou(pb, gb)
     used, tp = set(), 0
@@ -222,10 +222,10 @@ GT_REPLAY_RATE = 0.25
 def read_bag(bag: Path) -> tuple[dict[int, np.ndarray], dict[int, tuple[np.ndarray, np.ndarray, list[str]]]]:
     """Images (BGR, via image_codec) and ``/kitti/ground_truth`` (boxes xyxy, scores, names in
     :data:`GT_CLASSES`) of a bag, read with rosbags, keyed by header stamp (ns)."""
-    from sparse_perception.bag_types import typestore
-    from sparse_perception.image_codec import image_to_bgr
-    from sparse_perception.replay import open_bag
-    from sparse_perception.ros_convert import detections_from_msg
+    from sparse_perception.tools.bag_types import typestore
+    from sparse_perception.node.image_codec import image_to_bgr
+    from sparse_perception.tools.replay import open_bag
+    from sparse_perception.node.ros_convert import detections_from_msg
 
     store, reader = typestore(), open_bag(bag)
     images, gts = {}, {}
@@ -248,7 +248,7 @@ def read_bag(bag: Path) -> tuple[dict[int, np.ndarray], dict[int, tuple[np.ndarr
 def replay_into_node(model: Path, bag: Path, namespace: str, stamps: set[int], timeout: float) -> dict[int, tuple]:
     """Start the node on ``model`` (``image_reliability: reliable``), replay ``bag`` into it at
     :data:`GT_REPLAY_RATE` and return its detections by stamp; at least 90 % of ``stamps`` must be answered."""
-    from sparse_perception.ros_convert import detections_from_msg
+    from sparse_perception.node.ros_convert import detections_from_msg
 
     with managed_process(node_cmd(f"model_path:={model}", "autostart:=true", "image_reliability:=reliable",
                                   f"image_topic:={GT_IMAGE_TOPIC}", namespace=namespace)) as node:
@@ -257,7 +257,7 @@ def replay_into_node(model: Path, bag: Path, namespace: str, stamps: set[int], t
             assert client.wait_ready(60, shape=(375, 1242)), _fail(node, "detector not ready")
             with managed_process(python_cmd("-m", "sparse_perception.cli", "replay", str(bag),
                                             "--rate", str(GT_REPLAY_RATE))) as replay:
-                assert wait_until(lambda: not replay.alive(), timeout), "replay did not finish"
+                assert wait_for(lambda: not replay.alive(), timeout), "replay did not finish"
                 assert replay.proc.returncode == 0, replay.output()
             time.sleep(2.0)
             dets = {stamp_ns(m.header): detections_from_msg(m) for m in client.received()}
@@ -282,8 +282,8 @@ def test_detections_match_ground_truth_on_replayed_sequence(tmp_path: Path, gt_m
     """Generated 40-frame sequence -> bag -> ``sparse-perception replay`` -> node: every frame is answered,
     the node's detections equal the runtime's on the bag's own images, and recall@0.5 is above the floor."""
     kitti = pytest.importorskip("pruning_tools.data", reason="KITTI generator (data helper) not installed")
-    pytest.importorskip("sparse_perception.replay", reason="replay tool not installed")
-    from sparse_perception.runtime import EnginePool, RuntimeConfig
+    pytest.importorskip("sparse_perception.tools.replay", reason="replay tool not installed")
+    from sparse_perception.runtime.engine_pool import EnginePool, RuntimeConfig
 
     drive = kitti.generate_dataset(tmp_path / "seq", frames=40, seed=11, sequence=True, segment_frames=10,
                                    progress=False)
@@ -327,7 +327,7 @@ REAL_CARS_PER_FRAME_FLOOR = 4.0
 def test_real_kitti_drive_replayed_through_node_detects_cars(tmp_path: Path, gt_model: Path, shared_dir: Path) -> None:
     """78 real KITTI raw frames -> ``kitti to-bag --rate 10`` -> ``replay`` -> node: every frame is answered and
     cars are found in the frames (floors measured with the shipped baseline)."""
-    pytest.importorskip("sparse_perception.replay", reason="replay tool not installed")
+    pytest.importorskip("sparse_perception.tools.replay", reason="replay tool not installed")
     from pruning_tools.data.cli import main as kitti_main
 
     bag = tmp_path / "real_drive"
@@ -355,8 +355,8 @@ def write_score_table(path: Path, levels: tuple[str, ...], scores: dict[str, dic
     """Write a ``score_table`` policy and check that :meth:`SparsityPolicy.load` reads it back as written."""
     import json
 
-    from sparse_perception.conditions import Condition
-    from sparse_perception.policy import SparsityPolicy
+    from sparse_perception.runtime.conditions import Condition
+    from sparse_perception.runtime.policy import SparsityPolicy
 
     path.write_text(json.dumps({"kind": "score_table", "levels": list(levels), "scores": scores}))
     policy = SparsityPolicy.load(path)
@@ -367,11 +367,11 @@ def write_score_table(path: Path, levels: tuple[str, ...], scores: dict[str, dic
 
 
 def test_auto_mode_follows_driving_condition_until_a_manual_call(test_zoo: Path, tmp_path: Path) -> None:
-    """Policy (``sparse_perception.policy`` score table, hysteresis 2): day_clear -> s75, night_fog ->
+    """Policy (``sparse_perception.runtime.policy`` score table, hysteresis 2): day_clear -> s75, night_fog ->
     dense, dusk_rain -> s50; one disagreeing decision does not switch; a manual call pins the level
     until ``level: "auto"``."""
-    from sparse_perception.conditions import Condition
-    from sparse_perception.ros_convert import condition_to_msg
+    from sparse_perception.runtime.conditions import Condition
+    from sparse_perception.node.ros_convert import condition_to_msg
 
     policy = write_score_table(tmp_path / "policy.json", checks.LEVELS, AUTO_SCORES)
     with managed_process(node_cmd(f"engine_manifest:={test_zoo}", "autostart:=true", "policy_mode:=auto",
@@ -379,14 +379,14 @@ def test_auto_mode_follows_driving_condition_until_a_manual_call(test_zoo: Path,
                                   "initial_level:=s50", namespace="/auto")) as node:
         client = DetectorClient(namespace="/auto", name="auto_client")
         try:
-            assert wait_until(lambda: client.latest_status() is not None, 20), _fail(node, "no engine_status")
+            assert wait_for(lambda: client.latest_status() is not None, 20), _fail(node, "no engine_status")
             assert client.latest_status().mode == "auto" and client.latest_status().level == "s50"
 
             def send(key: str) -> None:
                 client.condition_pub.publish(condition_to_msg(Condition.from_key(key)))
 
             def drive(key: str, expect: str) -> None:
-                assert wait_until(lambda: (send(key), client.latest_status().level)[1] == expect, 10, period=0.2), \
+                assert wait_for(lambda: (send(key), client.latest_status().level)[1] == expect, 10, period=0.2), \
                     _fail(node, f"{key}: level stayed {client.latest_status().level}")
                 assert client.latest_status().mode == "auto"
 
@@ -397,7 +397,7 @@ def test_auto_mode_follows_driving_condition_until_a_manual_call(test_zoo: Path,
             assert not node.wait_for_output("policy (night_fog)", 1.5), _fail(node, "switched on one decision")
             assert client.latest_status().level == "s75"
             send("night_fog")
-            assert wait_until(lambda: client.latest_status().level == "dense", 5), _fail(node, "no switch on the 2nd")
+            assert wait_for(lambda: client.latest_status().level == "dense", 5), _fail(node, "no switch on the 2nd")
             assert client.set_sparsity("s50").success  # manual call: policy no longer in charge
             assert client.latest_status().mode == "manual"
             for _ in range(5):
@@ -407,7 +407,7 @@ def test_auto_mode_follows_driving_condition_until_a_manual_call(test_zoo: Path,
             assert client.latest_status().level == "s50", "policy overrode a manual choice"
             resp = client.set_sparsity("auto")
             assert resp.success, resp.message
-            assert wait_until(lambda: client.latest_status().mode == "auto", 5), "mode not back to auto"
+            assert wait_for(lambda: client.latest_status().mode == "auto", 5), "mode not back to auto"
             drive("day_clear", "s75")
             drive("dusk_rain", "s50")
         finally:

@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 from helpers.detector_checks import frame  # noqa: E402
-from sparse_perception.node_client import DetectorClient, image_msg  # noqa: E402
-from sparse_perception.testing import managed_process, python_cmd  # noqa: E402
+from sparse_perception.tools.node_client import DetectorClient, image_msg  # noqa: E402
+from sparse_perception.tools.testing import managed_process, python_cmd  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -25,7 +25,7 @@ def _node(namespace: str, *params: str) -> list[str]:
     args = ["--ros-args", "--log-level", "detector:=info", "-r", f"__ns:=/{namespace}"]
     for p in params:
         args += ["-p", p]
-    return python_cmd("-m", "sparse_perception.detector_node", *args)
+    return python_cmd("-m", "sparse_perception.node.detector_node", *args)
 
 
 def _signal_and_wait(proc, sig: signal.Signals) -> int:

@@ -9,7 +9,7 @@ import pytest
 
 from helpers.quant_data import IMGSZ, tiny_dataset, tiny_model
 from pruning_tools.quant.export import main
-from sparse_perception.zoo import ManifestError, load_manifest
+from sparse_perception.runtime.zoo import ManifestError, load_manifest
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sparse_perception.image_codec import compressed_to_bgr, image_to_bgr
+from sparse_perception.node.image_codec import compressed_to_bgr, image_to_bgr
 
 BGR = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
 
@@ -73,7 +73,7 @@ def test_hostile_compressed_headers_are_value_errors(payload: bytes) -> None:
 
 def test_opencv_errors_become_value_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the size cap lifted, OpenCV itself raises cv2.error (its own pixel limit): still a ValueError."""
-    from sparse_perception import image_codec
+    from sparse_perception.node import image_codec
 
     monkeypatch.setattr(image_codec, "MAX_PIXELS", 1 << 62)
     with pytest.raises(ValueError, match="cannot decode compressed image.*CV_IO_MAX_IMAGE_PIXELS"):
@@ -81,7 +81,7 @@ def test_opencv_errors_become_value_errors(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_declared_size_reads_real_headers() -> None:
-    from sparse_perception.image_codec import declared_size
+    from sparse_perception.node.image_codec import declared_size
 
     img = np.zeros((37, 53, 3), np.uint8)
     for ext in (".png", ".jpg"):

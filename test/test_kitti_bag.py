@@ -20,8 +20,8 @@ from pruning_tools.data.bag import (
 )
 from pruning_tools.data.cli import main as kitti_main
 from pruning_tools.data.kitti_io import KittiObject, read_cam_to_cam, read_timestamps, write_labels
-from sparse_perception.bag_types import typestore
-from sparse_perception.conditions import Condition
+from sparse_perception.tools.bag_types import typestore
+from sparse_perception.runtime.conditions import Condition
 
 RAW_DRIVE = "data/kitti_raw/2011_09_26_drive_0001_sync/2011_09_26/2011_09_26_drive_0001_sync"
 CAM_TO_CAM = "data/kitti_raw/2011_09_26_calib/2011_09_26/calib_cam_to_cam.txt"

@@ -57,7 +57,7 @@ def test_generate_convert_data_yaml(tmp_path: Path) -> None:
 def test_generate_sequence_to_bag(tmp_path: Path, shared_dir: Path) -> None:
     from rosbags.rosbag2 import Reader
 
-    from sparse_perception.bag_types import typestore
+    from sparse_perception.tools.bag_types import typestore
 
     ts_file = shared_dir / RAW_DRIVE / "image_02/timestamps.txt"
     drive = generator.generate_dataset(tmp_path / "seq", 10, seed=2, sequence=True, segment_frames=5,

@@ -21,7 +21,7 @@ from pruning_tools.data.kitti_io import (  # noqa: E402
     read_object_calib,
     read_timestamps,
 )
-from sparse_perception.conditions import CONDITION_KEYS, read_condition  # noqa: E402
+from sparse_perception.runtime.conditions import CONDITION_KEYS, read_condition  # noqa: E402
 
 RAW_DRIVE = "data/kitti_raw/2011_09_26_drive_0001_sync/2011_09_26/2011_09_26_drive_0001_sync"
 RAW_CALIB = "data/kitti_raw/2011_09_26_calib/2011_09_26/calib_cam_to_cam.txt"

@@ -1,4 +1,4 @@
-"""Launch arguments of ``detector.launch.py`` → node parameters (``sparse_perception/launch_args.py``).
+"""Launch arguments of ``detector.launch.py`` → node parameters (``sparse_perception/node/launch_args.py``).
 
 Runs without the ROS 2 launch stack; the launch file itself is exercised by the launch tests.
 """
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sparse_perception.launch_args import ARGUMENTS, BAG_IMAGE_TOPIC, node_overrides
-from sparse_perception.node_config import NodeConfig
+from sparse_perception.node.launch_args import ARGUMENTS, BAG_IMAGE_TOPIC, node_overrides
+from sparse_perception.node.node_config import NodeConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,6 +65,6 @@ def test_default_image_reliability_is_reliable_everywhere() -> None:
 def test_launch_file_declares_launch_args_arguments() -> None:
     """The launch file takes its arguments and their mapping from launch_args (no copy of its own)."""
     tree = ast.parse((REPO / "launch" / "detector.launch.py").read_text())
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "sparse_perception.launch_args"
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "sparse_perception.node.launch_args"
                 for a in n.names}
     assert {"ARGUMENTS", "node_overrides"} <= imported

@@ -42,8 +42,8 @@ def test_live_session_swaps_then_policy_and_records(test_zoo: Path, drive_bag: P
                                                      tmp_path: Path) -> None:
     from rosbags.highlevel import AnyReader
 
-    from sparse_perception.bag_types import typestore
-    from sparse_perception.live_session import LiveConfig, run_live_session
+    from sparse_perception.tools.bag_types import typestore
+    from sparse_perception.tools.live_session import LiveConfig, run_live_session
 
     out = tmp_path / "live"
     res = run_live_session(LiveConfig(manifest=test_zoo, bag=drive_bag, out=out, policy=policy,
@@ -94,7 +94,7 @@ def test_cdr_header_stamp_reads_the_stamp_without_deserializing() -> None:
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import Image
 
-    from sparse_perception.live_session import cdr_header_stamp
+    from sparse_perception.tools.live_session import cdr_header_stamp
 
     msg = Image(height=2, width=3, encoding="bgr8", step=9, data=bytes(range(18)))
     msg.header.stamp.sec, msg.header.stamp.nanosec = 1_317_041_200, 987_654_321

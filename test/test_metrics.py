@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sparse_perception.metrics import MapAccumulator, ap_from_pr
+from sparse_perception.runtime.metrics import MapAccumulator, ap_from_pr
 
 GT = np.array([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 80, 90]], float)
 

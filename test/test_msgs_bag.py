@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sparse_perception.bag_types import typestore
+from sparse_perception.tools.bag_types import typestore
 
 rosbags_writer = pytest.importorskip("rosbags.rosbag2")
 

@@ -10,7 +10,7 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy  # noqa: E402
 
-from sparse_perception.testing import managed_process, python_cmd  # noqa: E402
+from sparse_perception.tools.testing import managed_process, python_cmd  # noqa: E402
 from sparse_perception_msgs.msg import Detection2DArray  # noqa: E402
 from sparse_perception_msgs.srv import SetSparsity  # noqa: E402
 

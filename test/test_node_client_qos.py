@@ -20,7 +20,8 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from sparse_perception.node_client import FRAME_QOS, DetectorClient, image_msg, stamp_ns, wait_until  # noqa: E402
+from sparse_perception.tools.node_client import FRAME_QOS, DetectorClient, image_msg, stamp_ns  # noqa: E402
+from sparse_perception.tools.testing import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -56,7 +57,7 @@ def test_image_publisher_is_reliable_keep_last_1_and_carries_full_frames() -> No
             ns = 7_000_000_000 + i
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
             client.publish(msg)
-            assert wait_until(lambda: ns in got, 10), f"frame {i} not delivered within 10 s"
+            assert wait_for(lambda: ns in got, 10), f"frame {i} not delivered within 10 s"
         assert got[-30:] == [7_000_000_000 + i for i in range(30)]
     finally:
         executor.shutdown(timeout_sec=1.0)

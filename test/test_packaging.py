@@ -39,3 +39,29 @@ def test_installed_interfaces_import() -> None:
     from sparse_perception_msgs.srv import SetSparsity  # noqa: F401
 
     assert DrivingCondition.ILLUMINATION_NIGHT == 2 and DrivingCondition.WEATHER_FOG == 2
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module an ``import``/``from ... import`` in ``path`` names (also lazy, inside functions)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import"
+            names.add(node.module or "")
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_runtime_core_imports_no_ros() -> None:
+    """sparse_perception/runtime is the plain-Python core: no rclpy, no ROS messages, no node or tools."""
+    modules = sorted((REPO / "sparse_perception" / "runtime").rglob("*.py"))
+    assert len(modules) >= 10
+    for path in modules:
+        for name in _imported_modules(path):
+            top = name.split(".")[0]
+            assert top != "rclpy" and not top.endswith(("_msgs", "_interfaces")), f"{path}: imports {name}"
+            assert not name.startswith(("sparse_perception.node", "sparse_perception.tools")), f"{path}: imports {name}"

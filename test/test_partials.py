@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sparse_perception.partials import make_partial_dir, pid_alive, remove_stale_partials
-from sparse_perception.testing import managed_process, python_cmd, wait_for
+from sparse_perception.runtime.partials import make_partial_dir, pid_alive, remove_stale_partials
+from sparse_perception.tools.testing import managed_process, python_cmd, wait_for
 
 
 def _umask() -> int:

@@ -8,8 +8,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from runtime_models import tiny_zoo  # noqa: E402
 
-from sparse_perception.conditions import Condition  # noqa: E402
-from sparse_perception.policy import PolicyController, SparsityPolicy  # noqa: E402
+from sparse_perception.runtime.conditions import Condition  # noqa: E402
+from sparse_perception.runtime.policy import PolicyController, SparsityPolicy  # noqa: E402
 
 
 def _measured_zoo(root: Path) -> Path:

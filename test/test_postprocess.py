@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sparse_perception.postprocess import decode, letterbox, nms
+from sparse_perception.runtime.postprocess import decode, letterbox, nms
 
 
 def test_letterbox_shape_and_geometry() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparse_perception.replay import (
+from sparse_perception.tools.replay import (
     Pacer,
     ReplayOptions,
     ReplaySchedule,
@@ -183,7 +183,7 @@ def test_import_message_class() -> None:
 
 
 def test_bad_bag_path_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sparse_perception.replay import main
+    from sparse_perception.tools.replay import main
 
     assert main([str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
@@ -208,7 +208,7 @@ def write_test_bag(path: Path, storage: str = "mcap") -> Path:
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import get_types_from_msg, get_typestore
 
-    from sparse_perception.bag_types import STORE
+    from sparse_perception.tools.bag_types import STORE
 
     ts = get_typestore(STORE)  # a custom store: foo_msgs exists only here
     ts.register(get_types_from_msg("int32 a\nstring b", "foo_msgs/msg/Bar"))
@@ -271,7 +271,7 @@ def _receive_replay(node, bag: Path, *args: str, timeout: float = 45.0):
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from sparse_perception.testing import managed_process, python_cmd
+    from sparse_perception.tools.testing import managed_process, python_cmd
 
     frames: list = []
     arrivals: list[float] = []
@@ -357,7 +357,7 @@ def test_loop_with_clock_runs_until_sigint_and_ends_cleanly(ros_node, test_bag: 
     from rosgraph_msgs.msg import Clock
     from std_msgs.msg import String
 
-    from sparse_perception.testing import managed_process, python_cmd
+    from sparse_perception.tools.testing import managed_process, python_cmd
 
     chatter: list[str] = []
     clock_ns: list[int] = []
@@ -390,8 +390,8 @@ def test_recorder_writes_every_message_and_renames_on_sigint(ros_node, tmp_path:
     from rosbags.rosbag2 import Reader
     from sensor_msgs.msg import Image
 
-    from sparse_perception.bag_types import typestore
-    from sparse_perception.testing import managed_process, python_cmd, wait_for
+    from sparse_perception.tools.bag_types import typestore
+    from sparse_perception.tools.testing import managed_process, python_cmd, wait_for
     from sparse_perception_msgs.msg import Detection2DArray
 
     from helpers.msgs_peer import make_array
@@ -456,8 +456,8 @@ def test_recorder_writes_every_message_and_renames_on_sigint(ros_node, tmp_path:
 def test_recorder_refuses_existing_output_and_duration_ends_it(tmp_path: Path) -> None:
     from rosbags.rosbag2 import Reader
 
-    from sparse_perception.recorder import main
-    from sparse_perception.testing import managed_process, python_cmd, wait_for
+    from sparse_perception.tools.recorder import main
+    from sparse_perception.tools.testing import managed_process, python_cmd, wait_for
 
     existing = tmp_path / "exists"
     existing.mkdir()

@@ -9,9 +9,10 @@ import pytest
 pytest.importorskip("sparse_perception_msgs")
 from std_msgs.msg import Header  # noqa: E402
 
-from sparse_perception import ros_convert as rc  # noqa: E402
-from sparse_perception.conditions import Condition  # noqa: E402
-from sparse_perception.node_config import FrameStats, NodeConfig, build_controller  # noqa: E402
+from sparse_perception.node import ros_convert as rc  # noqa: E402
+from sparse_perception.runtime.conditions import Condition  # noqa: E402
+from sparse_perception.node.node_config import NodeConfig, build_controller  # noqa: E402
+from sparse_perception.runtime.frame_stats import FrameStats  # noqa: E402
 
 
 def _result(boxes, scores, ids):
@@ -138,7 +139,7 @@ def _score_table(path, levels, scores):
 
 
 def test_build_controller_loads_the_policy_and_checks_its_levels(tmp_path) -> None:
-    from sparse_perception.policy import PolicyController
+    from sparse_perception.runtime.policy import PolicyController
 
     scores = {"day_clear": {"dense": 0.1, "s75": 0.9}, "night_fog": {"dense": 0.9, "s75": 0.1}}
     path = _score_table(tmp_path / "p.json", ["dense", "s75"], scores)

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from runtime_models import NAMES, export_tiny, tiny_zoo  # noqa: E402
 
-from sparse_perception.runtime import EnginePool, RuntimeConfig, UnknownLevelError  # noqa: E402
+from sparse_perception.runtime.engine_pool import EnginePool, RuntimeConfig, UnknownLevelError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

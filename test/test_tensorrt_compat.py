@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sparse_perception.backends.tensorrt_backend import (
+from sparse_perception.runtime.backends.tensorrt_backend import (
     EngineMismatchError,
     TensorRTUnavailable,
     check_engine_compat,
@@ -63,7 +63,7 @@ def test_missing_or_bad_sidecar(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt installed here")
 def test_backend_without_tensorrt_is_clear(tmp_path: Path) -> None:
-    from sparse_perception.backends.tensorrt_backend import TensorRTBackend
+    from sparse_perception.runtime.backends.tensorrt_backend import TensorRTBackend
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"x")

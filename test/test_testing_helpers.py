@@ -1,9 +1,9 @@
-"""sparse_perception.testing: the process helper every ROS test relies on."""
+"""sparse_perception.tools.testing: the process helper every ROS test relies on."""
 from __future__ import annotations
 
 import sys
 
-from sparse_perception.testing import ManagedProcess, python_cmd, wait_for
+from sparse_perception.tools.testing import ManagedProcess, python_cmd, wait_for
 
 
 def test_output_readable_after_stop_and_stop_ends_only_our_process() -> None:

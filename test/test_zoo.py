@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparse_perception import zoo as zoo_module
-from sparse_perception.zoo import ManifestError, load_manifest, sha256_file, write_manifest
+from sparse_perception.runtime import zoo as zoo_module
+from sparse_perception.runtime.zoo import ManifestError, load_manifest, sha256_file, write_manifest
 
 
 def _manifest(tmp: Path) -> dict:

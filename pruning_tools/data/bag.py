@@ -23,7 +23,7 @@ import numpy as np
 
 from pruning_tools.data.kitti_dataset import CameraInfoData, RawDrive
 from pruning_tools.data.kitti_io import KittiObject
-from sparse_perception.partials import make_partial_dir, remove_stale_partials
+from sparse_perception.runtime.partials import make_partial_dir, remove_stale_partials
 
 #: rosbag2 metadata version written (read by Jazzy and later).
 BAG_VERSION = 8
@@ -153,7 +153,7 @@ def raw_drive_to_bag(drive: Path, out: Path, *, storage: str = "mcap", camera: s
     from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm import tqdm
 
-    from sparse_perception.bag_types import typestore
+    from sparse_perception.tools.bag_types import typestore
 
     out = Path(out)
     if storage not in STORAGES:

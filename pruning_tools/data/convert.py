@@ -23,8 +23,8 @@ import numpy as np
 
 from pruning_tools.data.kitti_dataset import KittiObjectDataset
 from pruning_tools.data.kitti_io import KITTI_TYPES, check_new_output, iter_labels, publish_dir, read_image
-from sparse_perception.conditions import read_condition
-from sparse_perception.partials import make_partial_dir, remove_stale_partials
+from sparse_perception.runtime.conditions import read_condition
+from sparse_perception.runtime.partials import make_partial_dir, remove_stale_partials
 
 #: Default class map: the three KITTI benchmark classes; every other type is dropped.
 DEFAULT_CLASSES: dict[str, str | None] = {

@@ -38,8 +38,8 @@ from pruning_tools.data.kitti_io import (
 )
 from pruning_tools.data.render import CAM_HEIGHT, Camera, Look, Renderer, box_corners, make_look, project_box
 from pruning_tools.data.scene import World, random_road
-from sparse_perception.conditions import CONDITION_KEYS, Condition
-from sparse_perception.partials import make_partial_dir, remove_stale_partials
+from sparse_perception.runtime.conditions import CONDITION_KEYS, Condition
+from sparse_perception.runtime.partials import make_partial_dir, remove_stale_partials
 
 #: Bumped whenever the same seed would give different images or labels.
 GENERATOR_VERSION = 1
@@ -236,7 +236,7 @@ def generate_dataset(out: Path, frames: int, seed: int = 0, sequence: bool = Fal
     :param seed: the same seed (and arguments) gives byte-identical files.
     :param sequence: one coherent 10 Hz drive (objects move between frames, track ids in
         ``generation.json``); otherwise every frame is an independent scene.
-    :param conditions: condition keys to use (see :data:`sparse_perception.conditions.CONDITION_KEYS`);
+    :param conditions: condition keys to use (see :data:`sparse_perception.runtime.conditions.CONDITION_KEYS`);
         ``None`` mixes all nine. They change per segment of ``segment_frames`` frames in sequence
         mode — a given list is the route, used in order and cycled; ``None`` cycles seeded shuffles
         of all nine — and per frame otherwise (seeded shuffles of the list, back to back).

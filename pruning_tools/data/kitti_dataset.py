@@ -33,7 +33,7 @@ from pruning_tools.data.kitti_io import (
     read_object_calib,
     read_timestamps,
 )
-from sparse_perception.conditions import Condition, read_condition
+from sparse_perception.runtime.conditions import Condition, read_condition
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png",)
 

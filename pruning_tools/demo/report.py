@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pruning_tools.pipeline.report import METHOD_LABELS, aggregate_row, comparison_table, paired_lines
-from sparse_perception.conditions import CONDITION_KEYS
+from sparse_perception.runtime.conditions import CONDITION_KEYS
 
 #: Table 1 in the seed's vocabulary: its "no RL" column is the stage-1 budgets (`importance`), its
 #: "RL" column the full pipeline (`full`); the other rows are baselines the seed did not report.
@@ -22,7 +22,7 @@ SEED_LABELS = METHOD_LABELS
 
 def device_info() -> dict[str, Any]:
     """The machine that measured the latencies (CPU model, cores, GPU if torch sees one, versions)."""
-    from sparse_perception.machine import machine_info
+    from sparse_perception.runtime.machine import machine_info
 
     return machine_info(gpu=True)
 

@@ -207,12 +207,12 @@ class Demo:
                 "latency_budget_ms": side.get("latency_budget_ms"), "timesteps": side.get("timesteps")}
 
     def stage_live(self, r: StageRunner) -> dict[str, Any]:
-        from sparse_perception.testing import apply_ros_isolation
+        from sparse_perception.tools.testing import apply_ros_isolation
 
         # This process and its children (node, replay, recorder) get their own DDS domain.
         env = apply_ros_isolation(ros_home=self.run_dir / "ros_home")
         r.log(f"ROS isolation: ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, localhost discovery")
-        from sparse_perception.live_session import LiveConfig, run_live_session
+        from sparse_perception.tools.live_session import LiveConfig, run_live_session
 
         p = self.profile
         cfg = LiveConfig(manifest=Path(r.result("export")["manifest"]), bag=Path(r.result("data")["bag"]),

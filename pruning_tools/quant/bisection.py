@@ -276,7 +276,7 @@ def search_precision(fp32: Path, out_dir: Path, measurer: Measurer, cfg: SearchC
 # ------------------------------------------------------------------------------------- measuring
 def cpu_name() -> str:
     """``cpu: <model name>`` (the manifest's latency ``device`` on ONNX Runtime CPU)."""
-    from sparse_perception.machine import cpu_model
+    from sparse_perception.runtime.machine import cpu_model
 
     return "cpu: " + cpu_model()
 
@@ -304,7 +304,7 @@ class OrtMeasurer:
 
     def _session(self, path: Path) -> Any:
         try:
-            from sparse_perception.backends import create_backend
+            from sparse_perception.runtime.backends import create_backend
         except ImportError:
             from pruning_tools.train.measure import ort_session
 
@@ -374,7 +374,7 @@ class TensorRTMeasurer(OrtMeasurer):
 
     def _engine(self, onnx_path: Path) -> Any:
         from pruning_tools.quant.tensorrt_build import EngineSpec, build_engine
-        from sparse_perception.backends.tensorrt_backend import TensorRTBackend
+        from sparse_perception.runtime.backends.tensorrt_backend import TensorRTBackend
 
         onnx_path = Path(onnx_path)
         engine = onnx_path.with_suffix(".engine")

@@ -10,7 +10,7 @@ For the dense baseline (level ``dense``) and each pruned checkpoint of the chose
    bisected fallback set, within ``--delta`` mAP50-95 points, lowest measured latency wins;
 3. copy each precision's artifact (the admitted variant, or the last one tried when none was)
    into ``<zoo>/<level>/`` and list it in ``<zoo>/manifest.json`` (schema-validated, see
-   :mod:`sparse_perception.zoo`) with mAP overall and per driving condition, measured latency,
+   :mod:`sparse_perception.runtime.zoo`) with mAP overall and per driving condition, measured latency,
    size, sha256, source checkpoint, fallback layers and ``selected`` marking the search's choice.
 
 The full search path goes to ``<zoo>/bisection_log.json`` and a plot ``<zoo>/bisection.png``.
@@ -153,7 +153,7 @@ def run_dataset(run: Path) -> Path | None:
 # ----------------------------------------------------------------------------- artifacts
 def _artifact(zoo: Path, src: LevelSource, prec: str, backend: str, path: Path, cand: Any, imgsz: tuple[int, int],
               names: Sequence[str], selected: bool, trt: dict[str, str] | None) -> dict[str, Any]:
-    from sparse_perception.zoo import sha256_file
+    from sparse_perception.runtime.zoo import sha256_file
 
     art: dict[str, Any] = {
         "level": src.level, "sparsity": round(float(src.sparsity), 4), "precision": prec, "backend": backend,
@@ -237,7 +237,7 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
     from pruning_tools.ultralytics_adapter import class_names as model_class_names
     from pruning_tools.ultralytics_adapter import load_checkpoint
     from pruning_tools.quant.quantize import export_fp32
-    from sparse_perception.zoo import write_manifest
+    from sparse_perception.runtime.zoo import write_manifest
 
     torch.set_num_threads(max(1, cfg.threads))
     t0 = time.monotonic()
@@ -329,7 +329,7 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
                 trt = None
                 if backend == "tensorrt":
                     from pruning_tools.quant.tensorrt_build import manifest_field
-                    from sparse_perception.backends.tensorrt_backend import read_sidecar
+                    from sparse_perception.runtime.backends.tensorrt_backend import read_sidecar
 
                     trt = manifest_field(read_sidecar(path))
                 sel = cand.selected

@@ -75,7 +75,7 @@ class QuantConfig:
 def _letterbox(img_bgr: np.ndarray, imgsz: tuple[int, int]) -> np.ndarray:
     """Deployment pre-processing of one BGR image -> (1,3,H,W) float32 RGB 0..1."""
     try:
-        from sparse_perception.postprocess import letterbox
+        from sparse_perception.runtime.postprocess import letterbox
     except ImportError:  # runtime package not installed: same geometry via the training code
         from pruning_tools.data.yolo import letterbox_np
 

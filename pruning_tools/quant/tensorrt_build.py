@@ -17,7 +17,7 @@ flag is set in addition.
 Which path is taken is decided by the installed module's capabilities (``BuilderFlag.FP16``
 present or not), not by parsing the version. Each engine gets a build record ``<engine>.json``
 (TensorRT version, GPU name, compute capability, precision, source ONNX sha256) that the backend
-checks before running it (:mod:`sparse_perception.backends.tensorrt_backend`).
+checks before running it (:mod:`sparse_perception.runtime.backends.tensorrt_backend`).
 """
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sparse_perception.backends.tensorrt_backend import (
+from sparse_perception.runtime.backends.tensorrt_backend import (
     TensorRTUnavailable,
     import_tensorrt,
     running_platform,
     sidecar_path,
 )
-from sparse_perception.zoo import sha256_file
+from sparse_perception.runtime.zoo import sha256_file
 
 
 @dataclass(frozen=True)

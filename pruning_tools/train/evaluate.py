@@ -6,8 +6,8 @@ the policy/pruning loops call this many times. :func:`evaluate_detector` is the 
 
 An inference function takes the letterboxed ``(1, 3, H, W)`` float32 RGB batch and returns the raw
 head output ``(1, 4 + nc, N)`` (a wrapped torch model or an ONNX Runtime session alike). Decoding and
-NMS are :func:`sparse_perception.postprocess.decode`; mAP is
-:class:`sparse_perception.metrics.MapAccumulator` (COCO-style), in original image pixels.
+NMS are :func:`sparse_perception.runtime.postprocess.decode`; mAP is
+:class:`sparse_perception.runtime.metrics.MapAccumulator` (COCO-style), in original image pixels.
 
 Label files: one object per line ``class cx cy w h`` (normalised); an optional sixth column ``1``
 marks a box to ignore (DontCare / too hard), which neither counts as a miss nor makes a matching
@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 import yaml
 
-from sparse_perception.metrics import MapAccumulator
-from sparse_perception.postprocess import LetterboxInfo, decode, letterbox
+from sparse_perception.runtime.metrics import MapAccumulator
+from sparse_perception.runtime.postprocess import LetterboxInfo, decode, letterbox
 
 __all__ = ["Detector", "EvalSet", "RealFrames", "evaluate_detector", "evaluate_model", "load_detector", "read_labels",
            "resolve_class_map", "torch_detector", "torch_infer_fn"]
@@ -267,7 +267,7 @@ def load_detector(model: str | Path | None = None, level: str | None = None, img
     :raises FileNotFoundError: missing file.
     :raises ValueError: unknown file kind, missing/unknown level, unusable model.
     """
-    from sparse_perception.backends import create_backend
+    from sparse_perception.runtime.backends import create_backend
 
     if model is None:
         from pruning_tools.assets import DEFAULT_BASELINE  # the shipped checkpoint
@@ -291,7 +291,7 @@ def load_detector(model: str | Path | None = None, level: str | None = None, img
         be = create_backend(path, "onnxruntime", threads)
         return Detector(str(path), tuple(be.class_names), tuple(be.input_shape[2:4]), be.infer, be.close)
     if suffix == ".json":
-        from sparse_perception.zoo import load_manifest
+        from sparse_perception.runtime.zoo import load_manifest
 
         m = load_manifest(path)
         if level is None:

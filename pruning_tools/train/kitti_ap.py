@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from sparse_perception.metrics import IOU_THRESHOLDS, ap_from_pr, box_iou
+from sparse_perception.runtime.metrics import IOU_THRESHOLDS, ap_from_pr, box_iou
 
 __all__ = ["KITTI_IOU", "NEIGHBOURS", "R40", "FrameTruth", "KittiEvaluator", "truth_from_kitti"]
 

@@ -6,7 +6,7 @@ level (a condition without a measured mAP falls back to the level's overall mAP,
 ``fallbacks``). Reward = mAP50-95 of the chosen level under the condition
 - ``latency_penalty`` x relative latency excess over the budget (the budget tightens with ego speed:
 ``budget x (1 - 0.5 x speed/30 m/s)``) - ``switch_cost`` when the level changes.
-Observation: :func:`sparse_perception.policy.observation`.
+Observation: :func:`sparse_perception.runtime.policy.observation`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from sparse_perception.conditions import CONDITION_KEYS, Condition
-from sparse_perception.policy import SPEED_NORM_MPS, VIS_NORM_M, observation
-from sparse_perception.zoo import load_manifest, sha256_file
+from sparse_perception.runtime.conditions import CONDITION_KEYS, Condition
+from sparse_perception.runtime.policy import SPEED_NORM_MPS, VIS_NORM_M, observation
+from sparse_perception.runtime.zoo import load_manifest, sha256_file
 
 __all__ = ["DriveEnv", "LevelTable", "level_table", "main", "train_policy"]
 

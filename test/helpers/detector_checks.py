@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sparse_perception.node_client import DetectorClient, image_msg, stamp_ns, wait_until
+from sparse_perception.tools.node_client import DetectorClient, image_msg, stamp_ns
+from sparse_perception.tools.testing import wait_for
 from sparse_perception_msgs.srv import SetSparsity
 
 WaitLog = Callable[[str, float], bool]
@@ -36,7 +37,7 @@ def check_swaps_lossless(client: DetectorClient, frames: int = 1000, swaps: int 
     happened between two frames.
     """
     assert client.wait_ready(), "detector never answered a probe frame"
-    assert wait_until(lambda: client.latest_status() is not None, 10), "no latched engine_status from the node"
+    assert wait_for(lambda: client.latest_status() is not None, 10), "no latched engine_status from the node"
     initial = client.latest_status().level
     every = frames // swaps
     pending: list[dict[str, Any]] = []
@@ -52,7 +53,7 @@ def check_swaps_lossless(client: DetectorClient, frames: int = 1000, swaps: int 
         client.publish(image_msg(frame(i % 7), ns))
         sent.append(ns)
         assert client.wait_for_stamp(ns, timeout=10) is not None, f"frame {i} (stamp {ns}) got no detections"
-    assert wait_until(lambda: all(r["future"].done() and "t_resp" in r for r in pending), 10), "swap calls unanswered"
+    assert wait_for(lambda: all(r["future"].done() and "t_resp" in r for r in pending), 10), "swap calls unanswered"
     responses = [r["future"].result() for r in pending]
     assert len(responses) == swaps, len(responses)
     assert all(r.success for r in responses), [r.message for r in responses if not r.success]
@@ -103,12 +104,12 @@ def check_free_running_swaps(client: DetectorClient, seconds: float = 6.0, frame
         DiagnosticArray, "/diagnostics",
         lambda m: diag.extend({kv.key: kv.value for kv in st.values} for st in m.status if "detector" in st.name), 10)
     assert client.wait_ready(), "detector never answered a probe frame"
-    assert wait_until(lambda: client.latest_status() is not None, 10), "no latched engine_status from the node"
+    assert wait_for(lambda: client.latest_status() is not None, 10), "no latched engine_status from the node"
     initial = client.latest_status().level
 
     def counters() -> dict[str, int]:
         n = len(diag)
-        assert wait_until(lambda: len(diag) >= n + 2, 10), "no /diagnostics from the node"  # a fresh period
+        assert wait_for(lambda: len(diag) >= n + 2, 10), "no /diagnostics from the node"  # a fresh period
         return {k: int(diag[-1][k]) for k in ("frames_received", "frames_processed", "frames_dropped", "frames_bad")}
 
     before = counters()
@@ -133,7 +134,7 @@ def check_free_running_swaps(client: DetectorClient, seconds: float = 6.0, frame
             client.publish(image_msg(frame(i % 7), ns))
             i += 1
         time.sleep(0.001)
-    assert wait_until(lambda: all(r["future"].done() and "t_resp" in r for r in swaps), 10), "swap calls unanswered"
+    assert wait_for(lambda: all(r["future"].done() and "t_resp" in r for r in swaps), 10), "swap calls unanswered"
     last = t0_ns + (frames - 1) * 100_000_000
     assert client.wait_for_stamp(last, timeout=10) is not None, "the last frame got no detections"
     assert all(r["future"].result().success for r in swaps), [r["future"].result().message for r in swaps]
@@ -200,7 +201,7 @@ def check_unknown_level_and_parameter_swap(client: DetectorClient) -> None:
     closest = client.set_sparsity(sparsity=0.7)
     assert closest.success and closest.active_level == "s75", closest.message
     assert client.set_parameter("sparsity_level", "dense") == (True, "")
-    assert wait_until(lambda: client.latest_status() is not None and client.latest_status().level == "dense", 5), \
+    assert wait_for(lambda: client.latest_status() is not None and client.latest_status().level == "dense", 5), \
         "engine_status not republished after the parameter swap"
     ok_, reason = client.set_parameter("sparsity_level", "s99")
     assert not ok_ and "s99" in reason, reason
@@ -216,7 +217,7 @@ def check_latched_status(make_client: Callable[[str], DetectorClient]) -> None:
         first.close()
     late = make_client("late_subscriber")
     try:
-        assert wait_until(lambda: late.latest_status() is not None, 10), "late subscriber got no engine_status"
+        assert wait_for(lambda: late.latest_status() is not None, 10), "late subscriber got no engine_status"
         st = late.latest_status()
         assert st.level == "s75" and st.backend == "onnxruntime" and len(st.artifact_sha256) == 64, st
         assert sorted(st.available_levels) == sorted(LEVELS)

@@ -3,7 +3,7 @@
 Used by the ``test_zoo`` fixture (test/conftest.py) and by the launch tests, which cannot use
 pytest fixtures. Weights: the shipped baseline when present, else an untrained ``yolov5n``
 (plumbing tests do not need accuracy). Pruning is real Torch-Pruning surgery via
-``pruning_tools.surgery.channels``; the manifest is written with ``sparse_perception.zoo.write_manifest``.
+``pruning_tools.surgery.channels``; the manifest is written with ``sparse_perception.runtime.zoo.write_manifest``.
 
 Usage as a script (launch tests call it in a subprocess-free way too)::
 
@@ -42,7 +42,7 @@ def build_zoo(out: str | Path, imgsz: tuple[int, int] = (96, 320),
 
     from pruning_tools import ultralytics_adapter as ua
     from pruning_tools.surgery.channels import PruningSpace, apply_ratios
-    from sparse_perception.zoo import sha256_file, write_manifest
+    from sparse_perception.runtime.zoo import sha256_file, write_manifest
 
     out = Path(out)
     manifest = out / "manifest.json"

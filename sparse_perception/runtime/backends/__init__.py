@@ -1,8 +1,8 @@
 """Inference backends: a common :class:`Backend` protocol and :func:`create_backend`.
 
 ``onnxruntime`` (CPU by default, CUDA where asked for and available) lives in
-:mod:`sparse_perception.backends.onnxruntime_backend`; ``tensorrt`` in
-:mod:`sparse_perception.backends.tensorrt_backend` (imported lazily: needs an NVIDIA GPU).
+:mod:`sparse_perception.runtime.backends.onnxruntime_backend`; ``tensorrt`` in
+:mod:`sparse_perception.runtime.backends.tensorrt_backend` (imported lazily: needs an NVIDIA GPU).
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ def create_backend(path: str | Path, backend: str = "onnxruntime", threads: int 
     :raises RuntimeError: TensorRT not usable here.
     """
     if backend == "onnxruntime":
-        from sparse_perception.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from sparse_perception.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(path, threads=threads, expected=expected, providers=providers)
     if backend == "tensorrt":
         try:
-            from sparse_perception.backends.tensorrt_backend import TensorRTBackend
+            from sparse_perception.runtime.backends.tensorrt_backend import TensorRTBackend
         except ImportError as exc:
             raise RuntimeError("TensorRT backend needs an NVIDIA GPU with tensorrt and pycuda installed "
                                f"(pip install -r requirements/gpu.txt): {exc}") from exc

@@ -15,11 +15,11 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from sparse_perception.conditions import Condition
+from sparse_perception.runtime.conditions import Condition
 from sparse_perception_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, DrivingCondition,
                                         EngineStatus, ObjectHypothesis)
 
-from sparse_perception.image_codec import compressed_to_bgr, image_to_bgr as _raw_to_bgr
+from sparse_perception.node.image_codec import compressed_to_bgr, image_to_bgr as _raw_to_bgr
 
 try:  # optional: present on full ROS 2 installs with vision_msgs
     import vision_msgs.msg as VISION_MSGS  # type: ignore[import-not-found]
@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - depends on the install
 
 
 def image_to_bgr(msg: Image | CompressedImage) -> np.ndarray:
-    """``sensor_msgs/Image`` or ``CompressedImage`` -> HxWx3 uint8 BGR via :mod:`sparse_perception.image_codec`.
+    """``sensor_msgs/Image`` or ``CompressedImage`` -> HxWx3 uint8 BGR via :mod:`sparse_perception.node.image_codec`.
 
     :raises ValueError: on a malformed message (the codec names the field).
     """

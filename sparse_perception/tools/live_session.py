@@ -2,7 +2,7 @@
 
 Used by ``make demo`` (:mod:`pruning_tools.demo.run`); usable on its own::
 
-    python -m sparse_perception.live_session --manifest ZOO/manifest.json --bag BAG \\
+    python -m sparse_perception.tools.live_session --manifest ZOO/manifest.json --bag BAG \\
         --policy POLICY.zip --out DIR
 
 What happens, in order:
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from sparse_perception.node_client import stamp_ns
-from sparse_perception.testing import ManagedProcess, python_cmd, wait_for
+from sparse_perception.tools.node_client import stamp_ns
+from sparse_perception.tools.testing import ManagedProcess, python_cmd, wait_for
 
 #: Topics of the bags written by ``pruning-tools kitti to-bag``.
 IMAGE_TOPIC = "/kitti/camera_color_left/image_raw"
@@ -93,9 +93,9 @@ def bag_summary(bag: Path) -> dict[str, Any]:
     """Image stamps, ground truth and condition per stamp, and the drive's duration from a bag."""
     from rosbags.highlevel import AnyReader
 
-    from sparse_perception.bag_types import typestore
-    from sparse_perception.conditions import Condition
-    from sparse_perception.ros_convert import detections_from_msg
+    from sparse_perception.tools.bag_types import typestore
+    from sparse_perception.runtime.conditions import Condition
+    from sparse_perception.node.ros_convert import detections_from_msg
 
     stamps: list[int] = []
     gt: dict[int, Any] = {}
@@ -144,7 +144,7 @@ class _Watcher:
         from rclpy.qos import QoSProfile, QoSReliabilityPolicy
         from sensor_msgs.msg import Image
 
-        from sparse_perception.node_client import DetectorClient
+        from sparse_perception.tools.node_client import DetectorClient
         from sparse_perception_msgs.msg import Detection2DArray
 
         self.client = DetectorClient(namespace=NAMESPACE, image_topic=IMAGE_TOPIC, name="demo_live_client")
@@ -186,7 +186,7 @@ def _node_cmd(cfg: LiveConfig, log_level: str = "info") -> list[str]:
             "-r", f"driving_condition:={CONDITION_TOPIC}"]
     for p in params:
         args += ["-p", p]
-    return python_cmd("-m", "sparse_perception.detector_node", *args)
+    return python_cmd("-m", "sparse_perception.node.detector_node", *args)
 
 
 def _tail(proc: ManagedProcess, n: int = 25) -> str:
@@ -302,9 +302,9 @@ def _level_at(status_log: list[tuple[int, str, str]], t_ns: int) -> tuple[str, s
 
 def _analyse(cfg: LiveConfig, bag: dict[str, Any], w: _Watcher, swaps: list[dict[str, Any]], t_auto: int | None,
              levels: list[str]) -> dict[str, Any]:
-    from sparse_perception.metrics import MapAccumulator
-    from sparse_perception.ros_convert import detections_from_msg
-    from sparse_perception.zoo import load_manifest
+    from sparse_perception.runtime.metrics import MapAccumulator
+    from sparse_perception.node.ros_convert import detections_from_msg
+    from sparse_perception.runtime.zoo import load_manifest
 
     names = list(load_manifest(cfg.manifest).class_names)
     index = {n: i for i, n in enumerate(names)}
@@ -327,7 +327,7 @@ def _analyse(cfg: LiveConfig, bag: dict[str, Any], w: _Watcher, swaps: list[dict
         pred_cls = np.array([index.get(c, -1) for c in cls], np.int64)
         keep = pred_cls >= 0
         level, mode = _level_at(w.status_log, t_recv)
-        level = getattr(msg, "level", "") or level  # the engine that produced this frame, from the message
+        level = msg.level or level  # the engine that produced this frame, from the message
         cond = bag["condition"].get(ns)
         phase = "auto" if (t_auto is not None and t_recv >= t_auto and mode == "auto") else "manual"
         if ns in bag["gt"]:
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import os
 
-    from sparse_perception.testing import apply_ros_isolation
+    from sparse_perception.tools.testing import apply_ros_isolation
 
     if "ROS_DOMAIN_ID" not in os.environ:
         apply_ros_isolation()

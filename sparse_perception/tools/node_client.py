@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import rclpy
@@ -22,7 +22,8 @@ from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReli
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from sparse_perception.ros_convert import bgr_to_image, time_from_ns
+from sparse_perception.node.ros_convert import bgr_to_image, time_from_ns
+from sparse_perception.tools.testing import wait_for
 from sparse_perception_msgs.msg import Detection2DArray, DrivingCondition, EngineStatus
 from sparse_perception_msgs.srv import SetSparsity
 
@@ -148,7 +149,7 @@ class DetectorClient:
 
     # ---------------------------------------------------------------- data
     def wait_for_subscriber(self, timeout: float = 20.0) -> bool:
-        return wait_until(lambda: self.image_pub.get_subscription_count() > 0, timeout)
+        return wait_for(lambda: self.image_pub.get_subscription_count() > 0, timeout)
 
     def wait_ready(self, timeout: float = 60.0, shape: tuple[int, int] = (32, 96)) -> bool:
         """Wait until the node is subscribed *and* answers: probe frames (stamp 1 s + k ns) every 0.2 s.
@@ -175,7 +176,7 @@ class DetectorClient:
             k += 1
             sent.add(1_000_000_000 + k)
             self.publish(image_msg(probe, 1_000_000_000 + k))
-            if wait_until(answered, min(0.2 * k, 2.0), period=0.005):  # back off up to 2 s per probe
+            if wait_for(answered, min(0.2 * k, 2.0), period=0.005):  # back off up to 2 s per probe
                 return True
         return False
 
@@ -203,16 +204,7 @@ class DetectorClient:
                         return True
             return False
 
-        return found[0] if wait_until(check, timeout, period=0.0005) else None
+        return found[0] if wait_for(check, timeout, period=0.0005) else None
 
     def latest_status(self) -> EngineStatus | None:
         return self.statuses[-1] if self.statuses else None
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, period: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(period)
-    return bool(predicate())

@@ -76,7 +76,8 @@ class ManagedProcess:
 
     def wait_for_output(self, text: str, timeout: float) -> bool:
         """Wait until ``text`` appears in the output (False on timeout or exit)."""
-        return wait_for(lambda: text in self.output() or not self.alive(), timeout) and text in self.output()
+        return wait_for(lambda: text in self.output() or not self.alive(), timeout, period=0.05) \
+            and text in self.output()
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGINT, then SIGTERM, then SIGKILL to our own process group; returns the exit code."""
@@ -110,8 +111,11 @@ def python_cmd(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, period: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` seconds passed."""
+def wait_for(predicate: Callable[[], bool], timeout: float, period: float = 0.01) -> bool:
+    """Poll ``predicate`` every ``period`` seconds until true or ``timeout`` seconds passed.
+
+    :return: whether ``predicate`` held (it is asked once more at the deadline).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

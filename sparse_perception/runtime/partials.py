@@ -4,7 +4,7 @@ A writer killed with ``kill -9`` cannot clean up, so its partial folder stays. P
 carry the writer's pid; the next writer of the same destination removes the partials whose
 process is gone (never one whose process still runs, e.g. a parallel writer).
 
-* ``.NAME.partial-PID`` — :class:`sparse_perception.recorder.Recorder`'s bag in progress;
+* ``.NAME.partial-PID`` — :class:`sparse_perception.tools.recorder.Recorder`'s bag in progress;
 * ``.NAME.PID-RANDOM.tmp`` — :func:`make_partial_dir` (``kitti generate``, ``kitti convert``).
 
 Partial folders get the normal mode (``0777`` less the umask), unlike ``tempfile.mkdtemp``'s

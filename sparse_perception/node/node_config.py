@@ -1,23 +1,19 @@
-"""Typed configuration of the detector node, its core wiring and frame accounting (no ``rclpy``).
+"""Typed configuration of the detector node and the runtime objects built from it (no ``rclpy``).
 
 The node declares ROS parameters and converts them at the edge into :class:`NodeConfig`
-(frozen, validated in ``__post_init__``); :func:`build_pool` / :func:`build_controller` build the
-runtime objects from it (:mod:`sparse_perception.runtime`, :mod:`sparse_perception.policy`); :class:`FrameStats` keeps the numbers that ``/diagnostics`` reports.
+(frozen, validated in ``__post_init__``); :func:`build_runtime` (:func:`build_pool`,
+:func:`build_controller`) builds the runtime objects from it (:mod:`sparse_perception.runtime.engine_pool`,
+:mod:`sparse_perception.runtime.policy`).
 """
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass, fields
 from typing import Any
 
-import numpy as np
+from sparse_perception.runtime.engine_pool import EnginePool, RuntimeConfig
+from sparse_perception.runtime.policy import PolicyController, SparsityPolicy
 
-from sparse_perception.policy import PolicyController, SparsityPolicy
-from sparse_perception.runtime import EnginePool, RuntimeConfig, UnknownLevelError
-
-__all__ = ["FrameStats", "NodeConfig", "UnknownLevelError", "build_controller", "build_pool"]
+__all__ = ["NodeConfig", "build_controller", "build_pool", "build_runtime"]
 
 BACKENDS = ("onnxruntime", "tensorrt")
 PRECISIONS = ("", "fp32", "fp16", "int8")
@@ -139,7 +135,7 @@ class NodeConfig:
 def build_pool(cfg: NodeConfig) -> EnginePool:
     """Preload (sha256-verified, warmed up) every allowed engine and activate the initial level.
 
-    :return: the runtime :class:`~sparse_perception.runtime.EnginePool`.
+    :return: the runtime :class:`~sparse_perception.runtime.engine_pool.EnginePool`.
     :raises Exception: whatever the runtime raises for a bad manifest/model/level (the node
         turns it into a FAILURE transition with the message logged).
     """
@@ -182,77 +178,17 @@ def build_controller(cfg: NodeConfig, levels: list[str], current: str) -> Policy
     return controller
 
 
-class FrameStats:
-    """Thread-safe frame accounting: received, processed, dropped, errors, latency and fps.
+def build_runtime(params: dict[str, Any]) -> tuple[NodeConfig, EnginePool, PolicyController | None]:
+    """``on_configure``'s work: validate ``params`` (ROS parameter values), preload the engines, load the policy.
 
-    Drops are detected from gaps in each publisher's publication sequence numbers (a depth-1
-    queue overwrites frames the node had no time for: those never reach a callback) and from
-    frames that could not be processed (decode errors count as ``errors``, not drops).
-
-    :param window: how many recent frames the latency percentiles and fps use.
+    :return: the config, the loaded pool and the controller (None without a policy).
+    :raises Exception: naming what is wrong; nothing stays loaded (the pool is closed).
     """
-
-    def __init__(self, window: int = 200) -> None:
-        self._lock = threading.Lock()
-        self._last_seq: dict[Any, int] = {}
-        self._latency: deque[float] = deque(maxlen=window)
-        self._infer: deque[float] = deque(maxlen=window)
-        self._done: deque[float] = deque(maxlen=window)
-        self.received = 0
-        self.processed = 0
-        self.dropped = 0
-        self.errors = 0
-        self.callback_errors = 0
-
-    def on_received(self, publisher: Any, sequence: int | None) -> None:
-        """Count a frame taken from the queue; ``sequence`` gaps per ``publisher`` are drops."""
-        with self._lock:
-            self.received += 1
-            if sequence is None or sequence <= 0:
-                return
-            last = self._last_seq.get(publisher)
-            if last is not None and sequence > last + 1:
-                self.dropped += sequence - last - 1
-            if last is None or sequence > last:
-                self._last_seq[publisher] = sequence
-
-    def on_processed(self, latency_ms: float, inference_ms: float) -> None:
-        """Count a frame whose detections were published."""
-        with self._lock:
-            self.processed += 1
-            self._latency.append(latency_ms)
-            self._infer.append(inference_ms)
-            self._done.append(time.monotonic())
-
-    def on_error(self) -> None:
-        """Count a frame that could not be decoded or processed."""
-        with self._lock:
-            self.errors += 1
-
-    def on_callback_error(self) -> None:
-        """Count an exception caught at a callback's edge (logged with its traceback; the node runs on)."""
-        with self._lock:
-            self.callback_errors += 1
-
-    def mean_inference_ms(self) -> float:
-        with self._lock:
-            return float(np.mean(self._infer)) if self._infer else 0.0
-
-    def snapshot(self) -> dict[str, float | int]:
-        """Current figures (latency = callback entry to publish, ms)."""
-        with self._lock:
-            lat = np.asarray(self._latency, dtype=np.float64)
-            done = list(self._done)
-            fps = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
-            return {
-                "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else 0.0,
-                "latency_p95_ms": float(np.percentile(lat, 95)) if lat.size else 0.0,
-                "inference_mean_ms": float(np.mean(self._infer)) if self._infer else 0.0,
-                "inference_p50_ms": float(np.median(self._infer)) if self._infer else 0.0,
-                "fps": float(fps),
-                "frames_received": self.received,
-                "frames_processed": self.processed,
-                "frames_dropped": self.dropped,
-                "frames_bad": self.errors,
-                "callback_errors": self.callback_errors,
-            }
+    cfg = NodeConfig.from_params(params)
+    pool = build_pool(cfg)
+    try:
+        controller = build_controller(cfg, pool.levels(), pool.active_level)
+    except BaseException:
+        pool.close()
+        raise
+    return cfg, pool, controller

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from sparse_perception.conditions import CONDITION_KEYS, Condition
-from sparse_perception.zoo import sha256_file
+from sparse_perception.runtime.conditions import CONDITION_KEYS, Condition
+from sparse_perception.runtime.zoo import sha256_file
 
 __all__ = ["PolicyController", "SparsityPolicy", "observation", "VIS_NORM_M", "SPEED_NORM_MPS"]
 

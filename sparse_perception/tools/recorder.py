@@ -2,7 +2,7 @@
 
 :class:`Recorder` subscribes with ``raw=True`` (serialized CDR, never deserialized), discovers
 each topic's type from the ROS graph (it waits for the topic to appear), and writes the bytes
-with rosbags; message definitions come from :func:`sparse_perception.bag_types.typestore`
+with rosbags; message definitions come from :func:`sparse_perception.tools.bag_types.typestore`
 (standard types plus sparse_perception_msgs). The bag is built in a hidden temporary folder
 beside ``out`` and renamed onto ``out`` only on a clean :meth:`Recorder.close`, so an
 interrupted recording never leaves a half-written bag at ``out``. Usage: docs/replay.md.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -20,8 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from sparse_perception.partials import remove_stale_partials
-from sparse_perception.replay import QosChoice, import_message_class, rclpy_qos
+from sparse_perception.runtime.partials import remove_stale_partials
+from sparse_perception.tools.replay import QosChoice, import_message_class, rclpy_qos
+from sparse_perception.tools.ros_cli import run_tool
 
 STORAGES = ("mcap", "sqlite3")
 QOS_MODES = ("auto", "reliable", "sensor")
@@ -217,7 +217,7 @@ class Recorder:
                 self._subscribe(topic, graph[topic])
 
     def _subscribe(self, topic: str, msgtypes: list[str]) -> None:
-        from sparse_perception.bag_types import typestore
+        from sparse_perception.tools.bag_types import typestore
 
         if len(msgtypes) != 1:
             self._skip(topic, f"it has several types on the graph ({', '.join(msgtypes)})")
@@ -285,53 +285,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``recorder`` / ``sparse-perception record``: 0 on a clean end, 2 on bad input."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    if args.out.exists():
-        print(f"recorder: error: output {args.out} exists; not overwriting", file=sys.stderr)
-        return 2
-    if args.duration < 0 or args.max_messages < 0 or args.qos_depth < 1:
-        print("recorder: error: --duration and --max-messages must be >= 0, --qos-depth >= 1", file=sys.stderr)
-        return 2
+    return run_tool(build_parser(), argv, _run, _check)
 
-    import rclpy
+
+def _check(args: argparse.Namespace) -> None:
+    if args.out.exists():
+        raise FileExistsError(f"output {args.out} exists; not overwriting")
+    if args.duration < 0 or args.max_messages < 0 or args.qos_depth < 1:
+        raise ValueError("--duration and --max-messages must be >= 0, --qos-depth >= 1")
+
+
+def _run(args: argparse.Namespace, stop: threading.Event) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
-    from rclpy.signals import SignalHandlerOptions
 
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    node = Node("recorder")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    rec = Recorder(node, args.out, args.topics, storage=args.storage, qos=args.qos, depth=args.qos_depth)
+    rec.start()
+    t0 = time.monotonic()
     try:
-        with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
-            node = Node("recorder")
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                rec = Recorder(node, args.out, args.topics, storage=args.storage, qos=args.qos, depth=args.qos_depth)
-            except (ValueError, FileExistsError) as exc:
-                print(f"recorder: error: {exc}", file=sys.stderr)
-                return 2
-            rec.start()
-            t0 = time.monotonic()
-            try:
-                while not stop.is_set():
-                    executor.spin_once(timeout_sec=0.05)
-                    if args.duration and time.monotonic() - t0 >= args.duration:
-                        break
-                    if args.max_messages and rec.total >= args.max_messages:
-                        break
-                _drain(executor, rec)
-            except BaseException:
-                rec.abort()
-                raise
-            out = rec.close()
-            node.destroy_node()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+            if args.duration and time.monotonic() - t0 >= args.duration:
+                break
+            if args.max_messages and rec.total >= args.max_messages:
+                break
+        _drain(executor, rec)
+    except BaseException:
+        rec.abort()
+        raise
+    out = rec.close()
+    node.destroy_node()
     print(f"recorder: wrote {rec.total} messages in {time.monotonic() - t0:.2f} s to {out}")
     for topic in rec.topics:
         print(f"  {topic:<40} {rec.counts[topic]:>6}  {rec.types.get(topic, '(not recorded)')}")

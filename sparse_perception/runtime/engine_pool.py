@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from sparse_perception.backends import BACKENDS, Backend, create_backend
-from sparse_perception.postprocess import decode, letterbox
-from sparse_perception.zoo import load_manifest, sha256_file
+from sparse_perception.runtime.backends import BACKENDS, Backend, create_backend
+from sparse_perception.runtime.postprocess import decode, letterbox
+from sparse_perception.runtime.zoo import load_manifest, sha256_file
 
 __all__ = ["DetectionResult", "Engine", "EnginePool", "RuntimeConfig", "UnknownLevelError"]
 
@@ -156,7 +156,7 @@ class EnginePool:
         """Load, sha256-verify and warm every allowed level of a zoo manifest.
 
         :raises UnknownLevelError: an allowed level not in the manifest.
-        :raises sparse_perception.zoo.ManifestError: bad manifest or sha256 mismatch.
+        :raises sparse_perception.runtime.zoo.ManifestError: bad manifest or sha256 mismatch.
         """
         m = load_manifest(manifest_path)
         available = list(m.levels(backend))

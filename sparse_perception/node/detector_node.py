@@ -1,8 +1,8 @@
 """``detector``: lifecycle node serving a preloaded engine zoo with sparsity hot-swap.
 
-Thin ROS shell: callbacks convert messages with :mod:`sparse_perception.image_codec` and
-:mod:`sparse_perception.ros_convert`, run :class:`sparse_perception.runtime.EnginePool` and
-publish. Interface, QoS and semantics: docs/node.md.
+Thin ROS shell: callbacks convert messages with :mod:`sparse_perception.node.ros_convert`, call
+:class:`sparse_perception.runtime.detector_core.DetectorCore` (engine pool, swaps, policy, frame
+stats) and publish. Interface, QoS and semantics: docs/node.md.
 """
 from __future__ import annotations
 
@@ -26,11 +26,10 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from sparse_perception import ros_convert as rc
-from sparse_perception.node_config import (DYNAMIC_TYPED, FrameStats, NodeConfig, UnknownLevelError, build_controller,
-                                           build_pool)
-from sparse_perception.policy import PolicyController
-from sparse_perception.runtime import EnginePool
+from sparse_perception.node import ros_convert as rc
+from sparse_perception.node.node_config import DYNAMIC_TYPED, NodeConfig, build_runtime
+from sparse_perception.runtime.detector_core import DetectorCore
+from sparse_perception.runtime.frame_stats import FrameStats
 
 from sparse_perception_msgs.msg import Detection2DArray, DrivingCondition, EngineStatus
 from sparse_perception_msgs.srv import SetSparsity
@@ -88,15 +87,8 @@ class DetectorNode(LifecycleNode):
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._control_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        self._infer_lock = threading.Lock()  # held by inference and by cleanup, never by swaps
-        self._swap_lock = threading.RLock()  # serialises swaps, mode changes and policy updates
+        self.core = DetectorCore(self.get_logger(), on_status=self._publish_status)
         self.cfg: NodeConfig | None = None
-        self.pool: EnginePool | None = None  # while configured
-        self._controller: PolicyController | None = None  # while configured with a policy_path
-        self._mode = "manual"
-        self._last_condition: Any = None
-        self._last_swap_ns, self._last_swap_ms = 0, 0.0
-        self.stats = FrameStats()
         self.finalized = False
         self._subs: list[Any] = []
         self._timer: Any = None
@@ -106,23 +98,19 @@ class DetectorNode(LifecycleNode):
                             callback_group=self._control_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
+    @property
+    def stats(self) -> FrameStats:
+        return self.core.stats
+
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            params = {name: self._value(name) for name, _, _ in NodeConfig.parameters()}
-            cfg = NodeConfig.from_params(params)
-            pool = build_pool(cfg)
+            cfg, pool, controller = build_runtime({name: self._value(name) for name, _, _ in NodeConfig.parameters()})
         except Exception as exc:  # noqa: BLE001 - any failure is a FAILURE transition with its reason
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
-        try:
-            controller = build_controller(cfg, pool.levels(), pool.active_level)
-        except Exception as exc:  # noqa: BLE001
-            pool.close()
-            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
-            return TransitionCallbackReturn.FAILURE
-        self.cfg, self.pool, self._mode, self.stats = cfg, pool, cfg.policy_mode, FrameStats()
-        self._controller = controller
+        self.cfg = cfg
+        self.core.load(pool, controller, cfg.policy_mode)
         self._pubs["detections"] = self.create_lifecycle_publisher(Detection2DArray, "detections", 10)
         if rc.VISION_MSGS is not None:
             self._pubs["vision"] = self.create_lifecycle_publisher(rc.VISION_MSGS.Detection2DArray,
@@ -133,7 +121,7 @@ class DetectorNode(LifecycleNode):
         self._status_pub = self.create_publisher(EngineStatus, "engine_status", LATCHED)
         self._publish_status()
         self.get_logger().info(f"configured: levels {pool.levels()}, active {pool.active_level!r}, "
-                               f"mode {self._mode}")
+                               f"mode {self.core.mode}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -184,11 +172,8 @@ class DetectorNode(LifecycleNode):
             self._timer = None
 
     def _release(self) -> None:
-        with self._infer_lock:  # waits for a frame in flight
-            with self._swap_lock:
-                if self.pool is not None:
-                    self.pool.close()
-                self.pool, self.cfg, self._controller = None, None, None
+        self.core.release()  # waits for a frame in flight
+        self.cfg = None
         for pub in self._pubs.values():
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
@@ -200,8 +185,8 @@ class DetectorNode(LifecycleNode):
     @contained("image callback")
     def _on_image(self, msg: Image | CompressedImage, info: Any) -> None:
         t0 = time.perf_counter()
-        gid = info.get("publisher_gid") if isinstance(info, dict) else None
-        self.stats.on_received(str(gid), info.get("publication_sequence_number") if isinstance(info, dict) else None)
+        # rclpy's MessageInfo is a dict (TypedDict)
+        self.stats.on_received(str(info.get("publisher_gid")), info.get("publication_sequence_number"))
         try:
             img = rc.image_to_bgr(msg)
         except Exception as exc:  # noqa: BLE001 - every decode failure is a logged, counted bad frame
@@ -209,11 +194,11 @@ class DetectorNode(LifecycleNode):
             stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
             self.get_logger().error(f"bad image (stamp {stamp}, frame_id {msg.header.frame_id!r}) skipped: {exc}")
             return
-        with self._infer_lock:  # cleanup waits for this frame; publishers live as long as the pool
-            if self.pool is None:
+        with self.core.infer_lock:  # cleanup waits for this frame; publishers live as long as the pool
+            if self.core.pool is None:
                 return
             try:
-                result = self.pool.detect(img)
+                result = self.core.pool.detect(img)
             except Exception as exc:  # noqa: BLE001 - one failing frame must not take the node down
                 self.stats.on_error()
                 self.get_logger().error(f"inference failed on stamp {msg.header.stamp.sec}: {exc}")
@@ -229,74 +214,16 @@ class DetectorNode(LifecycleNode):
     @contained("driving_condition callback")
     def _on_condition(self, msg: DrivingCondition) -> None:
         try:
-            self._last_condition = rc.condition_from_msg(msg)
+            condition = rc.condition_from_msg(msg)
         except ValueError as exc:
             self.get_logger().error(f"bad driving_condition ignored: {exc}")
             return
-        if self._mode == "auto":
-            self._apply_policy()
-
-    def _apply_policy(self) -> None:
-        """Feed the latest condition to the controller (auto mode) and swap when it proposes a level."""
-        with self._swap_lock:
-            if self._controller is None or self._last_condition is None or self.pool is None or self._mode != "auto":
-                return
-            level = self._controller.update(self._last_condition, time.monotonic(), self.stats.mean_inference_ms())
-            if level and level != self.pool.active_level:
-                ok, message, _ = self._swap(level, None, "auto")
-                if ok:
-                    self.get_logger().info(f"policy ({self._last_condition.key}): {message}")
-                else:
-                    self.get_logger().error(f"policy ({self._last_condition.key}) proposal failed: {message}")
-
-    # ------------------------------------------------------------------ swapping
-    def _swap(self, level: str, sparsity: float | None, mode: str) -> tuple[bool, str, float]:
-        """Swap to ``level`` (or the level closest to ``sparsity``); returns (ok, message, ms)."""
-        with self._swap_lock:
-            if self.pool is None:
-                return False, "node not configured: no engines loaded (configure it first)", 0.0
-            if mode == "auto" and self._mode != "auto":  # a manual request won the race
-                return False, "manual mode: policy proposal ignored", 0.0
-            before = self.pool.active_level
-            try:
-                if sparsity is not None:
-                    ms = float(self.pool.swap_to_sparsity(sparsity))
-                    level = self.pool.active_level
-                else:
-                    ms = float(self.pool.swap(level)) if level != before else 0.0
-            except (UnknownLevelError, ValueError) as exc:
-                return False, str(exc), 0.0
-            if mode == "manual" and self._controller is not None:
-                self._controller.manual()  # a manual choice holds until 'auto'
-            self._mode = mode
-            if ms or level != before:
-                self._last_swap_ns, self._last_swap_ms = time.time_ns(), ms
-            self._publish_status()
-            return True, f"active level {level!r} ({mode})" + (f", swapped in {ms:.3f} ms" if ms else ""), ms
-
-    def _set_auto(self) -> tuple[bool, str]:
-        with self._swap_lock:
-            if self.pool is None:
-                return False, "node not configured: no engines loaded (configure it first)"
-            if self._controller is None:
-                return False, "auto mode needs a policy: set the 'policy_path' parameter and reconfigure"
-            if self._mode != "auto":
-                self._controller.auto(self.pool.active_level)
-            self._mode = "auto"
-            self._publish_status()
-            self._apply_policy()
-        return True, "auto mode: the condition-driven policy chooses the level"
+        self.core.on_condition(condition)
 
     @contained("set_sparsity", _service_error)
     def _on_set_sparsity(self, req: SetSparsity.Request, resp: SetSparsity.Response) -> SetSparsity.Response:
-        if req.level == "auto":
-            resp.success, resp.message = self._set_auto()
-        elif req.level or req.sparsity >= 0:
-            resp.success, resp.message, resp.swap_time_ms = self._swap(
-                req.level, None if req.level else float(req.sparsity), "manual")
-        else:
-            resp.success, resp.message = False, "give a level name, 'auto', or a sparsity in [0, 1)"
-        resp.active_level = self.pool.active_level if self.pool is not None else ""
+        resp.success, resp.message, resp.swap_time_ms = self.core.set_sparsity(req.level, req.sparsity)
+        resp.active_level = self.core.active_level()
         if resp.success:  # one severity per call site (rclpy's logger rule)
             self.get_logger().info(f"set_sparsity: {resp.message}")
         else:
@@ -306,37 +233,26 @@ class DetectorNode(LifecycleNode):
     @contained("set_parameters", lambda params, message: SetParametersResult(successful=False, reason=message))
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for p in params:
-            if p.name == "sparsity_level" and self.pool is not None and p.value:
-                ok, message = self._set_auto() if p.value == "auto" else self._swap(p.value, None, "manual")[:2]
-                if not ok:
-                    return SetParametersResult(successful=False, reason=message)
-            elif p.name != "sparsity_level" and self.pool is not None:
-                return SetParametersResult(successful=False, reason=f"{p.name!r} applies on configure: "
-                                           "deactivate and clean up first")
+            reason = self.core.parameter_rejection(p.name, p.value)
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ status
     def _publish_status(self) -> None:
-        if self._status_pub is None or self.pool is None:
-            return
-        status = dict(self.pool.status())
-        status["mean_inference_ms"] = self.stats.mean_inference_ms()
-        self._status_pub.publish(rc.engine_status(status, self._mode, self.pool.levels(), self._last_swap_ns,
-                                                  self._last_swap_ms))
+        status = self.core.engine_status()
+        if self._status_pub is not None and status is not None:
+            self._status_pub.publish(rc.engine_status(*status))
 
     @contained("diagnostics timer")
     def _publish_diagnostics(self) -> None:
-        if self.pool is None:
+        diag = self.core.diagnostics()
+        if diag is None:
             return
-        values: dict[str, Any] = {**self.stats.snapshot(), "active_level": self.pool.active_level,
-                                  "mode": self._mode}
-        meta = self.pool.status()
-        values.update(backend=meta["backend"], device=meta["device"])
-        warn = values["frames_dropped"] or values["frames_bad"] or values["callback_errors"]
-        level = DiagnosticStatus.WARN if warn else DiagnosticStatus.OK
-        self._pubs["diagnostics"].publish(rc.diagnostics(f"{self.get_fully_qualified_name()}: detector",
-                                                         f"{meta['backend']}:{meta['device']}", values, level,
-                                                         f"level {self.pool.active_level}"))
+        values, warn = diag
+        self._pubs["diagnostics"].publish(rc.diagnostics(
+            f"{self.get_fully_qualified_name()}: detector", f"{values['backend']}:{values['device']}", values,
+            DiagnosticStatus.WARN if warn else DiagnosticStatus.OK, f"level {values['active_level']}"))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
 import threading
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+
+from sparse_perception.tools.ros_cli import run_tool
 
 #: Message types whose topics ``--wait-subscribers`` waits for.
 IMAGE_TYPES = frozenset({"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"})
@@ -507,35 +508,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``replay`` / ``sparse-perception replay``; 0 on success (also after Ctrl-C), 2 on bad input."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        options = ReplayOptions(rate=args.rate, loop=args.loop, topics=tuple(args.topics),
-                                exclude=tuple(args.exclude), start_offset_s=args.start_offset, qos=args.qos,
-                                qos_depth=args.qos_depth, wait_subscribers_s=args.wait_subscribers,
-                                min_subscribers=args.min_subscribers, clock=args.clock)
-        open_bag(args.bag).close()  # fail fast, before DDS starts
-    except ValueError as exc:
-        print(f"replay: error: {exc}", file=sys.stderr)
-        return 2
+    return run_tool(build_parser(), argv, _run, _check)
 
-    import rclpy
-    from rclpy.signals import SignalHandlerOptions
 
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
-            stats = play(args.bag, options, stop=stop)
-    except ValueError as exc:
-        print(f"replay: error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+def _options(args: argparse.Namespace) -> ReplayOptions:
+    return ReplayOptions(rate=args.rate, loop=args.loop, topics=tuple(args.topics), exclude=tuple(args.exclude),
+                         start_offset_s=args.start_offset, qos=args.qos, qos_depth=args.qos_depth,
+                         wait_subscribers_s=args.wait_subscribers, min_subscribers=args.min_subscribers,
+                         clock=args.clock)
+
+
+def _check(args: argparse.Namespace) -> None:
+    _options(args)
+    open_bag(args.bag).close()  # fail fast, before DDS starts
+
+
+def _run(args: argparse.Namespace, stop: threading.Event) -> int:
+    stats = play(args.bag, _options(args), stop=stop)
     print(stats.summary(), flush=True)
     return 0
 

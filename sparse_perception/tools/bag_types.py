@@ -25,7 +25,7 @@ def _candidate_dirs() -> list[Path]:
     for prefix in [*os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep), sys.prefix]:
         if prefix:
             dirs.append(Path(prefix) / "share" / MSGS_PACKAGE / "msg")
-    dirs.append(Path(__file__).resolve().parent.parent / MSGS_PACKAGE / "msg")
+    dirs.append(Path(__file__).resolve().parents[2] / MSGS_PACKAGE / "msg")  # source checkout
     return dirs
 
 
