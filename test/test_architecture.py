@@ -138,3 +138,44 @@ def test_only_the_adapter_imports_ultralytics() -> None:
                 if any(n == "ultralytics" or n.startswith("ultralytics.") for n in names):
                     users.append(str(path.relative_to(REPO)))
     assert sorted(set(users)) == ["pruning_tools/ultralytics_adapter.py"]
+
+
+# the public surface the restructuring must not change: command names, console scripts, their targets
+PRUNING_COMMANDS = ("kitti", "train-baseline", "evaluate", "prune", "export", "train-policy", "demo")
+ONLINE_COMMANDS = ("replay", "record", "node")
+CONSOLE_SCRIPTS = ("pruning-tools", "sparse-perception", "detector_node", "replay", "recorder")
+
+
+def test_every_cli_command_resolves_to_a_main() -> None:
+    import importlib
+
+    from pruning_tools.cli import COMMANDS as OFFLINE
+    from sparse_perception.cli import COMMANDS as ONLINE
+
+    assert tuple(OFFLINE) == PRUNING_COMMANDS and tuple(ONLINE) == ONLINE_COMMANDS
+    for module, _ in (*OFFLINE.values(), *ONLINE.values()):
+        assert callable(importlib.import_module(module).main), module
+
+
+def test_console_scripts_keep_their_names_and_resolve() -> None:
+    import importlib
+    import re
+
+    text = (REPO / "setup.py").read_text()
+    entries = dict(re.findall(r'"([\w-]+) = ([\w.]+:\w+)"', text))
+    assert tuple(entries) == CONSOLE_SCRIPTS
+    for target in entries.values():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), target
+
+
+@pytest.mark.parametrize("command", PRUNING_COMMANDS)
+def test_pruning_tools_help_of_every_command(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from pruning_tools.cli import main
+
+    try:
+        code = main([command, "--help"])
+    except SystemExit as exc:  # argparse's --help
+        code = exc.code
+    assert code == 0
+    assert f"pruning-tools {command}" in capsys.readouterr().out
