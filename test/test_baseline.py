@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers.tiny_data import make_yolo_dataset
-from pruning_tools import baseline
+from pruning_tools.train import baseline
 from pruning_tools import ultralytics_adapter as ua
 
 ASSET = Path(__file__).resolve().parent.parent / "pruning_tools" / "assets" / "baseline_yolov5n.pt"
