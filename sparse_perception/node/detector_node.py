@@ -7,14 +7,11 @@ stats) and publish. Interface, QoS and semantics: docs/node.md.
 from __future__ import annotations
 
 import functools
-import signal
 import sys
-import threading
 import time
 import traceback
 from typing import Any, Callable, TypeVar
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -23,11 +20,11 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from sparse_perception.node import ros_convert as rc
 from sparse_perception.node.node_config import DYNAMIC_TYPED, NodeConfig, build_runtime
+from sparse_perception.node.ros_session import ros_session
 from sparse_perception.runtime.detector_core import DetectorCore
 from sparse_perception.runtime.frame_stats import FrameStats
 
@@ -265,39 +262,27 @@ def main(args: list[str] | None = None) -> int:
     """
     if args is not None:  # `sparse-perception node ARGS`: rcl expects the program name first
         args = ["detector_node", *args]
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-        signal.signal(signum, signal.SIG_DFL)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
-            node = DetectorNode()
-            executor = MultiThreadedExecutor(num_threads=4)
-            try:
-                if node.get_parameter("autostart").value and not stop.is_set():
-                    if node.trigger_configure() == TransitionCallbackReturn.SUCCESS and not stop.is_set():
-                        node.trigger_activate()
-                executor.add_node(node)
-                while not node.finalized and not stop.is_set():
-                    executor.spin_once(timeout_sec=0.1)
-            except ExternalShutdownException:  # the context was shut down from elsewhere
-                pass
-            finally:
-                executor.shutdown()
-                if not node.finalized:
-                    if node.context.ok():
-                        node.trigger_shutdown()  # on_shutdown: waits for a frame in flight, frees engines
-                    else:
-                        node._release()
-                node.destroy_node()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with ros_session(args, second_signal_kills=True) as stop:
+        node = DetectorNode()
+        executor = MultiThreadedExecutor(num_threads=4)
+        try:
+            if node.get_parameter("autostart").value and not stop.is_set():
+                if node.trigger_configure() == TransitionCallbackReturn.SUCCESS and not stop.is_set():
+                    node.trigger_activate()
+            executor.add_node(node)
+            while not node.finalized and not stop.is_set():
+                executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:  # the context was shut down from elsewhere
+            pass
+        finally:
+            executor.shutdown()
+            if not node.finalized:
+                if node.context.ok():
+                    node.trigger_shutdown()  # on_shutdown: waits for a frame in flight, frees engines
+                else:
+                    node._release()
+            node.destroy_node()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

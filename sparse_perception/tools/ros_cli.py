@@ -1,40 +1,20 @@
 """The shared ``main`` of the ROS command-line tools (``replay``, ``recorder``).
 
 :func:`run_tool` parses the arguments, checks them before DDS starts, then runs the tool inside
-:func:`ros_session`: rclpy initialised without its own signal handlers, SIGINT and SIGTERM setting
-a stop event (the tool ends cleanly, exit code 0). Bad input is ``PROG: error: MESSAGE``, exit 2.
+:func:`sparse_perception.node.ros_session.ros_session`: rclpy initialised without its own signal
+handlers, SIGINT and SIGTERM setting a stop event (the tool ends cleanly, exit code 0). Bad input is ``PROG: error: MESSAGE``, exit 2.
 """
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+
+from sparse_perception.node.ros_session import ros_session
 
 #: Exceptions that mean bad input (printed without a traceback, exit code 2).
 BAD_INPUT = (ValueError, FileExistsError)
-
-
-@contextmanager
-def ros_session() -> Iterator[threading.Event]:
-    """``rclpy.init`` without rclpy's signal handlers; yields the event SIGINT/SIGTERM set.
-
-    rclpy's own handlers would invalidate the context under a running loop; the tool polls the
-    event instead and finishes its work (flush a bag, print a summary). Handlers are restored after.
-    """
-    import rclpy
-    from rclpy.signals import SignalHandlerOptions
-
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
-            yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def run_tool(parser: argparse.ArgumentParser, argv: Sequence[str] | None,

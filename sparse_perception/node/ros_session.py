@@ -1,0 +1,36 @@
+"""How every ROS process of this package runs rclpy: without rclpy's signal handlers, SIGINT and
+SIGTERM setting a stop event that the process polls (the node, ``replay``, ``recorder``)."""
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+
+@contextmanager
+def ros_session(args: Sequence[str] | None = None, second_signal_kills: bool = False) -> Iterator[threading.Event]:
+    """``rclpy.init(args)`` without rclpy's signal handlers; yields the event SIGINT/SIGTERM set.
+
+    rclpy's own handlers would invalidate the context under a running loop; the process polls the
+    event instead and finishes its work (shut the node down, flush a bag, print a summary). With
+    ``second_signal_kills`` a signal also restores the default action, so a second one ends the
+    process at once. The previous handlers are restored afterwards.
+    """
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+        if second_signal_kills:
+            signal.signal(signum, signal.SIG_DFL)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with rclpy.init(args=None if args is None else list(args), signal_handler_options=SignalHandlerOptions.NO):
+            yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
