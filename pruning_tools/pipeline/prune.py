@@ -1,4 +1,5 @@
-"""``pruning-tools prune --config FILE``: the three-stage pruning pipeline and its comparison table.
+"""The prune run behind ``pruning-tools prune`` (:mod:`pruning_tools.pipeline.cli`): for each trial,
+level and strategy -> ratios -> surgery + fine-tune -> measure -> record; then the comparison table.
 
 For every target level (parameter sparsity, default 50/75/90 %) and trial, each method of
 :mod:`pruning_tools.search.strategies` (``uniform``, ``importance`` — the seed's "no RL", ``random``,
@@ -43,9 +44,9 @@ import torch
 import yaml
 
 from pruning_tools.assets import DEFAULT_BASELINE
+from pruning_tools.data.files import write_json
 from pruning_tools.pipeline.config import ConfigError, PruneConfig, config_from_dict, config_to_dict
 from pruning_tools.pipeline.report import write_report
-from pruning_tools.data.files import write_json
 from pruning_tools.search.session import Inputs, SearchSession
 from pruning_tools.search.strategies import LEVEL_TOLERANCE, UnitContext, get_method
 
