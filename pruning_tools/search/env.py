@@ -75,7 +75,7 @@ class RewardProxy:
         self.calls = 0
 
     def key(self, ratios: Sequence[float]) -> tuple[int, ...]:
-        return tuple(self.space.kept(i, float(r)) for i, r in enumerate(ratios))
+        return self.space.kept_counts(ratios)
 
     def prefetch(self, batch: Sequence[Sequence[float]]) -> None:
         """Evaluate every not yet cached ratio vector of ``batch`` (as one batch when ``batch_evaluate`` is set)."""

@@ -16,7 +16,7 @@ import torch
 
 from pruning_tools.data.files import write_json
 from pruning_tools.search.proxy import ProxySpec, ValLoss, ValMap
-from pruning_tools.search.strategies import on_level, reward_evaluations
+from pruning_tools.search.strategies import on_level
 
 
 @dataclass
@@ -155,10 +155,6 @@ class SearchSession:
         return PruningEnv(self.inputs.space, level, proxy, self.dense_val(), c.rl.lambda_map, c.rl.lambda_sparsity,
                           c.max_ratio, c.rl.lambda_flops)
 
-    def reward_evaluations(self) -> int:
-        """See :func:`reward_evaluations`."""
-        return reward_evaluations(self.cfg.rl)
-
     def rerank(self, trial: int, history: list[dict[str, Any]], level: float,
                scores: dict[str, torch.Tensor] | None = None) -> list[dict[str, Any]]:
         """Re-score the ``rl.rerank_top`` best episodes of a search with a more careful proxy
@@ -171,7 +167,7 @@ class SearchSession:
         cands: list[tuple[str, list[float]]] = []
         seen = set()
         for h in on_level(history, level):
-            key = tuple(self.inputs.space.kept(i, r) for i, r in enumerate(h["ratios"]))
+            key = self.inputs.space.kept_counts(h["ratios"])
             if key in seen:
                 continue
             seen.add(key)

@@ -152,7 +152,7 @@ class RandomSearch(PruningMethod):
         scores = s.channel_scores(self, ctx.stage1)
         env = s.make_env(ctx.level, ctx.trial, scores)
         rng = np.random.default_rng(ctx.seed + 7919)
-        n_eval = s.reward_evaluations()
+        n_eval = reward_evaluations(ctx.cfg.rl)
         actions = [env.ratio_to_action(space.solve(rng.uniform(0.05, 1.0, len(space)), ctx.level, ctx.cfg.max_ratio))
                    for _ in range(n_eval)]
         # every reward as one batch (in parallel on the pool's or Ray's workers), then the episodes read the cache

@@ -180,6 +180,7 @@ class PruningSpace:
         for rec in self.convs.values():
             if rec.depthwise and rec.out_group is None and rec.in_groups:
                 rec.out_group = rec.in_groups[0][0]
+        self._channels = np.array([layer.channels for layer in self.layers], dtype=np.float64)
         self.total_params_dense = float(sum(p.numel() for p in model.parameters()))
         dense_p, dense_f = self._cost(np.ones(len(self.layers)) * 0, per_layer=True)
         self.dense_conv_params, self.dense_flops = dense_p, dense_f
@@ -213,13 +214,17 @@ class PruningSpace:
 
     def kept(self, layer: int, ratio: float) -> int:
         """Channels kept in ``layer`` at ``ratio`` (multiple of ``round_to``, >= ``round_to``)."""
-        n = np.array([self.layers[layer].channels], dtype=np.float64)
-        return int(_kept_channels(n, np.array([ratio], dtype=np.float64), self.round_to)[0])
+        return int(_kept_channels(self._channels[layer:layer + 1], np.array([ratio], dtype=np.float64),
+                                  self.round_to)[0])
+
+    def kept_counts(self, ratios: Sequence[float]) -> tuple[int, ...]:
+        """:meth:`kept` of every layer at once (e.g. a search candidate's identity)."""
+        return tuple(_kept_channels(self._channels, np.asarray(ratios, dtype=np.float64), self.round_to)
+                     .astype(int).tolist())
 
     def _kept_fraction(self, ratios: np.ndarray) -> np.ndarray:
         """:meth:`kept` / channels for every layer at once."""
-        n = np.array([layer.channels for layer in self.layers], dtype=np.float64)
-        return _kept_channels(n, np.asarray(ratios, dtype=np.float64), self.round_to) / n
+        return _kept_channels(self._channels, np.asarray(ratios, dtype=np.float64), self.round_to) / self._channels
 
     def _vector_cost(self, ratios: np.ndarray) -> tuple[float, float]:
         """:meth:`_cost` as array arithmetic (the search calls it thousands of times per episode batch)."""
@@ -248,7 +253,7 @@ class PruningSpace:
     def _cost(self, ratios: np.ndarray, per_layer: bool = False) -> tuple[float, float]:
         if not per_layer:
             return self._vector_cost(ratios)
-        frac = np.array([self.kept(i, float(r)) / self.layers[i].channels for i, r in enumerate(ratios)])
+        frac = self._kept_fraction(np.asarray(ratios))
         params = flops = 0.0
         for rec in self.convs.values():
             o = rec.out_ch * (frac[rec.out_group] if rec.out_group is not None else 1.0)
