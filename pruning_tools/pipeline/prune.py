@@ -59,6 +59,12 @@ def level_dir(run: Path, method: str, level: float, trial: int) -> Path:
     return d if trial == 0 else d / f"t{trial}"
 
 
+def unit_tag(unit: Unit) -> str:
+    """``<method> s<NN> t<k>``: how logs name a unit."""
+    method, level, trial = unit
+    return f"{method} s{int(round(level * 100))} t{trial}"
+
+
 def next_run_dir(base: Path, name: str) -> Path:
     """``<base>/<name>_<n>`` with the next free ``n``."""
     n = 1
@@ -240,7 +246,7 @@ class Pipeline:
         path = level_dir(self.run, *unit) / "result.json"
         if not path.is_file():
             return None
-        self.log(f"{unit[0]} s{int(round(unit[1] * 100))} t{unit[2]}: done earlier (resume)")
+        self.log(f"{unit_tag(unit)}: done earlier (resume)")
         return json.loads(path.read_text())
 
     def run_unit(self, inputs: Inputs, method: str, level: float, trial: int, stage1: dict[str, Any] | None,
@@ -269,7 +275,7 @@ class Pipeline:
         if done is not None:
             return done
         out = level_dir(self.run, method, level, trial)
-        tag = f"{method} s{int(round(level * 100))} t{trial}"
+        tag = unit_tag((method, level, trial))
         t_m = time.monotonic()
         seed = c.seed + trial
         torch.manual_seed(seed)
@@ -352,7 +358,7 @@ class Pipeline:
                 self.log(f"reward evaluations on {pool.workers} local worker processes (1 torch thread each)")
             try:
                 for k, u in enumerate(todo):
-                    self.log(f"unit {k + 1}/{len(todo)}: {u[0]} s{int(round(u[1] * 100))} t{u[2]}")
+                    self.log(f"unit {k + 1}/{len(todo)}: {unit_tag(u)}")
                     done[u] = self.run_unit(inputs, *u, stage1[u[2]], dense_res)
             finally:
                 if pool is not None:

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import yaml
 
-from pruning_tools.pipeline.prune import Pipeline, Unit, level_dir
+from pruning_tools.pipeline.prune import Pipeline, Unit, level_dir, unit_tag
 from pruning_tools.search.proxy import ProxySpec
 from pruning_tools.search.session import Inputs
 from pruning_tools.pipeline.config import PruneConfig, config_from_dict, config_to_dict
@@ -189,7 +189,7 @@ def _run_unit(box: list[Any], unit: Unit, stage1: dict[str, Any] | None, dense_r
     import ray
 
     pipe, inputs = worker_context(box)
-    pipe.log(f"unit {unit[0]} s{int(round(unit[1] * 100))} t{unit[2]} started on node "
+    pipe.log(f"unit {unit_tag(unit)} started on node "
              f"{ray.get_runtime_context().get_node_id()}")
     scratch = Path(tempfile.mkdtemp(prefix="sp_ray_unit_"))
     try:
@@ -350,7 +350,7 @@ class RayExecutor:
             ready, _ = ray.wait(list(futures), num_returns=1, timeout=self.report_s)
             for f in ready:
                 u = futures.pop(f)
-                name = f"{u[0]} s{int(round(u[1] * 100))} t{u[2]}"
+                name = unit_tag(u)
                 try:
                     rec, files = ray.get(f)
                 except Exception as exc:  # noqa: BLE001 - the other units still finish and are kept
