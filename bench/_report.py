@@ -41,16 +41,16 @@ def module_versions(*modules: str, python: bool = True) -> dict[str, str | None]
 
 def write_result(path: str | os.PathLike[str], result: dict[str, Any], summary: str | None = None) -> Path:
     """Add ``machine`` to ``result`` unless it has one, write it as JSON to ``path`` atomically (parent
-    created; a temp file beside it, then ``os.replace``) and print ``summary`` (default: the JSON).
+    created; :func:`pruning_tools.data.files.atomic_write_text`) and print ``summary`` (default: the JSON).
 
     :return: the path written.
     """
+    from pruning_tools.data.files import atomic_write_text
+
     path = Path(path)
     result.setdefault("machine", machine_block())
     text = json.dumps(result, indent=2) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     print(text.rstrip("\n") if summary is None else summary, flush=True)
     return path
