@@ -284,5 +284,6 @@ def main(args: list[str] | None = None) -> int:
             node.destroy_node()
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
