@@ -16,6 +16,8 @@ import yaml
 from pruning_tools.search.strategies import METHOD_NAMES
 
 METHODS = METHOD_NAMES  # uniform, importance, random, global, full (pruning_tools/search/strategies.py)
+#: a level is a fraction of parameters removed, of conv FLOPs removed, or a speed-up of the latency model
+TARGET_METRICS = ("params", "flops", "latency")
 
 
 class ConfigError(ValueError):
@@ -170,15 +172,39 @@ class FinetuneSection:
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    """ONNX Runtime CPU latency settings."""
+    """ONNX Runtime CPU latency settings, and the latency model of ``target_metric: latency``
+    (:mod:`pruning_tools.quant.latency`).
+
+    :param precision: precision the latency model is measured at and speed-ups are checked at
+        (``fp32`` | ``int8``): a speed-up is the dense model's latency over the pruned one's, both at it.
+    :param grid: latency-table points per channel axis of each conv (bilinear in between).
+    :param calibrate_models: random pruned networks (besides dense and two uniform ones) the model's
+        offset and scale are fitted on.
+    :param cache_dir: where the per-machine tables are cached (``None``: ``~/.cache/sparse_perception/latency``).
+    :param miss_tolerance: a pruned model whose measured speed-up is more than this fraction below its
+        level's is reported as missing it (never relabelled).
+    """
 
     threads: int = 2
     warmup: int = 2
     runs: int = 5
+    precision: str = "fp32"
+    grid: int = 5
+    calibrate_models: int = 3
+    cache_dir: str | None = None
+    miss_tolerance: float = 0.10
 
     def __post_init__(self) -> None:
         if self.threads < 1 or self.runs < 1 or self.warmup < 0:
             raise ValueError("latency.threads and latency.runs must be >= 1, warmup >= 0")
+        if self.precision not in ("fp32", "int8"):
+            raise ValueError(f"latency.precision must be 'fp32' or 'int8', got {self.precision!r}")
+        if self.grid < 2:
+            raise ValueError(f"latency.grid must be >= 2, got {self.grid}")
+        if self.calibrate_models < 0:
+            raise ValueError(f"latency.calibrate_models must be >= 0, got {self.calibrate_models}")
+        if not 0.0 <= self.miss_tolerance < 1.0:
+            raise ValueError(f"latency.miss_tolerance must be in [0, 1), got {self.miss_tolerance}")
 
 
 @dataclass(frozen=True)
@@ -188,6 +214,7 @@ class PruneConfig:
     name: str = "quick"
     baseline: str | None = None
     run_dir: str | None = None
+    #: target sparsities in (0, 1); with ``target_metric: latency`` speed-ups over dense (1.5, 2, 3)
     levels: tuple[float, ...] = (0.5, 0.75, 0.9)
     methods: tuple[str, ...] = METHODS
     trials: int = 1
@@ -205,9 +232,17 @@ class PruneConfig:
     def __post_init__(self) -> None:
         if not self.levels:
             raise ValueError("levels must list at least one target sparsity")
+        if self.target_metric not in TARGET_METRICS:
+            raise ValueError(f"target_metric must be one of {', '.join(TARGET_METRICS)}, got {self.target_metric!r}")
         for lv in self.levels:
-            if not 0.0 < float(lv) < 1.0:
+            if self.target_metric == "latency":
+                if not 1.0 < float(lv) <= 20.0:
+                    raise ValueError(f"levels: with target_metric latency a level is a speed-up over the dense model "
+                                     f"(e.g. 1.5, 2, 3), > 1 and <= 20, got {lv}")
+            elif not 0.0 < float(lv) < 1.0:
                 raise ValueError(f"levels: target sparsity must be strictly between 0 and 1, got {lv}")
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"levels: each level once, got {list(self.levels)}")
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods: unknown {bad}; choose from {list(METHODS)}")
@@ -215,10 +250,16 @@ class PruneConfig:
             raise ValueError(f"trials must be >= 1, got {self.trials}")
         if not 0.0 < self.max_ratio < 1.0:
             raise ValueError(f"max_ratio must be in (0, 1), got {self.max_ratio}")
-        if self.target_metric not in ("params", "flops"):
-            raise ValueError(f"target_metric must be 'params' or 'flops', got {self.target_metric!r}")
         if self.round_to < 1:
             raise ValueError(f"round_to must be >= 1, got {self.round_to}")
+
+    @property
+    def targets(self) -> tuple[float, ...]:
+        """The levels as the fractions the search targets: parameter (or FLOPs) sparsity as given, or for
+        ``target_metric: latency`` the fraction of the dense latency removed, ``1 - 1/speed-up``."""
+        if self.target_metric == "latency":
+            return tuple(1.0 - 1.0 / float(x) for x in self.levels)
+        return tuple(float(v) for v in self.levels)
 
 
 def _convert(tp: Any, value: Any, path: str) -> Any:

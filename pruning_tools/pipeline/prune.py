@@ -48,21 +48,21 @@ from pruning_tools.data.files import write_json
 from pruning_tools.pipeline.config import ConfigError, PruneConfig, config_from_dict, config_to_dict
 from pruning_tools.pipeline.report import write_report
 from pruning_tools.search.session import Inputs, SearchSession
-from pruning_tools.search.strategies import LEVEL_TOLERANCE, UnitContext, get_method
+from pruning_tools.search.strategies import LEVEL_TOLERANCE, UnitContext, get_method, level_name
 
 Unit = tuple[str, float, int]
 
 
-def level_dir(run: Path, method: str, level: float, trial: int) -> Path:
-    """``<run>/<method>/s<NN>`` (trial 0) or ``.../t<k>``."""
-    d = run / method / f"s{int(round(level * 100)):02d}"
+def level_dir(run: Path, method: str, level: float, trial: int, metric: str = "params") -> Path:
+    """``<run>/<method>/<level name>`` (trial 0; ``s50``, or ``x2`` for latency levels) or ``.../t<k>``."""
+    d = run / method / level_name(level, metric)
     return d if trial == 0 else d / f"t{trial}"
 
 
-def unit_tag(unit: Unit) -> str:
-    """``<method> s<NN> t<k>``: how logs name a unit."""
+def unit_tag(unit: Unit, metric: str = "params") -> str:
+    """``<method> <level name> t<k>``: how logs name a unit."""
     method, level, trial = unit
-    return f"{method} s{int(round(level * 100))} t{trial}"
+    return f"{method} {level_name(level, metric)} t{trial}"
 
 
 def next_run_dir(base: Path, name: str) -> Path:
@@ -195,19 +195,42 @@ class Pipeline:
         from pruning_tools.surgery.channels import PruningSpace, check_target
 
         c = self.cfg
-        for lv in c.levels:
+        for lv in c.targets:
             check_target(lv, "level")
         torch.set_num_threads(c.threads)
         data = self.dataset()
         dense = self.baseline()
         dense.eval()
         space = PruningSpace(dense, c.data.imgsz, c.round_to, c.target_metric)
-        for lv in c.levels:
+        if c.target_metric == "latency":
+            space.attach_latency(self.latency_model(space, dense))
+        for lv, name in zip(c.targets, c.levels):
             if space.max_sparsity(c.max_ratio) < lv:
-                raise ConfigError(f"level {lv} unreachable with max_ratio {c.max_ratio} "
+                raise ConfigError(f"level {name} unreachable with max_ratio {c.max_ratio} "
                                   f"(at most {space.max_sparsity(c.max_ratio):.3f})")
         self._inputs = Inputs(data=data, dense=dense, space=space, train_ds=self.train_dataset(data, c.data.imgsz))
         return self._inputs
+
+    def latency_model(self, space: Any, dense: torch.nn.Module) -> Any:
+        """The latency model of ``target_metric: latency``: ``<run>/latency_model.json`` when an earlier
+        run (or the driver, for a worker) wrote it; else the machine's cached table (missing blocks
+        measured) calibrated on whole pruned networks, then written there."""
+        from pruning_tools.quant.latency import LatencyModel, build_latency_model
+
+        lc = self.cfg.latency
+        path = self.run / "latency_model.json"
+        if path.is_file():
+            lm = LatencyModel.load(space, path)
+            if lm.table.precision == lc.precision and lm.grid == lc.grid:
+                return lm
+            self.log(f"latency model {path} is for {lm.table.precision}, grid {lm.grid}: building it anew")
+        lm = build_latency_model(space, dense, lc.precision, lc.threads, lc.grid, lc.cache_dir, lc.calibrate_models,
+                                 self.cfg.seed, runs=max(lc.runs, 20), progress=self.progress, log=self.log)
+        lm.save(path)
+        cal = lm.calibration or {}
+        self.log(f"latency model ({lc.precision}): dense {lm.dense_ms:.1f} ms predicted; offset "
+                 f"{cal.get('offset_ms')} ms, scale {cal.get('scale')} on {cal.get('models')} networks")
+        return lm
 
     def train_dataset(self, data: Path, imgsz: tuple[int, int]) -> Any:
         """The training split at ``imgsz`` (first ``data.train_images``), mixed with ``self.mix``."""
@@ -243,10 +266,10 @@ class Pipeline:
     # ------------------------------------------------------------------ units
     def finished(self, unit: Unit) -> dict[str, Any] | None:
         """The recorded result of ``unit`` (``None`` while it has not finished)."""
-        path = level_dir(self.run, *unit) / "result.json"
+        path = level_dir(self.run, *unit, self.cfg.target_metric) / "result.json"
         if not path.is_file():
             return None
-        self.log(f"{unit_tag(unit)}: done earlier (resume)")
+        self.log(f"{unit_tag(unit, self.cfg.target_metric)}: done earlier (resume)")
         return json.loads(path.read_text())
 
     def run_unit(self, inputs: Inputs, method: str, level: float, trial: int, stage1: dict[str, Any] | None,
@@ -274,8 +297,9 @@ class Pipeline:
         done = self.finished((method, level, trial))
         if done is not None:
             return done
-        out = level_dir(self.run, method, level, trial)
-        tag = unit_tag((method, level, trial))
+        out = level_dir(self.run, method, level, trial, c.target_metric)
+        tag = unit_tag((method, level, trial), c.target_metric)
+        name = level_name(level, c.target_metric)
         t_m = time.monotonic()
         seed = c.seed + trial
         torch.manual_seed(seed)
@@ -295,14 +319,15 @@ class Pipeline:
                               lr0=c.finetune.lr0, checkpoint_every=c.finetune.checkpoint_every,
                               bn_batches=c.finetune.bn_batches, seed=seed)
         choice = "gradient" if result.channel_scores is not None else "magnitude"
-        meta = {"kind": "pruned", "method": method, "level": level, "trial": trial, "seed": seed,
+        meta = {"kind": "pruned", "method": method, "level": level, "level_name": name,
+                "target_metric": c.target_metric, "trial": trial, "seed": seed,
                 "baseline": str(self.baseline_path.name), "ratios": [float(r) for r in ratios],
                 "layers": [l.name for l in space.layers], "round_to": c.round_to, "channel_choice": choice}
         model, ft = prune_and_finetune(inputs.dense, space, ratios, stream, out, fcfg, meta, result.channel_scores,
-                                       self.progress, desc=f"stage 3: {method} s{int(round(level * 100))}")
+                                       self.progress, desc=f"stage 3: {method} {name}")
         # 3. measure (test split)
         meas = self.measure(model, inputs.data, out / "model.onnx")
-        rec = {"method": method, "level": level, "trial": trial, "seed": seed,
+        rec = {"method": method, "level": level, "level_name": name, "trial": trial, "seed": seed,
                "sparsity": round(1 - meas["params"] / dense_res["params"], 4),
                "target_metric": c.target_metric, "achieved_target": round(achieved, 4),
                "flops_reduction": round(1 - meas["gflops"] / dense_res["gflops"], 4), **meas,
@@ -310,7 +335,10 @@ class Pipeline:
                "search": result.search, "checkpoint": str((out / "model.pt").relative_to(self.run)),
                "onnx": str((out / "model.onnx").relative_to(self.run)),
                "wall_s": round(time.monotonic() - t_m, 1)}
-        measured = rec["sparsity"] if c.target_metric == "params" else rec["flops_reduction"]
+        if c.target_metric == "latency":  # measured against the dense model interleaved in report(): missed, not an error
+            rec["speedup_target"] = round(1.0 / (1.0 - level), 4)
+            rec["speedup_predicted"] = round(1.0 / (1.0 - achieved), 4)
+        measured = {"params": rec["sparsity"], "flops": rec["flops_reduction"]}.get(c.target_metric, level)
         if abs(measured - level) > LEVEL_TOLERANCE:
             raise PruningError(f"method {method!r} at level {level} (trial {trial}): the pruned model has "
                                f"{c.target_metric} sparsity {measured:.4f}, more than {LEVEL_TOLERANCE:.0%} from "
@@ -327,7 +355,7 @@ class Pipeline:
     def units(self) -> list[Unit]:
         """Every (strategy, level, trial) of the config, in run order."""
         c = self.cfg
-        return [(m, lv, t) for t in range(c.trials) for lv in c.levels for m in c.methods]
+        return [(m, lv, t) for t in range(c.trials) for lv in c.targets for m in c.methods]
 
     def run_all(self) -> dict[str, Any]:
         c = self.cfg
@@ -358,14 +386,15 @@ class Pipeline:
                 self.log(f"reward evaluations on {pool.workers} local worker processes (1 torch thread each)")
             try:
                 for k, u in enumerate(todo):
-                    self.log(f"unit {k + 1}/{len(todo)}: {unit_tag(u)}")
+                    self.log(f"unit {k + 1}/{len(todo)}: {unit_tag(u, c.target_metric)}")
                     done[u] = self.run_unit(inputs, *u, stage1[u[2]], dense_res)
             finally:
                 if pool is not None:
                     pool.close()
                     session.evaluator = None
         # real-frame AP for results measured without it (earlier runs, units run on other nodes)
-        done = {u: self._add_missing_real(r, level_dir(self.run, *u) / "result.json") for u, r in done.items()}
+        done = {u: self._add_missing_real(r, level_dir(self.run, *u, c.target_metric) / "result.json")
+                for u, r in done.items()}
         return self.report(dense_res, [done[u] for u in units], inputs.space)
 
     # ------------------------------------------------------------------ outputs
@@ -404,12 +433,55 @@ class Pipeline:
     def report(self, dense_res: dict[str, Any], records: list[dict[str, Any]], space: Any) -> dict[str, Any]:
         """Latencies interleaved, then ``results.json``, ``table.md``, ``summary.json`` and the plots."""
         dense_res, records, lat_info = self.interleave_latency(dense_res, records)
+        if self.cfg.target_metric == "latency":
+            records, lat_info["speedup_check"] = self.check_speedups(dense_res, records)
         results = write_report(self.run, self.cfg, dense_res, records, [l.name for l in space.layers], lat_info,
                                baseline=str(self.baseline_path), mix=self.mix,
                                evaluator=getattr(self, "evaluator", dense_res.get("evaluator")),
                                wall_s=round(time.monotonic() - self.t0, 1), log=self.log)
         self.log(f"wrote {self.run}/table.md, results.json, summary.json, pareto.png, layer_sparsity.png")
         return results
+
+    def check_speedups(self, dense_res: dict[str, Any], records: list[dict[str, Any]]
+                       ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Every latency level measured: its speed-up over the dense model at ``latency.precision`` (the
+        FP32 figures of the table's round-robin, or an INT8 round-robin of dense and every model), and
+        ``speedup_missed`` where it is more than ``latency.miss_tolerance`` below the level's."""
+        from pruning_tools.quant.latency import export_for_timing
+        from pruning_tools.train.measure import interleaved_latency
+        from pruning_tools.ultralytics_adapter import load_checkpoint
+
+        c = self.cfg
+        lc = c.latency
+        if lc.precision == "fp32":
+            dense_ms = float(dense_res["latency_ms"])
+            ms = {i: float(r["latency_ms"]) for i, r in enumerate(records)}
+            how = "the table's FP32 round-robin"
+        else:
+            paths = {"dense": self.run / f"dense_{lc.precision}_timing.onnx"}
+            if not paths["dense"].is_file():
+                export_for_timing(self.prepare().dense, paths["dense"], c.data.imgsz, lc.precision)
+            for i, r in enumerate(records):
+                p = (self.run / r["checkpoint"]).with_name(f"model_{lc.precision}_timing.onnx")
+                if not p.is_file():
+                    export_for_timing(load_checkpoint(self.run / r["checkpoint"])[0], p, c.data.imgsz, lc.precision)
+                paths[str(i)] = p
+            self.log(f"speed-ups: {len(paths)} {lc.precision} models round-robin, {max(lc.runs, 20)} runs each")
+            lat = interleaved_latency(paths, c.data.imgsz, lc.threads, lc.warmup, max(lc.runs, 20))
+            dense_ms = lat["dense"]["median_ms"]
+            ms = {i: lat[str(i)]["median_ms"] for i in range(len(records))}
+            how = f"{lc.precision} round-robin of dense and every model (timing-only INT8 files)"
+        out = []
+        for i, r in enumerate(records):
+            sp = dense_ms / ms[i]
+            target = float(r.get("speedup_target", 1.0 / (1.0 - float(r["level"]))))
+            out.append({**r, "speedup_measured": round(sp, 4), "speedup_precision": lc.precision,
+                        "speedup_missed": bool(sp < (1.0 - lc.miss_tolerance) * target)})
+            if out[-1]["speedup_missed"]:
+                self.log(f"{r['method']} {r.get('level_name')} t{r['trial']}: measured x{sp:.2f}, misses its level "
+                         f"x{target:g} by more than {lc.miss_tolerance:.0%} (reported as missed)")
+        return out, {"precision": lc.precision, "how": how, "dense_ms": round(dense_ms, 3),
+                     "miss_tolerance": lc.miss_tolerance}
 
     def worker_session_factory(self, inputs: Inputs) -> Any:
         """A picklable ``() -> SearchSession`` for reward workers: the run's config (with this baseline

@@ -189,7 +189,7 @@ def _run_unit(box: list[Any], unit: Unit, stage1: dict[str, Any] | None, dense_r
     import ray
 
     pipe, inputs = worker_context(box)
-    pipe.log(f"unit {unit_tag(unit)} started on node "
+    pipe.log(f"unit {unit_tag(unit, pipe.cfg.target_metric)} started on node "
              f"{ray.get_runtime_context().get_node_id()}")
     scratch = Path(tempfile.mkdtemp(prefix="sp_ray_unit_"))
     try:
@@ -350,14 +350,14 @@ class RayExecutor:
             ready, _ = ray.wait(list(futures), num_returns=1, timeout=self.report_s)
             for f in ready:
                 u = futures.pop(f)
-                name = unit_tag(u)
+                name = unit_tag(u, pipe.cfg.target_metric)
                 try:
                     rec, files = ray.get(f)
                 except Exception as exc:  # noqa: BLE001 - the other units still finish and are kept
                     failed.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
                     pipe.log(f"ray: unit {name} failed: {exc}")
                     continue
-                unpack(files, pipe.run, last=str(level_dir(Path(), *u) / "result.json"))
+                unpack(files, pipe.run, last=str(level_dir(Path(), *u, pipe.cfg.target_metric) / "result.json"))
                 done[u] = rec
                 pipe.log(f"{name}: mAP50-95 {rec['map50_95']:.4f} sparsity {rec['sparsity']:.3f} (ray)")
             if not ready or time.monotonic() - last >= self.report_s:

@@ -63,7 +63,8 @@ def comparison_table(dense: Mapping[str, Any], aggregate: Sequence[Mapping[str, 
              + ("".join(f" {c} |" for c in _real_cells(dense, 1)) if real else "")
              + f" {dense['latency_ms']:.1f} | {dense['size_mb']:.2f} | {dense['params'] / 1e6:.3f} | {dense['gflops']:.2f} |"]
     for r in aggregate:
-        lines.append(f"| {labels[r['method']]} | {int(round(r['level'] * 100))} % | "
+        name = r.get("level_name") or f"{int(round(r['level'] * 100))} %"
+        lines.append(f"| {labels[r['method']]} | {name} | "
                      f"{r['sparsity'] * 100:.1f} % | {_pm(r, 'map50_95', 100)} | {_pm(r, 'map50', 100)} |"
                      + ("".join(f" {c} |" for c in _real_cells(r, r.get("trials", 1))) if real else "")
                      + f" {_pm(r, 'latency_ms')} | {r['size_mb']:.2f} | {r['params'] / 1e6:.3f} | {r['gflops']:.2f} |")
@@ -128,16 +129,23 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 def aggregate(cfg: Any, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per (strategy, level) with records: means and stds over trials (and real-frame AP)."""
     agg: list[dict[str, Any]] = []
-    for lv in cfg.levels:
+    for lv in cfg.targets:
         for method in cfg.methods:
             rs = [r for r in records if r["method"] == method and abs(r["level"] - lv) < 1e-9]
             if not rs:
                 continue
             row: dict[str, Any] = {"method": method, "level": lv, "trials": len(rs)}
+            if rs[0].get("level_name"):
+                row["level_name"] = rs[0]["level_name"]
             for k in ("map50_95", "map50", "latency_ms", "gflops", "params", "size_mb", "sparsity"):
                 row[k], row[f"{k}_std"] = mean_std([r[k] for r in rs])
             if all(r.get("real") for r in rs):
                 row["real"] = mean_real([r["real"] for r in rs])
+            if all("speedup_measured" in r for r in rs):
+                row["speedup_target"] = rs[0].get("speedup_target")
+                row["speedup_measured"], row["speedup_measured_std"] = mean_std([r["speedup_measured"] for r in rs])
+                row["speedup_predicted"], _ = mean_std([r.get("speedup_predicted", float("nan")) for r in rs])
+                row["speedup_missed_trials"] = sum(bool(r["speedup_missed"]) for r in rs)
             agg.append(row)
     return agg
 
@@ -154,7 +162,7 @@ def write_report(run: Path, cfg: Any, dense_res: dict[str, Any], records: list[d
     from pruning_tools.data.files import write_json
 
     agg = aggregate(cfg, records)
-    pairs = [d for lv in cfg.levels for a, b in PAIRS if a in cfg.methods and b in cfg.methods
+    pairs = [d for lv in cfg.targets for a, b in PAIRS if a in cfg.methods and b in cfg.methods
              for d in [paired_differences(records, a, b, lv)] if d is not None]
     results = {"config": config_to_dict(cfg), "baseline": baseline,
                "mix": [{"dataset": str(d), "repeats": r} for d, r in mix],
@@ -168,7 +176,10 @@ def write_report(run: Path, cfg: Any, dense_res: dict[str, Any], records: list[d
                "dense": {"map50_95": dense_res["map50_95"], "map50": dense_res["map50"]},
                "checkpoints": [{"method": r["method"], "level": r["level"], "trial": r["trial"],
                                 "sparsity": r["sparsity"], "map50_95": r["map50_95"], "map50": r["map50"],
-                                "latency_ms": r["latency_ms"], "path": r["checkpoint"]} for r in records]}
+                                "latency_ms": r["latency_ms"], "path": r["checkpoint"],
+                                **{k: r[k] for k in ("level_name", "target_metric", "speedup_target",
+                                                     "speedup_measured", "speedup_missed") if k in r}}
+                               for r in records]}
     write_json(run / "summary.json", summary)
     try:
         plots(run, cfg, dense_res, records, layers)
@@ -236,10 +247,21 @@ def table(cfg: Any, dense_res: dict[str, Any], agg: list[dict[str, Any]],
              f"{c.data.imgsz[0]}x{c.data.imgsz[1]} (every choice — re-ranking, search — used the val split); "
              f"latency: ONNX Runtime CPU, {c.latency.threads} threads, all models round-robin in one process, "
              f"median of {c.latency.runs} runs each; {c.trials} trial(s) (mean ± std); sparsity = fraction of "
-             f"{'parameters' if c.target_metric == 'params' else 'conv FLOPs'} removed; same fine-tuning for "
+             f"{'conv FLOPs' if c.target_metric == 'flops' else 'parameters'} removed"
+             f"{'; levels are speed-ups over dense solved on the latency model (' + c.latency.precision + ')' if c.target_metric == 'latency' else ''}; same fine-tuning for "
              f"every method; PPO and random search: {reward_evaluations(c.rl)} reward evaluations each. "
              "The seed's \"no RL\" column is `importance`, its \"RL\" column `full`.", "",
              *comparison_table(dense_res, agg)]
+    speed = [r for r in agg if "speedup_measured" in r]
+    if speed:
+        lines += ["", f"Speed-ups over the dense model at {c.latency.precision} (levels solved on the latency model, "
+                      "then every pruned model measured interleaved with dense; a level more than "
+                      f"{c.latency.miss_tolerance:.0%} short of its speed-up is **missed**, never relabelled):", "",
+                  "| method | level | predicted | measured | trials missed |", "|---|---|---|---|---|"]
+        for r in speed:
+            lines.append(f"| {r['method']} | {r['level_name']} | x{r['speedup_predicted']:.2f} | "
+                         f"x{r['speedup_measured']:.2f} ± {r['speedup_measured_std']:.2f} | "
+                         f"{r['speedup_missed_trials']}/{r['trials']}{' **missed**' if r['speedup_missed_trials'] else ''} |")
     if pairs:
         lines += ["", "Paired differences (same trial = same seed, data order and stage-1 gradients):", "",
                   *paired_lines(pairs)]
@@ -278,9 +300,9 @@ def plots(run: Path, cfg: Any, dense_res: dict[str, Any], records: list[dict[str
     fig.savefig(run / "pareto.png", dpi=110)
     plt.close(fig)
 
-    fig, axes = plt.subplots(len(c.levels), 1, figsize=(10, 2.6 * len(c.levels)), squeeze=False)
+    fig, axes = plt.subplots(len(c.targets), 1, figsize=(10, 2.6 * len(c.targets)), squeeze=False)
     x = np.arange(len(layers))
-    for ax, lv in zip(axes[:, 0], c.levels):
+    for ax, lv in zip(axes[:, 0], c.targets):
         for method in c.methods:
             r = next((r for r in records if r["method"] == method and r["level"] == lv and r["trial"] == 0), None)
             if r is not None:

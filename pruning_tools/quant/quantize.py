@@ -326,6 +326,19 @@ def _method(name: str) -> Any:
             "percentile": CalibrationMethod.Percentile}[name]
 
 
+def static_options(cfg: QuantConfig) -> dict[str, Any]:
+    """The ``quantize_static`` settings of ``cfg`` (format, types, per-channel, calibration method): one
+    place for the zoo's INT8 graphs and the latency model's INT8 blocks (:mod:`pruning_tools.quant.latency`)."""
+    from onnxruntime.quantization import QuantFormat, QuantType
+
+    symmetric = cfg.target == "tensorrt"
+    return {"quant_format": QuantFormat.QDQ, "per_channel": cfg.per_channel, "reduce_range": cfg.reduce_range,
+            "activation_type": QuantType.QInt8 if symmetric else QuantType.QUInt8, "weight_type": QuantType.QInt8,
+            "calibrate_method": _method(cfg.calibrate_method),
+            # TensorRT fuses float biases into its int8 convolutions; int32 bias Q/DQ is an ORT-only idiom
+            "extra_options": {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric}}
+
+
 def quantize_int8(src: str | Path, dst: str | Path, reader: CalibrationImages | None, cfg: QuantConfig,
                   fallback: Sequence[str] = (), cache: str | Path | None = None,
                   original: str | Path | None = None) -> Path:
@@ -339,18 +352,13 @@ def quantize_int8(src: str | Path, dst: str | Path, reader: CalibrationImages | 
     :raises QuantizeError: with the model path and ONNX Runtime's reason.
     """
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import quantize_static
 
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     if reader is None and (cache is None or not Path(cache).is_file()):
         raise QuantizeError(f"quantising {src}: no calibration images and no calibration cache")
     exclude = sorted(set(decode_tail_nodes(src)) | set(fallback))
-    symmetric = cfg.target == "tensorrt"
-    act = QuantType.QInt8 if symmetric else QuantType.QUInt8
-    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-             # TensorRT fuses float biases into its int8 convolutions; int32 bias Q/DQ is an ORT-only idiom
-             "QuantizeBias": not symmetric}
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     if reader is not None:
         reader.rewind()
@@ -358,10 +366,8 @@ def quantize_int8(src: str | Path, dst: str | Path, reader: CalibrationImages | 
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_static logs every excluded/unsupported node
     try:
-        quantize_static(str(src), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
-                        reduce_range=cfg.reduce_range, activation_type=act, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=exclude, calibrate_method=_method(cfg.calibrate_method),
-                        extra_options=extra, calibration_cache_path=str(cache) if cache is not None else None)
+        quantize_static(str(src), str(tmp), reader, nodes_to_exclude=exclude, **static_options(cfg),
+                        calibration_cache_path=str(cache) if cache is not None else None)
     except Exception as exc:  # noqa: BLE001 - name the model
         tmp.unlink(missing_ok=True)
         raise QuantizeError(f"INT8 quantisation of {src} failed: {type(exc).__name__}: {exc}") from exc

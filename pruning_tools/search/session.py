@@ -79,7 +79,7 @@ class SearchSession:
             res = compute_importance(self.inputs.dense, space, imp_stream, c.importance.batches, self.progress)
             st = {"importance": [float(v) for v in res.layer_importance], "channel_scores": res.channel_scores}
         st["budgets"] = {lv: budgets_from_importance(space, st["importance"], lv, c.max_ratio, c.importance.beta)
-                         for lv in c.levels}
+                         for lv in c.targets}
         write_json(path, {"batches": c.importance.batches, "layers": [l.name for l in space.layers],
                           "importance": st["importance"], "budgets": {str(lv): b for lv, b in st["budgets"].items()},
                           "channel_scores": {k: [float(x) for x in v] for k, v in st["channel_scores"].items()}})

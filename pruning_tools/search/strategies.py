@@ -29,6 +29,15 @@ import numpy as np
 LEVEL_TOLERANCE = 0.01
 
 
+def level_name(level: float, metric: str = "params") -> str:
+    """A level's name in folders, logs, tables and the zoo: ``s50`` (50 % of parameters, or of FLOPs,
+    removed) or, for ``metric="latency"``, the speed-up it stands for: ``x1.5``, ``x2``, ``x3``
+    (``level`` = fraction of the dense latency removed, ``1 - 1/speed-up``)."""
+    if metric == "latency":
+        return f"x{round(1.0 / (1.0 - float(level)), 2):g}"
+    return f"s{int(round(float(level) * 100)):02d}"
+
+
 def on_level(history: list[dict[str, Any]], level: float) -> list[dict[str, Any]]:
     """The episodes of a search that end within :data:`LEVEL_TOLERANCE` of ``level``, best reward first.
 
@@ -203,7 +212,7 @@ class Full(PruningMethod):
                            episodes_per_update=c.rl.episodes_per_update, n_epochs=c.rl.n_epochs,
                            gamma=c.rl.gamma, log_std_init=c.rl.log_std_init, imitation_steps=c.rl.imitation_steps,
                            seed=ctx.seed)
-        tag = f"s{int(round(lv * 100))}"
+        tag = level_name(lv, c.target_metric)
         sr = search(env, prior, acfg, s.run / "tb" / f"{tag}_t{trial}", s.progress, desc=f"stage 2: PPO {tag}")
         rerank = s.rerank(trial, sr.history, lv, scores)
         ratios = np.asarray(rerank[0]["ratios"] if rerank else on_level(sr.history, lv)[0]["ratios"])

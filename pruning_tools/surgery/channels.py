@@ -21,12 +21,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch_pruning as tp
 from torch import nn
+
+
+#: what a level is a fraction of: parameters removed, conv FLOPs removed, or predicted latency removed
+#: (a speed-up ``x`` is the level ``1 - 1/x``; :func:`pruning_tools.quant.latency.speedup_level`)
+METRICS = ("params", "flops", "latency")
 
 
 class PruningError(ValueError):
@@ -81,6 +86,13 @@ class _ConvRec:
     bias: bool
     out_group: int | None = None
     in_groups: list[tuple[int, int]] = field(default_factory=list)
+    #: geometry for the latency model (:mod:`pruning_tools.quant.latency`): kernel (kh, kw), stride,
+    #: padding, groups, the input's (H, W)
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    groups: int = 1
+    in_hw: tuple[int, int] = (0, 0)
 
 
 def _ignored_modules(model: nn.Module) -> list[nn.Module]:
@@ -143,9 +155,11 @@ class PruningSpace:
 
     def __init__(self, model: nn.Module, imgsz: tuple[int, int] = (384, 1248), round_to: int = 8,
                  metric: str = "params") -> None:
-        if metric not in ("params", "flops"):
-            raise PruningError(f"target metric must be 'params' or 'flops', got {metric!r}")
+        if metric not in METRICS:
+            raise PruningError(f"target metric must be one of {', '.join(METRICS)}, got {metric!r}")
         self.metric = metric
+        #: the latency model ``metric="latency"`` targets (:meth:`attach_latency`)
+        self.latency: Any = None
         self.imgsz = (int(imgsz[0]), int(imgsz[1]))
         self.round_to = int(round_to)
         dg = build_graph(model)
@@ -153,15 +167,19 @@ class PruningSpace:
         if not groups:
             raise PruningError("model has no prunable channel groups")
         modules = dict(model.named_modules())
-        hw = self._output_hw(model)
+        hw, in_hw = self._output_hw(model)
         self.convs: dict[str, _ConvRec] = {}
         for name, m in modules.items():
             if isinstance(m, nn.Conv2d):
                 parent = modules.get(name.rsplit(".", 1)[0]) if "." in name else None
+                pad = m.padding if isinstance(m.padding, tuple) else (0, 0)
                 self.convs[name] = _ConvRec(
                     name, m.out_channels, m.in_channels, int(np.prod(m.kernel_size)),
                     m.groups > 1 and m.groups == m.in_channels, hw.get(name, 0),
-                    isinstance(getattr(parent, "bn", None), nn.BatchNorm2d), m.bias is not None)
+                    isinstance(getattr(parent, "bn", None), nn.BatchNorm2d), m.bias is not None,
+                    kernel=(int(m.kernel_size[0]), int(m.kernel_size[1])),
+                    stride=(int(m.stride[0]), int(m.stride[1])), padding=(int(pad[0]), int(pad[1])),
+                    groups=int(m.groups), in_hw=in_hw.get(name, (0, 0)))
         names = {m: n for n, m in modules.items()}
         self.layers: list[Layer] = []
         for gi, (root_name, g) in enumerate(groups):
@@ -192,15 +210,21 @@ class PruningSpace:
     def __len__(self) -> int:
         return len(self.layers)
 
-    def _output_hw(self, model: nn.Module) -> dict[str, int]:
+    def _output_hw(self, model: nn.Module) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+        """:return: every conv's output pixels (H x W) and its input's (H, W) at the space's imgsz."""
         from pruning_tools.ultralytics_adapter import example_input
 
         hw: dict[str, int] = {}
+        in_hw: dict[str, tuple[int, int]] = {}
+
+        def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor, n: str) -> None:
+            hw[n] = int(out.shape[-1] * out.shape[-2])
+            in_hw[n] = (int(inp[0].shape[-2]), int(inp[0].shape[-1]))
+
         hooks = []
         for name, m in model.named_modules():
             if isinstance(m, nn.Conv2d):
-                hooks.append(m.register_forward_hook(
-                    lambda mod, inp, out, n=name: hw.__setitem__(n, int(out.shape[-1] * out.shape[-2]))))
+                hooks.append(m.register_forward_hook(lambda mod, inp, out, n=name: hook(mod, inp, out, n)))
         was_training = model.training
         model.eval()
         try:
@@ -210,7 +234,7 @@ class PruningSpace:
             for h in hooks:
                 h.remove()
             model.train(was_training)
-        return hw
+        return hw, in_hw
 
     def kept(self, layer: int, ratio: float) -> int:
         """Channels kept in ``layer`` at ``ratio`` (multiple of ``round_to``, >= ``round_to``)."""
@@ -226,8 +250,20 @@ class PruningSpace:
         """:meth:`kept` / channels for every layer at once."""
         return _kept_channels(self._channels, np.asarray(ratios, dtype=np.float64), self.round_to) / self._channels
 
+    def conv_widths(self, ratios: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """Output and input channels of every conv (in :attr:`convs` order) after pruning with ``ratios``
+        (channel rounding applied; consumers of several groups sum their kept inputs)."""
+        self._vectors()
+        v = self._vec
+        frac = np.append(self._kept_fraction(np.asarray(ratios, dtype=np.float64)), 1.0)  # -1: outside every group
+        return v["out_ch"] * frac[v["out"]], v["base_in"] + v["m"] @ frac[:-1]
+
     def _vector_cost(self, ratios: np.ndarray) -> tuple[float, float]:
         """:meth:`_cost` as array arithmetic (the search calls it thousands of times per episode batch)."""
+        self._vectors()
+        return self._vector_cost_of(ratios)
+
+    def _vectors(self) -> None:
         if getattr(self, "_vec", None) is None:
             convs = list(self.convs.values())
             m = np.zeros((len(convs), len(self.layers)))
@@ -243,10 +279,10 @@ class PruningSpace:
                 "hw": np.array([rec.hw for rec in convs], dtype=np.float64),
                 "extra": np.array([(1.0 if rec.bias else 0.0) + (2.0 if rec.has_bn else 0.0) for rec in convs]),
             }
+
+    def _vector_cost_of(self, ratios: np.ndarray) -> tuple[float, float]:
         v = self._vec
-        frac = np.append(self._kept_fraction(ratios), 1.0)  # index -1: a conv outside every group
-        o = v["out_ch"] * frac[v["out"]]
-        i = v["base_in"] + v["m"] @ frac[:-1]
+        o, i = self.conv_widths(ratios)
         w = np.where(v["dw"], o * v["k2"], o * i * v["k2"])
         return float(np.sum(w + o * v["extra"])), float(np.sum(w * v["hw"]))
 
@@ -287,7 +323,26 @@ class PruningSpace:
         with ``metric="flops"`` the fraction of convolution FLOPs removed instead)."""
         if self.metric == "flops":
             return 1.0 - self.flops(ratios) / self.dense_flops
+        if self.metric == "latency":
+            return self.latency_reduction(ratios)
         return self.param_sparsity(ratios)
+
+    def attach_latency(self, latency: Any) -> None:
+        """Use ``latency`` (a :class:`pruning_tools.quant.latency.LatencyModel` of this space) for
+        :meth:`latency_reduction` and, with ``metric="latency"``, as the targeted quantity."""
+        self.latency = latency
+
+    def latency_reduction(self, ratios: Sequence[float]) -> float:
+        """Fraction of the dense model's latency removed by ``ratios``, as the attached latency model
+        predicts it (``1 - 1/speed-up``).
+
+        :raises PruningError: when no latency model is attached.
+        """
+        if self.latency is None:
+            raise PruningError("no latency model attached to this pruning space (target_metric: latency "
+                               "needs one: pruning_tools.quant.latency.LatencyModel)")
+        r = self._check(ratios)
+        return 1.0 - self.latency.predict(r) / self.latency.dense_ms
 
     def param_sparsity(self, ratios: Sequence[float]) -> float:
         """Fraction of the dense model's parameters removed by ``ratios``."""
