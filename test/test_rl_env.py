@@ -168,3 +168,31 @@ def test_history_ratios_reproduce_each_episode_sparsity() -> None:
     assert len(res.history) == 12
     for h in res.history:
         assert space.sparsity(h["ratios"]) == pytest.approx(h["sparsity"], abs=1e-5)
+
+
+def test_spread_budget_meets_the_target_without_loading_the_last_layers(env_parts: tuple) -> None:
+    """``budget="spread"``: the actions' shares are kept and one rescaling meets the target, so the last
+    layers in model order (the detect head) keep the ratio the agent chose for them, relative to the rest."""
+    _, space, proxy, dense = env_parts
+    with pytest.raises(ValueError, match="budget"):
+        PruningEnv(space, 0.5, proxy, dense, budget="greedy")
+    clip = PruningEnv(space, 0.75, proxy, dense, max_ratio=0.9)
+    spread = PruningEnv(space, 0.75, proxy, dense, max_ratio=0.9, budget="spread")
+    # every layer asks for a light, equal ratio: clipping leaves the budget to the last layers, the repair spreads it
+    actions = np.full(clip.n, -0.6)
+    out = {}
+    for name, env in (("clip", clip), ("spread", spread)):
+        env.reset()
+        for k, a in enumerate(actions):
+            if k == env.n - 1:
+                final = env.final_ratios(np.array([a], np.float32))
+            _, _, term, _, info = env.step(np.array([a], np.float32))
+        assert term and abs(info["sparsity"] - 0.75) <= 0.01
+        assert np.allclose(final, info["ratios"])  # what a batched caller evaluates is what the episode ends on
+        out[name] = info["ratios"]
+    tail = slice(clip.n - 6, clip.n)
+    assert np.ptp(out["spread"][:-6]) < 0.1  # equal asks stay (nearly) equal after the repair
+    assert out["clip"][tail].mean() > out["spread"][tail].mean() + 0.2
+    # a vector already on the target (the stage-1 prior) is replayed unchanged
+    prior = space.solve(np.linspace(0.2, 1.0, spread.n), 0.75, 0.9)
+    assert np.allclose(spread.repair(prior), prior, atol=0.02)

@@ -92,6 +92,9 @@ class RLConfig:
     ``proxy_metric``: ``map50_95`` (mAP50-95 after ``bn_batches`` of BN recalibration, the seed's
     reward) or ``val_loss`` (detection loss of the val images as one batch with batch-statistics BN:
     score ``L_dense / L``; ``bn_batches`` unused) — see docs/pruning.md for why and the measured ranking.
+    ``budget``: how an episode meets its level — ``clip`` (each action clipped so the level stays
+    reachable: the last layers absorb the rest) or ``spread`` (actions as chosen, one common rescaling
+    of the whole vector at the end; :class:`pruning_tools.search.env.PruningEnv`).
     """
 
     episodes: int = 20
@@ -117,8 +120,11 @@ class RLConfig:
     proxy_imgsz: tuple[int, int] | None = None
     proxy_surgery: str = "mask"
     proxy_metric: str = "map50_95"
+    budget: str = "clip"
 
     def __post_init__(self) -> None:
+        if self.budget not in ("clip", "spread"):
+            raise ValueError(f"rl.budget must be 'clip' or 'spread', got {self.budget!r}")
         if self.proxy_metric not in ("map50_95", "val_loss"):
             raise ValueError(f"rl.proxy_metric must be 'map50_95' or 'val_loss', got {self.proxy_metric!r}")
         if self.proxy_surgery not in ("mask", "physical"):

@@ -467,7 +467,7 @@ class LatencyModel:
         offset, scale = 0.0, float(m.sum() / s.sum())
         if len(samples) >= 2 and np.ptp(s) > 1e-9:
             b, a = np.polyfit(s, m, 1)
-            if a >= 0 and b > 0:
+            if a >= 0 and b > 1e-3 * scale:  # a flat or falling fit is no latency model
                 offset, scale = float(a), float(b)
         self.offset, self.scale = offset, scale
         pred = offset + scale * s

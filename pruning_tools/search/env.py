@@ -18,6 +18,15 @@ Episode = one pass over the prunable layers in model order. At step ``t``:
   steps always sum to ``lambda_sparsity * target`` — a constant that carries no signal (the seed's
   ``lambda2 * dSparsity`` term); the shipped configs set it to 0.
 
+``budget="spread"`` replaces the clipping: the actions are taken as they come (no bounds) and the
+episode's last step *repairs* the vector — every ratio scaled by one common factor (clipped at
+``max_ratio``, :meth:`PruningSpace.solve`) until the target is met — so what the agent chooses is
+how the budget is shared between layers, and no layer absorbs what the earlier ones left: with
+clipping the episode's last layers in model order (the detect head's stride-32 convs) had to take
+whatever remained (docs/pruning.md, medium analysis). Under ``target_metric: latency`` this is
+AMC's resource-constrained mode: the budget is the latency the model predicts, and the reward is
+the accuracy alone.
+
 The proxy (:class:`RewardProxy`) prunes a deep copy physically, re-estimates BN statistics on a
 few training batches, optionally fine-tunes a few batches and measures mAP on a validation slice
 held out from the TRAIN split (never the test split). Results are cached by kept-channel vector.
@@ -38,6 +47,8 @@ from pruning_tools.data.yolo import BatchStream
 from pruning_tools.train.loop import recalibrate_bn, train_steps
 
 OBS_DIM = 9
+#: how an episode meets its target: per-step clipping, or one rescaling of the whole vector at the end
+BUDGETS = ("clip", "spread")
 
 
 class RewardProxy:
@@ -132,14 +143,19 @@ class PruningEnv(gym.Env):
     :param lambda_sparsity: weight of dSparsity (fraction).
     :param max_ratio: largest layer ratio.
     :param lambda_flops: weight of the FLOPs removed (in points of the dense conv FLOPs).
+    :param budget: ``clip`` (actions clipped so the target stays reachable) or ``spread`` (actions as
+        given, one common rescaling at the end meets the target).
     """
 
     metadata = {"render_modes": []}
 
     def __init__(self, space: PruningSpace, target: float, proxy: Callable[[Sequence[float]], float],
                  dense_map: float, lambda_map: float = 1.0, lambda_sparsity: float = 10.0,
-                 max_ratio: float = 0.9, lambda_flops: float = 0.0) -> None:
+                 max_ratio: float = 0.9, lambda_flops: float = 0.0, budget: str = "clip") -> None:
         super().__init__()
+        if budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+        self.budget = budget
         self.space = space
         self.target = check_target(target)
         if not 0.0 < max_ratio < 1.0:
@@ -217,6 +233,8 @@ class PruningEnv(gym.Env):
 
     def _ratio(self, action: Any) -> tuple[float, float, float]:
         a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
+        if self.budget == "spread":
+            return (a + 1.0) / 2.0 * self.max_ratio, 0.0, self.max_ratio
         lo, hi = self.bounds(self.t)
         return float(np.clip((a + 1.0) / 2.0 * self.max_ratio, lo, hi)), lo, hi
 
@@ -229,7 +247,13 @@ class PruningEnv(gym.Env):
             return None
         r = self.ratios.copy()
         r[self.t] = self._ratio(action)[0]
-        return r
+        return self.repair(r)
+
+    def repair(self, ratios: np.ndarray) -> np.ndarray:
+        """``budget="spread"``: ``ratios`` scaled by one common factor to meet the target (as given otherwise)."""
+        if self.budget != "spread":
+            return ratios
+        return self.space.solve(np.maximum(ratios, 1e-3), self.target, self.max_ratio)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         ratio, lo, hi = self._ratio(action)
@@ -242,6 +266,8 @@ class PruningEnv(gym.Env):
         terminated = self.t >= self.n
         info: dict[str, Any] = {"ratio": ratio, "bounds": (lo, hi)}
         if terminated:
+            self.ratios = self.repair(self.ratios)
+            after = self.space.sparsity(self.ratios)
             m = float(self.proxy(self.ratios))
             d_map = (m - self.dense_map) * 100.0
             d_flops = (1.0 - self.space.flops(self.ratios) / self.space.dense_flops) * 100.0

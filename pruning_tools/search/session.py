@@ -153,7 +153,7 @@ class SearchSession:
         c = self.cfg
         proxy = self.reward_proxy(self.proxy_spec(trial, scores))
         return PruningEnv(self.inputs.space, level, proxy, self.dense_val(), c.rl.lambda_map, c.rl.lambda_sparsity,
-                          c.max_ratio, c.rl.lambda_flops)
+                          c.max_ratio, c.rl.lambda_flops, c.rl.budget)
 
     def rerank(self, trial: int, history: list[dict[str, Any]], level: float,
                scores: dict[str, torch.Tensor] | None = None) -> list[dict[str, Any]]:
