@@ -46,6 +46,14 @@ def test_speedup_levels_and_names() -> None:
             L.speedup_level(bad)
 
 
+def test_latency_levels_may_overshoot_a_little() -> None:
+    from pruning_tools.search.strategies import within_level
+
+    assert within_level(0.505, 0.5) and not within_level(0.52, 0.5) and not within_level(0.485, 0.5)
+    assert within_level(0.52, 0.5, "latency") and not within_level(0.535, 0.5, "latency")
+    assert not within_level(0.485, 0.5, "latency")
+
+
 def test_blocks_run_in_onnxruntime_and_int8_takes_quantised_tensors(tmp_path: Path) -> None:
     small = L.Block(16, 16, (3, 3), (1, 1), (1, 1), 1, (48, 160), True)
     big = L.Block(16, 256, (3, 3), (1, 1), (1, 1), 1, (48, 160), True)

@@ -166,7 +166,7 @@ class SearchSession:
             return []
         cands: list[tuple[str, list[float]]] = []
         seen = set()
-        for h in on_level(history, level):
+        for h in on_level(history, level, self.cfg.target_metric):
             key = self.inputs.space.kept_counts(h["ratios"])
             if key in seen:
                 continue

@@ -27,6 +27,17 @@ import numpy as np
 
 #: a strategy whose ratios or pruned model miss the level by more than this (absolute sparsity) is an error
 LEVEL_TOLERANCE = 0.01
+#: latency levels may overshoot (run faster than asked) by up to this fraction of the dense latency: one
+#: rounding step of a high-resolution layer moves the predicted latency by more than 1 % (global ranking
+#: removes channels one at a time); undershooting keeps :data:`LEVEL_TOLERANCE`
+LATENCY_OVERSHOOT = 0.03
+
+
+def within_level(achieved: float, level: float, metric: str = "params") -> bool:
+    """Whether ``achieved`` (the space's targeted quantity) is on ``level``: within
+    :data:`LEVEL_TOLERANCE`, or for latency levels up to :data:`LATENCY_OVERSHOOT` above it."""
+    over = LATENCY_OVERSHOOT if metric == "latency" else LEVEL_TOLERANCE
+    return level - LEVEL_TOLERANCE <= float(achieved) <= level + over
 
 
 def level_name(level: float, metric: str = "params") -> str:
@@ -38,7 +49,7 @@ def level_name(level: float, metric: str = "params") -> str:
     return f"s{int(round(float(level) * 100)):02d}"
 
 
-def on_level(history: list[dict[str, Any]], level: float) -> list[dict[str, Any]]:
+def on_level(history: list[dict[str, Any]], level: float, metric: str = "params") -> list[dict[str, Any]]:
     """The episodes of a search that end within :data:`LEVEL_TOLERANCE` of ``level``, best reward first.
 
     The environment ends every episode on the target, but channel rounding (``round_to``) of the last
@@ -48,7 +59,7 @@ def on_level(history: list[dict[str, Any]], level: float) -> list[dict[str, Any]
     """
     from pruning_tools.surgery.channels import PruningError
 
-    ok = [h for h in history if abs(float(h["sparsity"]) - level) <= LEVEL_TOLERANCE]
+    ok = [h for h in history if within_level(h["sparsity"], level, metric)]
     if not ok:
         raise PruningError(f"no episode of the search ends within {LEVEL_TOLERANCE:.0%} of level {level} "
                            f"({len(history)} episodes)")
@@ -172,7 +183,7 @@ class RandomSearch(PruningMethod):
             history.append({"episode": k, "kind": "random", "reward": round(float(ret), 4),
                             "map": round(float(info["map"]), 5), "sparsity": round(float(info["sparsity"]), 5),
                             "ratios": [float(r) for r in info["ratios"]]})  # unrounded: see agent.search
-        best = on_level(history, ctx.level)[0]
+        best = on_level(history, ctx.level, ctx.cfg.target_metric)[0]
         rerank = s.rerank(ctx.trial, history, ctx.level, scores)
         ratios = np.asarray(rerank[0]["ratios"] if rerank else best["ratios"])
         info = {"evaluations": n_eval, "best_reward": best["reward"], "best_proxy_map": best["map"],
@@ -215,7 +226,7 @@ class Full(PruningMethod):
         tag = level_name(lv, c.target_metric)
         sr = search(env, prior, acfg, s.run / "tb" / f"{tag}_t{trial}", s.progress, desc=f"stage 2: PPO {tag}")
         rerank = s.rerank(trial, sr.history, lv, scores)
-        ratios = np.asarray(rerank[0]["ratios"] if rerank else on_level(sr.history, lv)[0]["ratios"])
+        ratios = np.asarray(rerank[0]["ratios"] if rerank else on_level(sr.history, lv, c.target_metric)[0]["ratios"])
         info = {"best_reward": sr.reward, "best_proxy_map": sr.map, "episodes": len(sr.history),
                 "rerank": [{k: v for k, v in r.items() if k != "ratios"} for r in rerank],
                 "proxy_evaluations": sr.proxy_evaluations, "wall_s": sr.wall_s,
