@@ -136,9 +136,12 @@ def test_latency_metric_of_the_pruning_space(fp32_model: L.LatencyModel, tiny: t
     space.attach_latency(lm)
     assert space.sparsity(np.zeros(len(space))) == pytest.approx(0.0)
     target = L.speedup_level(1.5)
-    for ratios in (space.solve(np.ones(len(space)), target, 0.9), space.uniform(target, 0.9)):
-        assert abs(space.sparsity(ratios) - target) <= 0.01
-        assert lm.speedup(ratios) == pytest.approx(1.5, abs=0.03)
+    from pruning_tools.search.strategies import within_level
+
+    weights = np.linspace(0.3, 1.0, len(space))
+    for ratios in (space.solve(weights, target, 0.9), space.uniform(target, 0.9)):
+        assert within_level(space.sparsity(ratios), target, "latency")  # the rule the pipeline applies
+        assert 1.5 - 0.03 <= lm.speedup(ratios) <= 1.5 / (1 - 0.03 * 1.5) + 1e-9
     # save -> load gives the same predictions without measuring; another space is refused
     path = lm.save(tmp_path / "lm.json")
     back = L.LatencyModel.load(space, path)
