@@ -45,7 +45,7 @@ def test_quant_bench_does_not_judge_the_drop_of_a_model_that_detects_nothing() -
 
 def test_every_bench_writes_its_json_through_the_shared_writer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     benches = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
-    assert len(benches) == 7
+    assert len(benches) == 8
     for name in benches:
         assert _bench(name).write_result.__module__ == "_report", name
     report = _bench("_report")
@@ -59,3 +59,29 @@ def test_every_bench_writes_its_json_through_the_shared_writer(tmp_path: Path, c
     assert json.loads(out.read_text()) == {"machine": {"taken": "at the start"}}
     assert json.loads(capsys.readouterr().out) == {"machine": {"taken": "at the start"}}  # default summary: the JSON
     assert list(report.module_versions("numpy")) == ["python", "numpy"]
+
+
+def test_finetune_curve_flattening_point() -> None:
+    flattening = _bench("finetune_curve").flattening
+    assert flattening([(0, 0.1), (16, 0.3), (32, 0.38), (64, 0.4), (128, 0.395)]) == 32  # 90 % of +0.3 at 32
+    assert flattening([(0, 0.4), (16, 0.3)]) == 0  # fine-tuning never beat step 0
+    assert flattening([(0, 0.1)]) is None
+
+
+def test_finetune_curve_resumes_and_skips_finished_step_counts(tmp_path: Path) -> None:
+    main = _bench("finetune_curve").main
+    args = ["--quick", "--json", str(tmp_path / "fc.json"), "--work", str(tmp_path / "w"), "--frames", "20",
+            "--imgsz", "64", "192", "--real-root", str(tmp_path / "no_real"), "--no-progress", "--steps", "0", "2"]
+    assert main(args) == 0
+    first = json.loads((tmp_path / "fc.json").read_text())
+    assert [r["step"] for r in first["curves"]["kd"]] == [0, 2] and first["data"]["mix"] == []
+    assert first["curves"]["kd"][1]["kd_loss"] > 0 and first["curves"]["plain"][1]["kd_loss"] is None
+    # both arms start from the same pruned model
+    assert first["curves"]["kd"][0]["val"] == first["curves"]["plain"][0]["val"]
+    done = {p: p.stat().st_mtime_ns for p in (tmp_path / "w").glob("*/s*.json")}
+    assert main(args[:-2] + ["0", "2", "3"]) == 0  # a rerun with one more step count continues from step 2
+    again = json.loads((tmp_path / "fc.json").read_text())
+    assert [r["step"] for r in again["curves"]["plain"]] == [0, 2, 3]
+    assert again["curves"]["plain"][1] == first["curves"]["plain"][1]
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # finished step counts were not redone
+    assert (tmp_path / "fc.png").stat().st_size > 0

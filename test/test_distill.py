@@ -86,7 +86,7 @@ def test_distilled_finetune_resumes_and_is_deterministic(dense: torch.nn.Module,
     ref, summary = _run(dense, data, tmp_path / "a")
     assert summary["distill"]["weight"] == 1.0 and summary["distill"]["final_kd_loss"] > 0
     assert "DFL" in summary["distill"]["box"]
-    assert ua.load_checkpoint(tmp_path / "a" / "model.pt")[1]["finetune"]["distill"]["temperature"] == 2.0
+    assert ua.load_checkpoint(tmp_path / "a" / "model.pt")[1]["finetune"]["distill"]["temperature"] == 1.0
     again, _ = _run(dense, data, tmp_path / "b")  # same seed: the same model
     torch.testing.assert_close(ua.raw_forward(again, x), ua.raw_forward(ref, x))
     # interrupted after its batch-2 checkpoint, then resumed (teacher rebuilt): the same model again

@@ -162,7 +162,7 @@ class FinetuneSection:
     checkpoint_every: int = 10
     bn_batches: int = 8
     distill_weight: float = 0.0
-    distill_temperature: float = 2.0
+    distill_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.distill_weight < 0:

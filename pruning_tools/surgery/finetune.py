@@ -68,7 +68,7 @@ class FinetuneConfig:
     bn_batches: int = 8
     seed: int = 0
     distill_weight: float = 0.0
-    distill_temperature: float = 2.0
+    distill_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.distill_weight >= 0:
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bn-batches", type=int, default=2)
     p.add_argument("--distill-weight", type=float, default=0.0, help="KD loss weight (0: off)")
-    p.add_argument("--distill-temperature", type=float, default=2.0)
+    p.add_argument("--distill-temperature", type=float, default=1.0)
     p.add_argument("--sleep", type=float, default=0.0, help="pause per batch (tests use it to kill mid-run)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)

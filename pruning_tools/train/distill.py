@@ -53,7 +53,7 @@ def _bernoulli_kl(t_logits: torch.Tensor, s_logits: torch.Tensor) -> torch.Tenso
             + (1 - p) * (F.softplus(s_logits) - F.softplus(t_logits)))
 
 
-def kd_loss(student: HeadOutputs, teacher: HeadOutputs, temperature: float = 2.0) -> KDLoss:
+def kd_loss(student: HeadOutputs, teacher: HeadOutputs, temperature: float = 1.0) -> KDLoss:
     """The distillation loss of ``student``'s head outputs against ``teacher``'s (see the module docstring).
 
     :param student: the pruned model's head outputs (train mode, with grad).
@@ -98,7 +98,7 @@ class Distiller:
     :param temperature: see :func:`kd_loss`.
     """
 
-    def __init__(self, teacher: nn.Module, weight: float, temperature: float = 2.0) -> None:
+    def __init__(self, teacher: nn.Module, weight: float, temperature: float = 1.0) -> None:
         if not weight > 0:
             raise ValueError(f"distillation weight must be > 0, got {weight}")
         if not temperature > 0:
