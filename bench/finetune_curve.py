@@ -104,6 +104,37 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ set-up
+def run_key(a: argparse.Namespace) -> dict[str, Any]:
+    """The settings a work folder's results depend on (a rerun with others is refused)."""
+    return {"model": str(a.model), "method": a.method, "target_metric": a.target_metric, "level": a.level,
+            "round_to": a.round_to, "data": str(a.data) if a.data else None, "frames": a.frames,
+            "generate_seed": a.generate_seed, "imgsz": list(a.imgsz), "crop_width": a.crop_width, "batch": a.batch,
+            "lr0": a.lr0, "bn_batches": a.bn_batches, "importance_batches": a.importance_batches,
+            "mix_repeats": a.mix_repeats, "seed": a.seed, "max_steps": max(a.steps),
+            "distill_weight": a.distill_weight, "distill_temperature": a.distill_temperature,
+            "val_images": a.val_images, "test_images": a.test_images}
+
+
+def level_cost(a: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]:
+    """Parameters and GFLOPs of the dense model and of the pruned level (structure only)."""
+    import numpy as np
+    import torch
+
+    from pruning_tools.surgery.channels import PruningSpace, apply_ratios
+    from pruning_tools.train.measure import count_flops
+    from pruning_tools.ultralytics_adapter import load_checkpoint
+
+    dense, _ = load_checkpoint(a.model)
+    g0, p0 = count_flops(dense, a.imgsz)
+    space = PruningSpace(dense, a.imgsz, a.round_to, a.target_metric)
+    pruned = copy.deepcopy(dense)
+    scores = {k: torch.tensor(v) for k, v in setup["channel_scores"].items()} if setup["channel_scores"] else None
+    apply_ratios(pruned, space, np.asarray(setup["ratios"]), scores)
+    g1, p1 = count_flops(pruned, a.imgsz)
+    return {"dense_gflops": round(g0, 4), "dense_params": p0, "gflops": round(g1, 4), "params": p1,
+            "flops_reduction": round(1 - g1 / g0, 4), "params_sparsity": round(1 - p1 / p0, 4)}
+
+
 def prepare(a: argparse.Namespace) -> dict[str, Any]:
     """Dataset, real frames converted for mixing, the level's ratios (written to ``<work>/setup.json``)."""
     from pruning_tools.data import convert_kitti
@@ -111,11 +142,21 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
     from pruning_tools.pipeline.prune import Pipeline
     from pruning_tools.search.strategies import UnitContext, get_method
 
+    from pruning_tools.data.files import write_json
+
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     setup_path = work / "setup.json"
+    key = run_key(a)
     if setup_path.is_file():
-        return json.loads(setup_path.read_text())
+        setup = json.loads(setup_path.read_text())
+        if setup.get("args", key) != key:
+            changed = sorted(k for k in key if setup["args"].get(k) != key[k])
+            raise SystemExit(f"{work} holds a run with other settings ({', '.join(changed)}): "
+                             "give another --work, or delete it to start over")
+        if "args" not in setup:
+            write_json(setup_path, {**setup, "args": key})
+        return setup
     real_yolo = None
     if a.real_root.is_dir() and a.mix_repeats > 0:
         real_yolo = work / "real_yolo"
@@ -142,11 +183,9 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
     ratios = [float(r) for r in res.ratios]
     setup = {"data": str(inputs.data), "real_yolo": str(real_yolo) if real_yolo else None,
              "mix": [[str(d), r] for d, r in mix], "ratios": ratios,
-             "achieved_target": float(inputs.space.sparsity(ratios)),
+             "achieved_target": float(inputs.space.sparsity(ratios)), "args": key,
              "channel_scores": ({k: v.tolist() for k, v in res.channel_scores.items()}
                                 if res.channel_scores is not None else None)}
-    from pruning_tools.data.files import write_json
-
     write_json(setup_path, setup)
     return setup
 
@@ -236,6 +275,7 @@ def run_arm(a: argparse.Namespace, setup: dict[str, Any], arm: str) -> list[dict
                mininterval=2.0)
     for target in todo:
         t0 = time.monotonic()
+        h0 = len(distiller.history) if distiller else 0
         if target > step:
             train_steps(model, stream, step, target, total, a.lr0, opt, lrf=0.5, warmup=0, progress=bar,
                         distiller=distiller)
@@ -247,7 +287,7 @@ def run_arm(a: argparse.Namespace, setup: dict[str, Any], arm: str) -> list[dict
         recalibrate_bn(ev, stream, a.bn_batches, start=200_000)  # as stage 3 ends
         t1 = time.monotonic()
         rec = {"arm": arm, "step": step, **evaluate(ev),
-               "kd_loss": float(np.mean(distiller.history[-8:])) if distiller and distiller.history else None,
+               "kd_loss": float(np.mean(distiller.history[h0:])) if distiller and distiller.history[h0:] else None,
                "train_s": round(t_train, 1), "eval_s": round(time.monotonic() - t1, 1)}
         write_json(out / f"s{step}.json", rec)
         real = rec.get("real", {}).get("car_ap_kitti")
@@ -358,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "bench": "finetune_curve", "what": __doc__.split("\n\n")[0],
         "level": {"method": a.method, "target_metric": a.target_metric, "level": a.level,
-                  "achieved_target": setup["achieved_target"], "round_to": a.round_to},
+                  "achieved_target": setup["achieved_target"], "round_to": a.round_to, **level_cost(a, setup)},
         "settings": {"imgsz": list(a.imgsz), "crop_width": a.crop_width or None, "batch": a.batch, "lr0": a.lr0,
                      "lr_schedule": f"cosine lr0 -> lr0/2 over {max(a.steps)} batches (one run per arm)",
                      "steps": a.steps, "bn_batches": a.bn_batches, "importance_batches": a.importance_batches,

@@ -68,20 +68,40 @@ def test_finetune_curve_flattening_point() -> None:
     assert flattening([(0, 0.1)]) is None
 
 
-def test_finetune_curve_resumes_and_skips_finished_step_counts(tmp_path: Path) -> None:
+def test_finetune_curve_resumes_and_skips_finished_step_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    import pruning_tools.train.loop as loop
+
     main = _bench("finetune_curve").main
-    args = ["--quick", "--json", str(tmp_path / "fc.json"), "--work", str(tmp_path / "w"), "--frames", "20",
-            "--imgsz", "64", "192", "--real-root", str(tmp_path / "no_real"), "--no-progress", "--steps", "0", "2"]
-    assert main(args) == 0
-    first = json.loads((tmp_path / "fc.json").read_text())
-    assert [r["step"] for r in first["curves"]["kd"]] == [0, 2] and first["data"]["mix"] == []
-    assert first["curves"]["kd"][1]["kd_loss"] > 0 and first["curves"]["plain"][1]["kd_loss"] is None
-    # both arms start from the same pruned model
-    assert first["curves"]["kd"][0]["val"] == first["curves"]["plain"][0]["val"]
-    done = {p: p.stat().st_mtime_ns for p in (tmp_path / "w").glob("*/s*.json")}
-    assert main(args[:-2] + ["0", "2", "3"]) == 0  # a rerun with one more step count continues from step 2
-    again = json.loads((tmp_path / "fc.json").read_text())
-    assert [r["step"] for r in again["curves"]["plain"]] == [0, 2, 3]
-    assert again["curves"]["plain"][1] == first["curves"]["plain"][1]
+
+    def args(work: str) -> list[str]:
+        return ["--quick", "--json", str(tmp_path / f"{work}.json"), "--work", str(tmp_path / work), "--frames", "20",
+                "--imgsz", "64", "192", "--real-root", str(tmp_path / "no_real"), "--no-progress",
+                "--steps", "0", "2", "4", "--arms", "kd"]
+
+    assert main(args("ref")) == 0
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    assert [r["step"] for r in ref["curves"]["kd"]] == [0, 2, 4] and ref["data"]["mix"] == []
+    assert ref["curves"]["kd"][1]["kd_loss"] > 0 and ref["level"]["flops_reduction"] > 0.4
+    # killed while training from step 2 to 4: the rerun keeps s0/s2 and continues from the step-2 checkpoint
+    real_train_steps = loop.train_steps
+
+    def killed(model, stream, start, *rest, **kw):  # noqa: ANN001, ANN202 - train_steps' signature
+        if start == 2:
+            raise KeyboardInterrupt("killed")
+        return real_train_steps(model, stream, start, *rest, **kw)
+
+    monkeypatch.setattr(loop, "train_steps", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(args("cut"))
+    monkeypatch.setattr(loop, "train_steps", real_train_steps)
+    done = {p: p.stat().st_mtime_ns for p in (tmp_path / "cut" / "kd").glob("s*.json")}
+    assert sorted(p.name for p in done) == ["s0.json", "s2.json"]
+    assert main(args("cut")) == 0
     assert {p: p.stat().st_mtime_ns for p in done} == done  # finished step counts were not redone
-    assert (tmp_path / "fc.png").stat().st_size > 0
+    cut = json.loads((tmp_path / "cut.json").read_text())
+    strip = [{k: v for k, v in r.items() if not k.endswith("_s")} for r in ref["curves"]["kd"]]
+    assert [{k: v for k, v in r.items() if not k.endswith("_s")} for r in cut["curves"]["kd"]] == strip
+    assert (tmp_path / "cut.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="other settings"):  # the same folder with other settings is refused
+        main(args("cut") + ["--lr0", "0.01"])
