@@ -18,6 +18,7 @@ import io
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Sequence
@@ -231,18 +232,52 @@ def raw_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def detection_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class HeadOutputs:
+    """The Detect head's raw outputs for a batch (before decoding), the soft targets of distillation.
+
+    :param boxes: ``(B, 4 * reg_max, N)`` box-branch logits: per side, ``reg_max`` DFL bin logits
+        (``reg_max == 1``: the raw regression values).
+    :param scores: ``(B, nc, N)`` class logits (sigmoid gives the per-class probabilities).
+    :param reg_max: DFL bins per box side.
+    :param raw: what the head returned (the loss criterion's input; opaque outside this module).
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    reg_max: int
+    raw: Any = field(default=None, repr=False, compare=False)
+
+
+def head_outputs(model: nn.Module, img: torch.Tensor) -> HeadOutputs:
+    """One forward pass of ``model`` on ``img`` (train or eval mode), the head's raw outputs.
+
+    End-to-end heads (one-to-one branch beside the one-to-many one) give their one-to-many outputs,
+    the branch the detection loss and NMS inference use.
+    """
+    out = model(img)
+    preds = out[1] if isinstance(out, (tuple, list)) else out
+    if not isinstance(preds, dict):
+        raise AdapterError(f"head returned {type(preds).__name__}, expected the raw prediction dict")
+    o2m = preds.get("one2many", preds)
+    return HeadOutputs(boxes=o2m["boxes"], scores=o2m["scores"], reg_max=int(detect_head(model).reg_max), raw=out)
+
+
+def detection_loss(model: nn.Module, batch: dict[str, torch.Tensor], preds: HeadOutputs | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ultralytics' detection loss for a training batch.
 
     :param batch: ``img`` (B,3,H,W) float 0..1, ``batch_idx`` (n,), ``cls`` (n,1), ``bboxes`` (n,4)
         normalised cx,cy,w,h relative to the batch's H, W.
+    :param preds: the model's :func:`head_outputs` on ``batch["img"]`` in train mode, when the caller
+        needs them too (distillation): the forward pass is not repeated.
     :return: (loss to backpropagate, detached (box, cls, dfl) loss items).
     """
     if not hasattr(model, "args"):
         model.args = SimpleNamespace(**DEFAULT_HYP)
     if getattr(model, "criterion", None) is None:
         model.criterion = model.init_criterion()
-    loss, items = model.loss(batch)
+    loss, items = model.loss(batch, preds.raw if preds is not None else None)
     if isinstance(items, dict):
         items = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in items.values()])
     return loss.sum(), items

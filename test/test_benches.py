@@ -45,7 +45,7 @@ def test_quant_bench_does_not_judge_the_drop_of_a_model_that_detects_nothing() -
 
 def test_every_bench_writes_its_json_through_the_shared_writer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     benches = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
-    assert len(benches) == 7
+    assert len(benches) == 8
     for name in benches:
         assert _bench(name).write_result.__module__ == "_report", name
     report = _bench("_report")
@@ -59,3 +59,49 @@ def test_every_bench_writes_its_json_through_the_shared_writer(tmp_path: Path, c
     assert json.loads(out.read_text()) == {"machine": {"taken": "at the start"}}
     assert json.loads(capsys.readouterr().out) == {"machine": {"taken": "at the start"}}  # default summary: the JSON
     assert list(report.module_versions("numpy")) == ["python", "numpy"]
+
+
+def test_finetune_curve_flattening_point() -> None:
+    flattening = _bench("finetune_curve").flattening
+    assert flattening([(0, 0.1), (16, 0.3), (32, 0.38), (64, 0.4), (128, 0.395)]) == 32  # 90 % of +0.3 at 32
+    assert flattening([(0, 0.4), (16, 0.3)]) == 0  # fine-tuning never beat step 0
+    assert flattening([(0, 0.1)]) is None
+
+
+def test_finetune_curve_resumes_and_skips_finished_step_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    import pruning_tools.train.loop as loop
+
+    main = _bench("finetune_curve").main
+
+    def args(work: str) -> list[str]:
+        return ["--quick", "--json", str(tmp_path / f"{work}.json"), "--work", str(tmp_path / work), "--frames", "20",
+                "--imgsz", "64", "192", "--real-root", str(tmp_path / "no_real"), "--no-progress",
+                "--steps", "0", "2", "4", "--arms", "kd"]
+
+    assert main(args("ref")) == 0
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    assert [r["step"] for r in ref["curves"]["kd"]] == [0, 2, 4] and ref["data"]["mix"] == []
+    assert ref["curves"]["kd"][1]["kd_loss"] > 0 and ref["level"]["flops_reduction"] > 0.4
+    # killed while training from step 2 to 4: the rerun keeps s0/s2 and continues from the step-2 checkpoint
+    real_train_steps = loop.train_steps
+
+    def killed(model, stream, start, *rest, **kw):  # noqa: ANN001, ANN202 - train_steps' signature
+        if start == 2:
+            raise KeyboardInterrupt("killed")
+        return real_train_steps(model, stream, start, *rest, **kw)
+
+    monkeypatch.setattr(loop, "train_steps", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(args("cut"))
+    monkeypatch.setattr(loop, "train_steps", real_train_steps)
+    done = {p: p.stat().st_mtime_ns for p in (tmp_path / "cut" / "kd").glob("s*.json")}
+    assert sorted(p.name for p in done) == ["s0.json", "s2.json"]
+    assert main(args("cut")) == 0
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # finished step counts were not redone
+    cut = json.loads((tmp_path / "cut.json").read_text())
+    strip = [{k: v for k, v in r.items() if not k.endswith("_s")} for r in ref["curves"]["kd"]]
+    assert [{k: v for k, v in r.items() if not k.endswith("_s")} for r in cut["curves"]["kd"]] == strip
+    assert (tmp_path / "cut.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="other settings"):  # the same folder with other settings is refused
+        main(args("cut") + ["--lr0", "0.01"])

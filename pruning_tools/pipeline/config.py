@@ -154,7 +154,12 @@ class RLConfig:
 
 @dataclass(frozen=True)
 class FinetuneSection:
-    """Stage 3 (see :class:`pruning_tools.surgery.finetune.FinetuneConfig`)."""
+    """Stage 3 (see :class:`pruning_tools.surgery.finetune.FinetuneConfig`).
+
+    ``distill_weight``: weight of knowledge distillation from the dense model (its head outputs as soft
+    targets beside the labels, :mod:`pruning_tools.train.distill`); 0 (default): off, the labels only.
+    ``distill_temperature``: the softening temperature of those targets.
+    """
 
     prune_steps: int = 2
     steps_per_prune: int = 10
@@ -164,8 +169,16 @@ class FinetuneSection:
     crop_width: int | None = 640
     checkpoint_every: int = 10
     bn_batches: int = 8
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.distill_weight < 0:
+            raise ValueError(f"finetune.distill_weight must be >= 0 (0: no distillation), got {self.distill_weight}")
+        if not self.distill_temperature > 0:
+            raise ValueError(f"finetune.distill_temperature must be > 0, got {self.distill_temperature}")
+        if self.distill_weight > 0 and self.steps_per_prune + self.final_steps == 0:
+            raise ValueError("finetune.distill_weight > 0 needs fine-tune batches (steps_per_prune or final_steps > 0)")
         if self.bn_batches < 0:
             raise ValueError(f"finetune.bn_batches must be >= 0, got {self.bn_batches}")
         if self.prune_steps < 1:

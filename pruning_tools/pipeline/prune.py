@@ -318,7 +318,9 @@ class Pipeline:
         fcfg = FinetuneConfig(prune_steps=c.finetune.prune_steps, steps_per_prune=c.finetune.steps_per_prune,
                               final_steps=c.finetune.final_steps, batch=c.finetune.batch,
                               lr0=c.finetune.lr0, checkpoint_every=c.finetune.checkpoint_every,
-                              bn_batches=c.finetune.bn_batches, seed=seed)
+                              bn_batches=c.finetune.bn_batches, seed=seed,
+                              distill_weight=c.finetune.distill_weight,
+                              distill_temperature=c.finetune.distill_temperature)
         choice = "gradient" if result.channel_scores is not None else "magnitude"
         meta = {"kind": "pruned", "method": method, "level": level, "level_name": name,
                 "target_metric": c.target_metric, "trial": trial, "seed": seed,

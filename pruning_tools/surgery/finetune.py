@@ -54,6 +54,9 @@ class FinetuneConfig:
     :param bn_batches: BatchNorm re-estimation batches after each pruning increment and at the end
         (pruning shifts activation statistics; a few fine-tune batches at BN momentum 0.03 would not).
     :param seed: data order/augmentation seed.
+    :param distill_weight: weight of the knowledge-distillation loss against the dense model's head
+        outputs beside the labels' detection loss (:mod:`pruning_tools.train.distill`); 0: off.
+    :param distill_temperature: softening temperature of the teacher's (and student's) outputs.
     """
 
     prune_steps: int = 2
@@ -64,8 +67,14 @@ class FinetuneConfig:
     checkpoint_every: int = 10
     bn_batches: int = 8
     seed: int = 0
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0
 
     def __post_init__(self) -> None:
+        if not self.distill_weight >= 0:
+            raise ValueError(f"distill_weight must be >= 0 (0: off), got {self.distill_weight}")
+        if not self.distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
         if self.prune_steps < 1:
             raise ValueError(f"prune_steps must be >= 1, got {self.prune_steps}")
         if self.steps_per_prune < 0 or self.final_steps < 0:
@@ -99,10 +108,14 @@ def prune_and_finetune(dense: nn.Module, space: PruningSpace, ratios: Sequence[f
                        desc: str = "stage 3") -> tuple[nn.Module, dict[str, Any]]:
     """Prune ``dense`` (not modified) to ``ratios`` stepwise with fine-tuning; resume from ``out_dir``.
 
+    With ``cfg.distill_weight > 0`` the loss adds knowledge distillation from ``dense`` (the teacher,
+    a frozen copy rebuilt from ``dense`` on every start, never checkpointed).
+
     :return: (pruned model in eval mode, summary dict). ``out_dir/model.pt`` holds the result.
     """
     import copy
 
+    from pruning_tools.train.distill import Distiller
     from pruning_tools.ultralytics_adapter import load_checkpoint, save_checkpoint
 
     out_dir = Path(out_dir)
@@ -130,6 +143,7 @@ def prune_and_finetune(dense: nn.Module, space: PruningSpace, ratios: Sequence[f
         model = copy.deepcopy(dense)
         apply_ratios(model, space, ratios * (1 / cfg.prune_steps), channel_scores)
         recalibrate_bn(model, stream, cfg.bn_batches, start=50_000)
+    distiller = Distiller(dense, cfg.distill_weight, cfg.distill_temperature) if cfg.distill_weight > 0 else None
     total = sum(cfg.steps_at(k) for k in range(cfg.prune_steps))
     done_before = sum(cfg.steps_at(k) for k in range(start_k)) + start_i
     bar = tqdm(total=total, initial=done_before, desc=desc, unit="batch", disable=not progress, mininterval=1.0)
@@ -157,7 +171,8 @@ def prune_and_finetune(dense: nn.Module, space: PruningSpace, ratios: Sequence[f
 
         if i < steps:
             _, ls = train_steps(model, stream, offset + i, offset + steps, offset + steps, cfg.lr0, opt,
-                                lrf=0.5, warmup=0, progress=bar, on_step=checkpoint)
+                                lrf=0.5, warmup=0, progress=bar, on_step=checkpoint,
+                                distiller=distiller)
             losses += ls
         if k + 1 >= cfg.prune_steps:
             break
@@ -171,7 +186,10 @@ def prune_and_finetune(dense: nn.Module, space: PruningSpace, ratios: Sequence[f
     recalibrate_bn(model, stream, cfg.bn_batches, start=100_000 * cfg.prune_steps + 50_000)
     model.eval()
     summary = {"config": asdict(cfg), "batches": total, "resumed_from": done_before, "wall_s": round(time.monotonic() - t0, 1),
-               "final_loss": float(np.mean(losses[-5:])) if losses else None}
+               "final_loss": float(np.mean(losses[-5:])) if losses else None,
+               "distill": ({**distiller.describe(), "final_kd_loss": (float(np.mean(distiller.history[-5:]))
+                                                                      if distiller.history else None)}
+                           if distiller is not None else None)}
     save_checkpoint(model, final_path, {**(meta or {}), "ratios_key": key, "finetune": summary})
     write_json(out_dir / "state.json", {"prune_step": cfg.prune_steps, "iter": 0, "ratios_key": key, "done": True,
                                          "total_batches": total, "updated": time.time()})
@@ -199,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-every", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bn-batches", type=int, default=2)
+    p.add_argument("--distill-weight", type=float, default=0.0, help="KD loss weight (0: off)")
+    p.add_argument("--distill-temperature", type=float, default=1.0)
     p.add_argument("--sleep", type=float, default=0.0, help="pause per batch (tests use it to kill mid-run)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -218,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         stream.get = slow_get  # type: ignore[method-assign]
     cfg = FinetuneConfig(prune_steps=a.prune_steps, steps_per_prune=a.steps_per_prune, final_steps=a.final_steps,
                          batch=a.batch, checkpoint_every=a.checkpoint_every, bn_batches=a.bn_batches,
-                         seed=a.seed)
+                         seed=a.seed, distill_weight=a.distill_weight, distill_temperature=a.distill_temperature)
     _, summary = prune_and_finetune(dense, space, ratios, stream, a.out, cfg, progress=False)
     print(json.dumps(summary))
     return 0

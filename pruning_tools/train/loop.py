@@ -17,13 +17,16 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from pruning_tools.data.yolo import BatchStream, MixedDataset, YoloDataset
+
+if TYPE_CHECKING:
+    from pruning_tools.train.distill import Distiller
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -99,14 +102,17 @@ def lr_at(step: int, total: int, lr0: float, lrf: float, warmup: int) -> float:
 def train_steps(model: nn.Module, stream: BatchStream, start: int, stop: int, total: int, lr0: float,
                 optimizer: torch.optim.Optimizer | None = None, lrf: float = 0.1, warmup: int = 0,
                 grad_clip: float = 10.0, progress: Any = None,
-                on_step: Callable[[int, float], None] | None = None) -> tuple[torch.optim.Optimizer, list[float]]:
+                on_step: Callable[[int, float], None] | None = None,
+                distiller: Distiller | None = None) -> tuple[torch.optim.Optimizer, list[float]]:
     """Run optimiser steps ``start..stop-1`` of a ``total``-step schedule.
 
     :param progress: optional tqdm-like bar updated once per step.
     :param on_step: callback ``(step, loss)`` after each step (e.g. periodic checkpoints).
-    :return: (optimizer, per-step losses).
+    :param distiller: adds its weighted KD loss against the teacher on the same batch
+        (:mod:`pruning_tools.train.distill`); its per-image values go to ``distiller.history``.
+    :return: (optimizer, per-step losses: detection + weighted KD, per image).
     """
-    from pruning_tools.ultralytics_adapter import detection_loss, reset_criterion
+    from pruning_tools.ultralytics_adapter import detection_loss, head_outputs, reset_criterion
 
     reset_criterion(model)
     opt = optimizer or make_optimizer(model, lr0)
@@ -117,7 +123,14 @@ def train_steps(model: nn.Module, stream: BatchStream, start: int, stop: int, to
         for g in opt.param_groups:
             g["lr"] = lr
         batch = stream.get(step)
-        loss, _ = detection_loss(model, batch)
+        if distiller is None:
+            loss, _ = detection_loss(model, batch)
+        else:
+            preds = head_outputs(model, batch["img"])
+            loss, _ = detection_loss(model, batch, preds)
+            kd = distiller.loss(batch["img"], preds)
+            loss = loss + kd.total
+            distiller.history.append(float(kd.total.detach()) / max(1, batch["img"].shape[0]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
