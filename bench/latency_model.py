@@ -52,6 +52,57 @@ def evaluation_vectors(space, lm, n: int, seed: int, max_ratio: float = 0.9) -> 
     return out
 
 
+def op_profile(path: Path, imgsz: tuple[int, int], threads: int, runs: int = 10) -> dict:
+    """Where the time goes: ONNX Runtime's profiler on one model, kernel time per operator type
+    (ms per inference, the graph as ONNX Runtime runs it after fusion)."""
+    import collections
+    import json as _json
+    import tempfile as _tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.log_severity_level = 3
+    so.enable_profiling = True
+    with _tempfile.TemporaryDirectory(prefix="sp_prof_") as tmp:
+        so.profile_file_prefix = str(Path(tmp) / "prof")
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).random((1, 3, *imgsz)).astype(np.float32)
+        for _ in range(runs):
+            sess.run(None, {sess.get_inputs()[0].name: x})
+        events = _json.loads(Path(sess.end_profiling()).read_text())
+    per: collections.Counter = collections.Counter()
+    nodes: collections.Counter = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            per[op] += e["dur"]
+            nodes[op] += 1
+    total = sum(per.values()) / runs / 1e3
+    return {"kernel_ms": round(total, 3), "ops": {op: {"ms": round(d / runs / 1e3, 3), "nodes": nodes[op] // runs,
+                                                        "share": round(d / runs / 1e3 / total, 4)}
+                                                   for op, d in per.most_common(10)}}
+
+
+def profiles(dense, space, precisions: list[str], a: argparse.Namespace) -> dict:
+    """:func:`op_profile` of dense and of uniform 60 % pruning at each precision."""
+    import tempfile as _tempfile
+
+    import numpy as np
+
+    from pruning_tools.quant.latency import export_for_timing, pruned_copy
+
+    out = {}
+    with _tempfile.TemporaryDirectory(prefix="sp_prof_models_") as tmp:
+        for name, model in (("dense", dense), ("uniform60", pruned_copy(dense, space, np.full(len(space), 0.6)))):
+            for prec in precisions:
+                path = export_for_timing(model, Path(tmp) / f"{name}_{prec}.onnx", tuple(a.imgsz), prec)
+                out[f"{name}_{prec}"] = op_profile(path, tuple(a.imgsz), a.threads)
+    return out
+
+
 def run_precision(dense, space, precision: str, a: argparse.Namespace, log) -> dict:
     import numpy as np
 
@@ -136,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=None, help="latency table cache (default ~/.cache/sparse_perception/latency)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-profile", action="store_true", help="skip the per-operator profile of dense and uniform 60 %%")
     a = p.parse_args(argv)
     a.models = a.models or (20 if a.quick else 30)
     a.runs = a.runs or (20 if a.quick else 40)
@@ -156,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     dense.eval()
     space = PruningSpace(dense, tuple(a.imgsz), a.round_to)
     results = [run_precision(dense, space, prec, a, log) for prec in a.precision]
+    prof = None if a.no_profile else profiles(dense, space, a.precision, a)
     png = a.json.with_suffix(".png")
     a.json.parent.mkdir(parents=True, exist_ok=True)
     plot(results, png)
@@ -163,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
            "round_to": a.round_to, "grid": a.grid, "runs": a.runs, "warmup": a.warmup, "quick": a.quick,
            "targets": TARGETS, "how": "one process, every network round-robin (order rotated per round), medians; "
                                       "offset/scale fitted on the calibration networks only",
-           "results": results, "plot": png.name, "machine": machine, "wall_s": round(time.monotonic() - t0, 1)}
+           "results": results, "op_profile": prof, "plot": png.name, "machine": machine, "wall_s": round(time.monotonic() - t0, 1)}
     summary = "\n".join(
         f"{r['precision']}: Spearman {r['spearman']:.3f} (target >= 0.9), median error {r['median_rel_error']:.1%} "
         f"(<= 10 %); speed-up: Spearman {r['speedup_spearman']:.3f}, median error "

@@ -105,3 +105,19 @@ def test_finetune_curve_resumes_and_skips_finished_step_counts(tmp_path: Path, m
     assert (tmp_path / "cut.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="other settings"):  # the same folder with other settings is refused
         main(args("cut") + ["--lr0", "0.01"])
+
+
+@pytest.mark.slow
+def test_latency_model_bench_compares_predictions_with_interleaved_measurements(tmp_path: Path) -> None:
+    out = tmp_path / "lm.json"
+    assert _bench("latency_model").main(["--json", str(out), "--imgsz", "64", "192", "--precision", "fp32", "int8",
+                                         "--models", "4", "--runs", "3", "--warmup", "1", "--calibrate", "1",
+                                         "--grid", "3", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
+    res = json.loads(out.read_text())
+    assert [r["precision"] for r in res["results"]] == ["fp32", "int8"] and (tmp_path / "lm.png").is_file()
+    for r in res["results"]:
+        assert len(r["models"]) == 4 and r["calibration"]["models"] == 4  # dense, 2 uniform, 1 random: never evaluated
+        assert all(m["measured_ms"] > 0 and m["predicted_ms"] > 0 for m in r["models"])
+        assert -1.0 <= r["spearman"] <= 1.0 and r["median_rel_error"] >= 0 and set(r["targets_met"]) == {
+            "spearman", "median_rel_error"}
+    assert {"QLinearConv"} <= set(res["op_profile"]["dense_int8"]["ops"]) and res["machine"]["cpu"]

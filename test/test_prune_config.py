@@ -23,6 +23,14 @@ def test_shipped_configs_load(name: str) -> None:
         cfg.trials = 5  # type: ignore[misc]
 
 
+def test_zoo_profile_builds_latency_levels_with_the_full_pipeline() -> None:
+    cfg = load_config(CONFIGS / "zoo.yaml")
+    assert cfg.target_metric == "latency" and cfg.levels == (1.5, 2, 3) and "full" in cfg.methods
+    assert cfg.rl.budget == "spread" and cfg.finetune.distill_weight > 0
+    assert cfg.finetune.prune_steps * cfg.finetune.steps_per_prune + cfg.finetune.final_steps >= 200
+    assert cfg.rl.episodes >= 96 and cfg.latency.runs >= 20
+
+
 @pytest.mark.parametrize("raw, match", [
     ({"rl": {"episodez": 3}}, r"unknown key 'rl.episodez'"),
     ({"colour": 1}, r"unknown key 'colour'"),
