@@ -249,7 +249,8 @@ def run_arm(a: argparse.Namespace, setup: dict[str, Any], arm: str) -> list[dict
     todo = [s for s in a.steps if not (out / f"s{s}.json").is_file()]
     done = [json.loads((out / f"s{s}.json").read_text()) for s in a.steps if s not in todo]
     if not todo or a.report_only:
-        log(f"{arm}: " + (f"step counts {todo} not done yet (--report-only)" if todo else "every step count done earlier"))
+        log(f"{arm}: " + (f"step counts {todo} not done yet (--report-only)" if todo
+                          else "every step count done earlier"))
         return done
     work, optim = out / "work.pt", out / "optim.pt"
     step, model = 0, None
