@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="run the arms as Ray tasks (e.g. 'local')")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the JSON and plot from the step counts finished so far")
     a = p.parse_args(argv)
     q = a.quick
     a.frames = a.frames or (40 if q else 240)
@@ -246,8 +248,9 @@ def run_arm(a: argparse.Namespace, setup: dict[str, Any], arm: str) -> list[dict
     total = max(a.steps)
     todo = [s for s in a.steps if not (out / f"s{s}.json").is_file()]
     done = [json.loads((out / f"s{s}.json").read_text()) for s in a.steps if s not in todo]
-    if not todo:
-        log(f"{arm}: every step count done earlier")
+    if not todo or a.report_only:
+        log(f"{arm}: " + (f"step counts {todo} not done yet (--report-only)" if todo
+                          else "every step count done earlier"))
         return done
     work, optim = out / "work.pt", out / "optim.pt"
     step, model = 0, None
@@ -320,7 +323,7 @@ def _arm_task(args: dict[str, Any], setup: dict[str, Any], arm: str) -> list[dic
 
 
 def run_arms(a: argparse.Namespace, setup: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    if not a.ray:
+    if not a.ray or a.report_only:
         return {arm: run_arm(a, setup, arm) for arm in a.arms}
     import ray
 
@@ -404,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                      "steps": a.steps, "bn_batches": a.bn_batches, "importance_batches": a.importance_batches,
                      "distill_weight": a.distill_weight, "distill_temperature": a.distill_temperature,
                      "seed": a.seed, "threads": a.threads, "quick": a.quick, "ray": a.ray},
+        "missing": {arm: [s for s in a.steps if s not in {r["step"] for r in recs}] for arm, recs in curves.items()},
         "data": {"dataset": setup["data"], "generated_frames": None if a.data else a.frames,
                  "generate_seed": None if a.data else a.generate_seed, "mix": setup["mix"],
                  "real_eval": dense.get("real", {}).get("frames")},

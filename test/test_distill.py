@@ -143,3 +143,22 @@ def test_distill_config_default_off_and_passed_through() -> None:
     assert (c.distill_weight, c.distill_temperature) == (2.0, 3.0)
     with pytest.raises(ValueError, match="distill_weight"):
         FinetuneConfig(distill_weight=-1.0)
+
+
+def test_prune_run_passes_distillation_to_stage3_and_records_it(data: Path, tmp_path: Path) -> None:
+    from pruning_tools.pipeline.prune import Pipeline
+
+    base = ua.save_checkpoint(ua.build_model("yolov5n.yaml"), tmp_path / "base.pt")
+    cfg = config_from_dict({
+        "name": "kd", "baseline": str(base), "levels": [0.5], "methods": ["uniform"], "round_to": 8, "threads": 1,
+        "data": {"dataset": str(data), "imgsz": list(IMGSZ), "val_images": 1, "test_images": 1},
+        "finetune": {"prune_steps": 1, "steps_per_prune": 0, "final_steps": 2, "batch": 2, "crop_width": None,
+                     "bn_batches": 1, "distill_weight": 0.5, "distill_temperature": 1.5},
+        "latency": {"runs": 1, "warmup": 0}})
+    pipe = Pipeline(cfg, tmp_path / "run", progress=False)
+    inputs = pipe.prepare()
+    dense_res = pipe.measure(inputs.dense, inputs.data)
+    rec = pipe.run_unit(inputs, "uniform", 0.5, 0, None, dense_res)
+    kd = rec["finetune"]["distill"]
+    assert (kd["weight"], kd["temperature"]) == (0.5, 1.5) and kd["final_kd_loss"] > 0
+    assert rec["finetune"]["config"]["distill_weight"] == 0.5

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning_tools.ultralytics_adapter import HeadOutputs, head_outputs
+from pruning_tools.ultralytics_adapter import HeadOutputs, detect_head, head_outputs
 
 _EPS = 1e-7
 
@@ -129,6 +129,4 @@ class Distiller:
                 "normalisation": "x T^2 / teacher soft foreground count x batch size"}
 
     def _reg_max(self) -> int:
-        from pruning_tools.ultralytics_adapter import detect_head
-
         return int(detect_head(self.teacher).reg_max)
