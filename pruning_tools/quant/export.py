@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import yaml
 
 from pruning_tools.quant.bisection import SEARCH_PRECISIONS, OrtMeasurer, SearchConfig, SearchResult, search_precision
-from pruning_tools.quant.ladder import LadderDecision, LadderLevel, monotone_ladder
+from pruning_tools.quant.ladder import LadderLevel, monotone_ladder
 from pruning_tools.quant.quantize import Int8Builder, QuantConfig, QuantizeError, select_calibration_files, split_images
 from sparse_perception.runtime.zoo import LEVEL_RE, RESERVED_LEVELS
 
@@ -196,6 +196,8 @@ def _artifact(zoo: Path, src: LevelSource, prec: str, backend: str, path: Path, 
     }
     if src.speedup_target is not None:
         art["speedup_target"] = float(src.speedup_target)
+    if src.target_metric is not None:
+        art["target_metric"] = src.target_metric
     if trt is not None:
         art["tensorrt"] = trt
     return art
