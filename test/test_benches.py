@@ -1,6 +1,7 @@
 """The benches measure what they claim.
 
-Decode runs on the node's real prediction count; an mAP drop is judged only where the model detects.
+Decode runs on the node's real prediction count; an mAP drop is judged only where the model detects;
+the zoo ladder times every selected engine, excluded levels included, in one interleaved run.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def test_quant_bench_does_not_judge_the_drop_of_a_model_that_detects_nothing() -
 
 def test_every_bench_writes_its_json_through_the_shared_writer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     benches = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
-    assert len(benches) == 8
+    assert len(benches) == 10
     for name in benches:
         assert _bench(name).write_result.__module__ == "_report", name
     report = _bench("_report")
@@ -121,3 +122,43 @@ def test_latency_model_bench_compares_predictions_with_interleaved_measurements(
         assert -1.0 <= r["spearman"] <= 1.0 and r["median_rel_error"] >= 0 and set(r["targets_met"]) == {
             "spearman", "median_rel_error"}
     assert {"QLinearConv"} <= set(res["op_profile"]["dense_int8"]["ops"]) and res["machine"]["cpu"]
+def test_zoo_ladder_times_every_selected_engine_and_scores_real_frames(test_zoo: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    from pruning_tools.data import generate_dataset
+    from sparse_perception.runtime.zoo import write_manifest
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(test_zoo.parent, zoo)
+    data = json.loads((zoo / "manifest.json").read_text())
+    s50 = [a for a in data["artifacts"] if a["level"] == "s50"]
+    data["artifacts"] = [a for a in data["artifacts"] if a["level"] != "s50"]
+    row = {"backend": "onnxruntime", "precision": "fp32", "reason": "r"}
+    data["ladder"] = {"rule": "r", "levels": [{**row, "level": "dense"}, {**row, "level": "s75"}],
+                      "excluded": [{**row, "level": "s50", "speedup_vs_dense": 0.9, "artifacts": s50}]}
+    write_manifest(zoo / "manifest.json", data)
+    real = tmp_path / "real"
+    generate_dataset(real, frames=2, seed=3, progress=False)
+    split = tmp_path / "split.json"  # the zoo names no run: its frames are judged against the shipped baseline's
+    split.write_text(json.dumps({"train": [], "val": [], "test": ["000000", "000001"]}))
+    mod = _bench("zoo_ladder")
+    out = tmp_path / "ladder.json"
+    assert mod.main(["--zoo", str(zoo), "--json", str(out), "--runs", "20", "--warmup", "1",
+                     "--real-eval", str(real), "--real-split-file", str(split)]) == 0
+    res = json.loads(out.read_text())
+    rows = {r["level"]: r for r in res["levels"]}
+    assert [r["level"] for r in res["levels"]] == ["dense", "s75", "s50"] and res["excluded"] == ["s50"]
+    assert rows["s50"]["in_zoo"] is False and rows["s50"]["excluded_reason"] == "r"
+    assert rows["dense"]["speedup_vs_dense"] == 1.0 and rows["dense"]["speedup_vs_dense_int8"] is None  # no int8 here
+    for r in res["levels"]:
+        assert r["latency_ms"]["runs"] == 20 and r["latency_ms"]["median_ms"] > 0
+        assert r["speedup_vs_dense"] == pytest.approx(rows["dense"]["latency_ms"]["median_ms"]
+                                                      / r["latency_ms"]["median_ms"], rel=1e-3)
+        assert r["real"]["n_images"] == 2 and 0.0 <= r["real_car_ap"] <= 1.0
+    assert res["config"]["runs"] == 20 and {"cpu", "loadavg"} <= set(res["machine"])
+    assert "onnxruntime" in res["versions"] and "x dense" in capsys.readouterr().out
+    assert mod.main(["--zoo", str(zoo), "--json", str(out), "--runs", "5"]) == 2  # medians of >= 20 rounds
+    (zoo / "s50" / s50[0]["path"].split("/")[-1]).write_bytes(b"tampered")
+    assert mod.main(["--zoo", str(zoo), "--json", str(tmp_path / "t.json")]) == 2
+    assert "sha256" in capsys.readouterr().err and not (tmp_path / "t.json").exists()

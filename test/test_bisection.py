@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from helpers.quant_data import IMGSZ, tiny_dataset, tiny_model
-from pruning_tools.quant.bisection import OrtMeasurer, SearchConfig, search_precision
+from pruning_tools.quant.bisection import OrtMeasurer, SearchConfig, search_precision, time_interleaved
 from pruning_tools.quant.quantize import Int8Builder, QuantConfig, export_fp32, float_weight_convs, select_calibration_files
 
 
@@ -31,6 +31,8 @@ def _check_invariants(res: Any, delta: float) -> None:
     assert ref.precision == "fp32" and ref.accepted and ref.reason == "reference"
     for c in res.candidates:  # every candidate fully logged, and accepted <=> within delta
         assert c.map50_95 is not None and c.latency_ms["median"] > 0 and c.latency_ms["backend"] == "onnxruntime"
+        # the latency probes: every candidate of the search timed round-robin in one process
+        assert c.latency_ms["interleaved"] is True and c.latency_ms["models"] == len(res.candidates)
         assert c.accepted == (c.drop_points <= delta + 1e-9)
         assert Path(c.path).is_file()
     assert sel[0].latency_ms["median"] == min(c.latency_ms["median"] for c in res.candidates if c.accepted)
@@ -95,3 +97,23 @@ def test_config_errors() -> None:
         SearchConfig(delta=-1)
     with pytest.raises(ValueError, match="precisions"):
         SearchConfig(precisions=("fp8",))
+
+
+def test_time_interleaved_rotates_and_reports_medians() -> None:
+    import numpy as np
+
+    calls: list[str] = []
+
+    def fn(name: str):
+        return lambda x: calls.append(name)
+
+    out = time_interleaved([fn("a"), fn("b"), fn("c")], np.zeros(1), warmup=1, runs=4, backend="x")
+    assert calls[:3] == ["a", "b", "c"]  # warm-up: each once
+    rounds = [calls[3 + 3 * r: 6 + 3 * r] for r in range(4)]
+    assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    assert [o["runs"] for o in out] == [4, 4, 4] and all(o["interleaved"] and o["models"] == 3 for o in out)
+    assert all(o["median"] >= 0 and o["backend"] == "x" for o in out)
+    with pytest.raises(ValueError):
+        time_interleaved([], np.zeros(1), 0, 1)
+    with pytest.raises(ValueError):
+        time_interleaved([fn("a")], np.zeros(1), 0, 0)

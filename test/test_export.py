@@ -47,23 +47,47 @@ def zoo(prune_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
 
 
 def test_manifest_describes_zoo(zoo: tuple[Path, str]) -> None:
-    out, _ = zoo
+    out, text = zoo
     m = load_manifest(out / "manifest.json", verify=True)  # schema + every sha256
-    assert m.levels() == ["dense", "s75"]
+    raw = json.loads((out / "manifest.json").read_text())
+    ladder = raw["ladder"]
+    kept = [r["level"] for r in ladder["levels"]]
+    excluded = [r["level"] for r in ladder["excluded"]]
+    # every level is on the ladder or reported as left out; the node sees the ladder only
+    assert kept[0] == "dense" and sorted(kept + excluded) == ["dense", "s75"] and m.levels() == kept
+    assert m.excluded() == ladder["excluded"] and all(f"excluded from the zoo: {lv}" in text for lv in excluded)
     # the bisection selects (and the policy's per-condition mAP come from) the val split, never test
-    assert json.loads((out / "manifest.json").read_text())["data"]["split"] == "val"
+    assert raw["data"]["split"] == "val"
+    assert raw["data"]["latency_timing"]["interleaved"] and raw["data"]["latency_timing"]["runs"] >= 20
+    assert ladder["timing"]["runs"] >= 20 and "round-robin" in ladder["timing"]["method"]
+    records = raw["artifacts"] + [a for r in ladder["excluded"] for a in r["artifacts"]]
     for level in ("dense", "s75"):
-        arts = [a for a in m.artifacts if a.level == level]
-        assert {a.precision for a in arts} == {"fp32", "fp16", "int8"}
-        assert sum(a.selected for a in arts) == 1  # the bisection's choice per (level, backend)
+        arts = [a for a in records if a["level"] == level]
+        assert {a["precision"] for a in arts} == {"fp32", "fp16", "int8"}
+        assert sum(a["selected"] for a in arts) == 1  # the bisection's choice per (level, backend)
         for a in arts:
-            assert a.path.is_file() and a.input_shape == (1, 3, *IMGSZ)
-            assert a.class_names == ("Car", "Pedestrian", "Cyclist") and a.map50_95 is not None
-            assert a.latency_ms["median"] > 0 and a.latency_ms["device"].startswith("cpu")
-            assert a.raw["source_checkpoint"].endswith(".pt") and a.raw["created"] and a.raw["size_bytes"] > 0
-        sel = m.select(level, "onnxruntime")
-        assert sel.raw["accepted"] and sel.raw["map_drop_points"] <= 1.0
-    assert m.select("s75", "onnxruntime").sparsity == pytest.approx(0.74)
+            assert (out / a["path"]).is_file() and a["input_shape"] == [1, 3, *IMGSZ]
+            assert a["class_names"] == ["Car", "Pedestrian", "Cyclist"] and a["map50_95"] is not None
+            assert a["latency_ms"]["median"] > 0 and a["latency_ms"]["device"].startswith("cpu")
+            assert a["latency_ms"]["interleaved"] is True and a["latency_ms"]["runs"] >= 20
+            assert a["source_checkpoint"].endswith(".pt") and a["created"] and a["size_bytes"] > 0
+            assert a["param_sparsity"] == pytest.approx(0.0 if level == "dense" else 0.74)
+            assert "speedup_target" not in a  # a parameter-level run has none
+        sel = next(a for a in arts if a["selected"])
+        assert sel["accepted"] and sel["map_drop_points"] <= 1.0
+    rows = {r["level"]: r for r in ladder["levels"] + ladder["excluded"]}
+    dense_ms = rows["dense"]["latency_ms"]["median"]
+    for lv, r in rows.items():  # speed-ups from the one interleaved timing, at the selected precisions
+        assert r["speedup_vs_dense"] == pytest.approx(dense_ms / r["latency_ms"]["median"], rel=1e-3)
+        assert r["latency_ms"]["models"] == 2 and r["latency_ms"]["interleaved"] is True
+    assert rows["dense"]["speedup_vs_dense"] == 1.0 and m.select("dense", "onnxruntime").speedup_vs_dense == 1.0
+    lat = [rows[lv]["latency_ms"]["median"] for lv in kept]
+    assert all(a > b for a, b in zip(lat, lat[1:]))  # a monotone ladder
+    for lv in kept:  # the kept levels' selected artifacts carry the ladder's figures
+        sel = m.select(lv, "onnxruntime")
+        assert sel.speedup_vs_dense == rows[lv]["speedup_vs_dense"] and sel.latency_ms == rows[lv]["latency_ms"]
+    if "s75" in kept:
+        assert m.select("s75", "onnxruntime").sparsity == pytest.approx(0.74)
     log = json.loads((out / "bisection_log.json").read_text())
     assert [s["level"] for s in log["searches"]] == ["dense", "s75"]
     for s in log["searches"]:
@@ -124,3 +148,72 @@ def test_real_eval_adds_real_frame_ap_to_every_onnx_artifact(prune_run: Path, tm
     assert main(["--run", str(prune_run), "--zoo", str(tmp_path / "z2"), "--quick", "--levels", "dense",
                  "--real-eval", str(tmp_path / "missing"), "--no-progress"]) == 2
     assert not list(tmp_path.glob("z2*")), "a refused export leaves nothing behind"
+
+
+def _latency_run(prune_run: Path, tmp: Path) -> Path:
+    """A run whose pruned level is a speed-up target (the ``level_name`` / ``speedup_target`` keys of
+    ``target_metric: latency`` runs), sharing the fixture's checkpoints and dataset."""
+    run = tmp / "latency_run"
+    run.mkdir()
+    (run / "config.yaml").write_text((prune_run / "config.yaml").read_text())
+    (run / "summary.json").write_text(json.dumps({
+        "baseline": str(prune_run / "baseline.pt"), "imgsz": list(IMGSZ),
+        "checkpoints": [{"method": "full", "level": 1.5, "level_name": "x1.5", "target_metric": "latency",
+                         "speedup_target": 1.5, "trial": 0, "sparsity": 0.74,
+                         "path": str(prune_run / "full" / "s75" / "model.pt")}]}))
+    return run
+
+
+def _export_fp32(run: Path, out: Path) -> str:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["--run", str(run), "--zoo", str(out), "--quick", "--precisions", "fp32", "--no-progress"])
+    assert rc == 0, buf.getvalue()
+    return buf.getvalue()
+
+
+def test_latency_levels_keep_their_names_and_targets(prune_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "zoo"
+    _export_fp32(_latency_run(prune_run, tmp_path), out)
+    raw = json.loads((out / "manifest.json").read_text())
+    rows = {r["level"]: r for r in raw["ladder"]["levels"] + raw["ladder"]["excluded"]}
+    assert set(rows) == {"dense", "x1.5"} and rows["x1.5"]["speedup_target"] == 1.5
+    assert (out / "x1.5" / "model_fp32.onnx").is_file()
+    records = raw["artifacts"] + [a for r in raw["ladder"]["excluded"] for a in r["artifacts"]]
+    x = next(a for a in records if a["level"] == "x1.5")
+    assert x["speedup_target"] == 1.5 and x["param_sparsity"] == pytest.approx(0.74) and x["path"].startswith("x1.5/")
+    m = load_manifest(out / "manifest.json", verify=True)
+    if "x1.5" in m.levels():
+        assert m.select("x1.5", "onnxruntime").speedup_target == 1.5
+
+
+def test_a_level_slower_than_a_more_accurate_one_is_left_out(prune_run: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from pruning_tools.quant import bisection
+
+    real = bisection.measure_latencies
+
+    def slow_pruned(measurer, paths):  # the ladder's timing (engines of several levels): x1.5 made slow
+        out = real(measurer, paths)
+        if len({Path(p).parent.name for p in paths}) > 1:
+            dense = next(o for p, o in zip(paths, out) if Path(p).parent.name == "dense")
+            for p, o in zip(paths, out):
+                if Path(p).parent.name == "x1.5":
+                    o["median"] = round(dense["median"] * 1.25, 3)
+        return out
+
+    monkeypatch.setattr(bisection, "measure_latencies", slow_pruned)
+    out = tmp_path / "zoo"
+    text = _export_fp32(_latency_run(prune_run, tmp_path), out)
+    raw = json.loads((out / "manifest.json").read_text())
+    assert [r["level"] for r in raw["ladder"]["levels"]] == ["dense"]
+    (ex,) = raw["ladder"]["excluded"]
+    assert ex["level"] == "x1.5" and ex["beaten_by"] == "dense" and ex["speedup_vs_dense"] == pytest.approx(0.8)
+    assert ex["speedup_target"] == 1.5 and [a["precision"] for a in ex["artifacts"]] == ["fp32"]
+    assert "excluded from the zoo: x1.5" in text and "EXCLUDED" in text
+    m = load_manifest(out / "manifest.json", verify=True)
+    assert m.levels() == ["dense"] and all(a.level == "dense" for a in m.artifacts)  # the node never loads it
+    assert (out / ex["artifacts"][0]["path"]).is_file()  # left on disk for inspection, listed with its sha256

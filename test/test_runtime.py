@@ -84,3 +84,29 @@ def test_from_model(tmp_path: Path) -> None:
         EnginePool.from_model(tmp_path / "none.onnx")
     with pytest.raises(ValueError):
         RuntimeConfig(conf_thres=1.5)
+
+
+def test_dotted_latency_levels_swap_by_name_and_excluded_levels_are_not_loaded(tmp_path: Path) -> None:
+    """``x1.5``-style level names (``target_metric: latency``) through the pool and ``~/set_sparsity``'s core;
+    a level the export's ladder left out is not in ``artifacts``, so the node can neither load nor select it."""
+    from sparse_perception.runtime.detector_core import DetectorCore
+    from sparse_perception.runtime.zoo import write_manifest
+
+    path = tiny_zoo(tmp_path, {"dense": (0.0, 8), "x1.5": (0.3, 4), "s50": (0.5, 4)})
+    data = json.loads(path.read_text())
+    s50 = [a for a in data["artifacts"] if a["level"] == "s50"]
+    data["artifacts"] = [a for a in data["artifacts"] if a["level"] != "s50"]
+    row = {"backend": "onnxruntime", "precision": "fp32", "reason": "r"}
+    data["ladder"] = {"levels": [{**row, "level": "dense"}, {**row, "level": "x1.5", "speedup_target": 1.5}],
+                      "excluded": [{**row, "level": "s50", "artifacts": s50}]}
+    write_manifest(path, data)
+    pool = EnginePool.from_manifest(path, cfg=RuntimeConfig(threads=1, warmup_runs=0))
+    assert pool.levels() == ["dense", "x1.5"]
+    core = DetectorCore(log=type("L", (), {"info": print, "error": print})())
+    core.load(pool, None, "manual")
+    ok, msg, _ = core.set_sparsity("x1.5", -1.0)
+    assert ok and "'x1.5'" in msg and pool.active_level == "x1.5"
+    assert pool.detect(np.zeros((50, 80, 3), np.uint8)).level == "x1.5"
+    ok, msg, _ = core.set_sparsity("s50", -1.0)
+    assert not ok and "s50" in msg and "x1.5" in msg  # names the available levels
+    core.release()

@@ -119,3 +119,57 @@ def test_symlink_inside_the_zoo_is_allowed(tmp_path: Path) -> None:
     data["artifacts"][0]["path"] = "dense/alias.onnx"
     m = load_manifest(write_manifest(tmp_path / "manifest.json", data), verify=True)
     assert m.select("dense", "onnxruntime").path == (tmp_path / "dense" / "model_fp32.onnx").resolve()
+
+
+def _ladder_manifest(tmp: Path) -> dict:
+    """A manifest as ``pruning-tools export`` writes it since the speed ladder: a dotted latency level
+    (``x1.5``), per-level speed-ups, and one excluded level."""
+    data = _manifest(tmp)
+    data["artifacts"][1].update(level="x1.5", param_sparsity=0.42, speedup_target=1.5, speedup_vs_dense=1.61)
+    (tmp / "x1.5").mkdir(exist_ok=True)
+    (tmp / "s75" / "model_int8.onnx").rename(tmp / "x1.5" / "model_int8.onnx")
+    data["artifacts"][1]["path"] = "x1.5/model_int8.onnx"
+    data["artifacts"][0].update(param_sparsity=0.0, speedup_vs_dense=1.0)
+    row = {"backend": "onnxruntime", "precision": "int8", "map50_95": 0.4, "latency_ms": {"median": 10.0}}
+    data["ladder"] = {"rule": "...", "timing": {"runs": 20},
+                      "levels": [{**row, "level": "dense", "speedup_vs_dense": 1.0, "reason": "reference (dense)"},
+                                 {**row, "level": "x1.5", "speedup_vs_dense": 1.61, "speedup_target": 1.5,
+                                  "reason": "faster"}],
+                      "excluded": [{**row, "level": "s50", "speedup_vs_dense": 0.97, "beaten_by": "dense",
+                                    "reason": "not faster than dense", "artifacts": []}]}
+    return data
+
+
+def test_ladder_manifest_loads_with_dotted_levels(tmp_path: Path) -> None:
+    m = load_manifest(write_manifest(tmp_path / "manifest.json", _ladder_manifest(tmp_path)), verify=True)
+    assert m.levels() == ["dense", "x1.5"]
+    a = m.select("x1.5", "onnxruntime")
+    assert (a.param_sparsity, a.speedup_target, a.speedup_vs_dense) == (0.42, 1.5, 1.61)
+    assert [r["level"] for r in m.ladder["levels"]] == ["dense", "x1.5"]
+    assert [r["level"] for r in m.excluded("onnxruntime")] == ["s50"] and m.excluded("tensorrt") == []
+
+
+def test_old_manifest_has_no_ladder_keys(tmp_path: Path) -> None:
+    m = load_manifest(write_manifest(tmp_path / "manifest.json", _manifest(tmp_path)))
+    a = m.select("s75", "onnxruntime")
+    assert (a.param_sparsity, a.speedup_target, a.speedup_vs_dense) == (None, None, None)
+    assert m.ladder == {} and m.excluded() == []
+
+
+@pytest.mark.parametrize("mutate,field", [
+    (lambda d: d["artifacts"][1].update(level="x1."), "artifacts[1].level"),
+    (lambda d: d["artifacts"][1].update(level=".."), "artifacts[1].level"),
+    (lambda d: d["artifacts"][1].update(level="x1..5"), "artifacts[1].level"),
+    (lambda d: d["artifacts"][1].update(speedup_vs_dense=0), "artifacts[1].speedup_vs_dense"),
+    (lambda d: d["artifacts"][1].update(param_sparsity=1.0), "artifacts[1].param_sparsity"),
+    (lambda d: d["ladder"]["excluded"][0].pop("reason"), "ladder.excluded[0]"),
+    (lambda d: d["ladder"]["excluded"][0].update(level="x1.5"), "ladder.excluded[0]"),  # excluded yet listed
+    (lambda d: d["ladder"]["levels"][1].update(level="x3"), "ladder.levels[1]"),  # kept, no artifact
+    (lambda d: d["ladder"].pop("excluded"), "ladder"),
+])
+def test_bad_ladder_field_named(tmp_path: Path, mutate, field: str) -> None:
+    data = copy.deepcopy(_ladder_manifest(tmp_path))
+    mutate(data)
+    with pytest.raises(ManifestError, match="invalid field") as err:
+        write_manifest(tmp_path / "manifest.json", data)
+    assert field in str(err.value)

@@ -70,6 +70,31 @@ def zoo_lines(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+def ladder_lines(manifest: dict[str, Any]) -> list[str]:
+    """The speed ladder the export kept (and the levels it left out): each level's selected engine, its
+    measured speed-up over the dense engine (one interleaved timing of all of them) and why it is in or out.
+    ``[]`` for a zoo written before the ladder existed."""
+    ladder = manifest.get("ladder") or {}
+    rows = [(r, True) for r in ladder.get("levels", [])] + [(r, False) for r in ladder.get("excluded", [])]
+    if not rows:
+        return []
+    lines = ["| Level | Backend | Precision | Parameters removed | Speed-up target | Latency median (ms) | "
+             "Speed-up vs dense | mAP50-95 (val) | In the zoo |", "|---|---|---|---|---|---|---|---|---|"]
+    for r, kept in rows:
+        tgt = r.get("speedup_target")
+        sp = r.get("speedup_vs_dense")
+        lines.append(f"| {r['level']} | {r['backend']} | {r.get('precision', '–')} | "
+                     f"{_f(r.get('param_sparsity'), 100)} % | {'x' + format(tgt, 'g') if tgt else '–'} | "
+                     f"{_f((r.get('latency_ms') or {}).get('median'), fmt='{:.2f}')} | "
+                     f"{'–' if sp is None else f'{sp:.2f}x'} | {_f(r.get('map50_95'), 100)} | "
+                     f"{'yes' if kept else 'no: ' + r.get('reason', '')} |")
+    timing = ladder.get("timing") or {}
+    lines += ["", "Every selected engine timed round-robin in one process "
+                  f"({timing.get('runs', '?')} rounds, medians); a level stays only when it is faster than every "
+                  "more accurate level kept (accuracy: the val-split mAP50-95 the precision search selected on)."]
+    return lines
+
+
 def condition_lines(manifest: dict[str, Any], live: dict[str, Any] | None) -> list[str]:
     """mAP50-95 per driving condition: each selected zoo artifact on the export's split (val: the
     split the bisection and the condition policy select on), and live."""
@@ -221,7 +246,8 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], profile: dict
     md += ["![mAP vs latency](pareto.png)", "", "## Engine zoo (quantisation by constrained bisection)", "",
            f"Accuracy-drop bound δ = {manifest.get('data', {}).get('delta_points')} mAP50-95 points; "
            f"{len(manifest.get('artifacts', []))} artifacts; the node preloads the selected one per level.", "",
-           *zoo_lines(manifest), "", "## Accuracy per driving condition", "", *condition_lines(manifest, live), ""]
+           *zoo_lines(manifest), "", *((["### Speed ladder", "", *lad, ""]) if (lad := ladder_lines(manifest)) else []),
+           "## Accuracy per driving condition", "", *condition_lines(manifest, live), ""]
     if "conditions" in plots:
         md += ["![per-condition accuracy](conditions.png)", ""]
     md += ["## Condition policy", "",
@@ -242,7 +268,7 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], profile: dict
     md_path, js_path = run_dir / "report.md", run_dir / "report.json"
     md_path.write_text("\n".join(md))
     report = {"profile": profile, "device": dev, "data": data, "table1": {"dense": prune["dense"], "aggregate": prune.get("aggregate", [])}, "rl_minus_no_rl_points": gains,
-              "prune_targets": prune.get("targets"), "zoo": manifest.get("artifacts"),
+              "prune_targets": prune.get("targets"), "zoo": manifest.get("artifacts"), "zoo_ladder": manifest.get("ladder"),
               "policy": {k: policy.get(k) for k in ("timesteps", "latency_budget_ms", "mean_reward_per_step")},
               "live": {k: v for k, v in (live or {}).items() if k != "per_frame"},
               "wall_s": wall_times, "plots": {k: str(v) for k, v in plots.items()}}

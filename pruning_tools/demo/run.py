@@ -194,8 +194,11 @@ class Demo:
         args += self.real_args()
         r.sh(self.cli(*args), "export")
         manifest = json.loads((zoo / "manifest.json").read_text())
+        excluded = [r["level"] for r in (manifest.get("ladder") or {}).get("excluded", [])]
+        if excluded:
+            r.log(f"left out of the zoo's speed ladder (not faster than a more accurate level): {excluded}")
         return {"zoo": str(zoo), "manifest": str(zoo / "manifest.json"),
-                "artifacts": len(manifest.get("artifacts", []))}
+                "artifacts": len(manifest.get("artifacts", [])), "excluded_levels": excluded}
 
     def stage_policy(self, r: StageRunner) -> dict[str, Any]:
         manifest = r.result("export")["manifest"]

@@ -12,7 +12,10 @@ For one model and one target backend the search walks precision 32 -> 16 -> 8:
    whose mAP drop is within ``delta`` (``k = 0`` first; ``k = K`` bounds feasibility; then halving).
 4. Among all admitted candidates the one with the lowest **measured** median latency on the target
    backend is selected. Nothing is assumed about speed: on ONNX Runtime CPU FP16 is typically not
-   faster than FP32, and the measurement decides.
+   faster than FP32, and the measurement decides. The latency probes are not taken one candidate
+   after another (a shared machine's slow phase would pick the winner): once every candidate of the
+   search is built, all of them are timed **interleaved** — round-robin in this one process, the
+   order rotated each round, medians (:meth:`Measurer.latencies`, :func:`time_interleaved`).
 
 Every candidate tried — precision, fallback set, mAP, latency, admitted or not, why — is logged to
 the console and returned for the JSON search log (:meth:`SearchResult.to_dict`).
@@ -71,6 +74,11 @@ class Measurer(Protocol):
 
     def latency(self, onnx_path: Path) -> dict[str, Any]:
         """:return: ``{"median", "p95", "backend", "device", "threads"}`` in milliseconds."""
+        ...
+
+    def latencies(self, onnx_paths: Sequence[Path]) -> list[dict[str, Any]]:
+        """Latency of several models timed interleaved (round-robin in one process), one dict per path
+        as :meth:`latency`, plus ``"interleaved": True`` and ``"models"``."""
         ...
 
     def infer_fn(self, onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
@@ -220,7 +228,6 @@ def search_precision(fp32: Path, out_dir: Path, measurer: Measurer, cfg: SearchC
         acc = measurer.accuracy(path)
         c.map50_95, c.map50 = acc.get("map50_95"), acc.get("map50")
         c.map_by_condition = acc.get("map_by_condition", {}) or {}
-        c.latency_ms = measurer.latency(path)
         if ref is None:
             c.drop_points, c.accepted, c.reason = 0.0, True, "reference"
         else:
@@ -229,8 +236,7 @@ def search_precision(fp32: Path, out_dir: Path, measurer: Measurer, cfg: SearchC
             c.reason = f"drop {c.drop_points:.2f} {'<=' if c.accepted else '>'} delta {delta:.2f} points"
         cands.append(c)
         fb = f" fallback {len(fallback)} [{', '.join(node_to_layer(n) for n in fallback)}]" if fallback else ""
-        log(f"  [{label}/{measurer.backend}] step {c.step}: {prec}{fb}: mAP50-95 {c.map50_95:.4f} "
-            f"latency {c.latency_ms.get('median', float('nan')):.2f} ms -> "
+        log(f"  [{label}/{measurer.backend}] step {c.step}: {prec}{fb}: mAP50-95 {c.map50_95:.4f} -> "
             f"{'accepted' if c.accepted else 'rejected'} ({c.reason})")
         return c
 
@@ -263,6 +269,12 @@ def search_precision(fp32: Path, out_dir: Path, measurer: Measurer, cfg: SearchC
                         lo = mid
             else:
                 log(f"  [{label}] int8 infeasible: even {kmax} fallback layers exceed delta {delta:.2f}")
+    timed = measure_latencies(measurer, [Path(c.path) for c in cands])
+    for c, lat in zip(cands, timed):
+        c.latency_ms = lat
+    log(f"  [{label}/{measurer.backend}] latency, {len(cands)} candidates interleaved "
+        f"({timed[0].get('runs', '?')} rounds, medians): "
+        + ", ".join(f"{_tag(c)} {c.latency_ms.get('median', float('nan')):.2f} ms" for c in cands))
     accepted = [c for c in cands if c.accepted]
     best = min(accepted, key=lambda c: (c.latency_ms.get("median", float("inf")), c.step))
     best.selected = True
@@ -273,7 +285,55 @@ def search_precision(fp32: Path, out_dir: Path, measurer: Measurer, cfg: SearchC
                         wall_s=time.monotonic() - t0)
 
 
+def _tag(c: Candidate) -> str:
+    return f"{c.precision}" + (f"+{len(c.fallback_nodes)}fb" if c.fallback_nodes else "")
+
+
 # ------------------------------------------------------------------------------------- measuring
+def measure_latencies(measurer: Any, paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """``measurer.latencies(paths)`` (interleaved), or one :meth:`Measurer.latency` after another for a
+    measurer that has no interleaved timing (marked ``"interleaved": False``)."""
+    fn = getattr(measurer, "latencies", None)
+    if fn is not None:
+        return list(fn(list(paths)))
+    return [{**measurer.latency(p), "interleaved": False} for p in paths]
+
+
+def time_interleaved(fns: Sequence[Callable[[np.ndarray], Any]], x: np.ndarray, warmup: int, runs: int,
+                     **info: Any) -> list[dict[str, Any]]:
+    """Median / p95 wall time (ms) of each ``fn(x)``, timed round-robin in this process.
+
+    Every function is warmed up first (``warmup`` calls each, in turn); then each of ``runs`` rounds
+    times one call of every function, in an order rotated by one each round, so a slow phase of a
+    shared machine hits all of them alike. Compare medians (and their ratios) from one call only.
+
+    :return: one dict per function, in order: ``{"median", "p95", "runs", "interleaved": True, "models", **info}``.
+    :raises ValueError: no functions, or ``runs < 1``.
+    """
+    if not fns:
+        raise ValueError("time_interleaved needs at least one function")
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    n = len(fns)
+    for _ in range(max(0, warmup)):
+        for fn in fns:
+            fn(x)
+    times: list[list[float]] = [[] for _ in range(n)]
+    for r in range(runs):
+        for j in range(n):
+            i = (j + r) % n
+            t = time.perf_counter()
+            fns[i](x)
+            times[i].append((time.perf_counter() - t) * 1e3)
+    out = []
+    for ts in times:
+        ts.sort()
+        p95 = ts[min(len(ts) - 1, int(round(0.95 * (len(ts) - 1))))]
+        out.append({"median": round(statistics.median(ts), 3), "p95": round(p95, 3), "runs": len(ts),
+                    "interleaved": True, "models": n, **info})
+    return out
+
+
 def cpu_name() -> str:
     """``cpu: <model name>`` (the manifest's latency ``device`` on ONNX Runtime CPU)."""
     from sparse_perception.runtime.machine import cpu_model
@@ -324,6 +384,13 @@ class OrtMeasurer:
         fn = self.infer_fn(onnx_path)
         x = np.random.default_rng(0).random((1, 3, *self.imgsz), dtype=np.float32)
         return time_fn(fn, x, self.warmup, self.runs, backend=self.backend, device=self.device, threads=self.threads)
+
+    def latencies(self, onnx_paths: Sequence[Path]) -> list[dict[str, Any]]:
+        """All of ``onnx_paths`` timed interleaved (:func:`time_interleaved`), every session open at once."""
+        fns = [self.infer_fn(Path(p)) for p in onnx_paths]
+        x = np.random.default_rng(0).random((1, 3, *self.imgsz), dtype=np.float32)
+        return time_interleaved(fns, x, self.warmup, self.runs, backend=self.backend, device=self.device,
+                                threads=self.threads)
 
 
 def time_fn(fn: Callable[[np.ndarray], Any], x: np.ndarray, warmup: int, runs: int, **info: Any) -> dict[str, Any]:
@@ -396,6 +463,19 @@ class TensorRTMeasurer(OrtMeasurer):
             return time_fn(be.infer, x, self.warmup, self.runs, backend=self.backend, device=be.device)
         finally:
             be.close()
+
+    def latencies(self, onnx_paths: Sequence[Path]) -> list[dict[str, Any]]:
+        """All engines of ``onnx_paths`` open at once and timed interleaved (:func:`time_interleaved`)."""
+        engines: list[Any] = []
+        try:
+            for p in onnx_paths:
+                engines.append(self._engine(Path(p)))
+            x = np.random.default_rng(0).random((1, 3, *self.imgsz), dtype=np.float32)
+            return time_interleaved([e.infer for e in engines], x, self.warmup, self.runs, backend=self.backend,
+                                    device=engines[0].device)
+        finally:
+            for e in engines:
+                e.close()
 
 
 def onnx_precision(path: str | Path) -> str:

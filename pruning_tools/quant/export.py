@@ -1,17 +1,25 @@
 """``pruning-tools export --run DIR --zoo DIR``: a prune run -> quantised engine zoo + manifest.
 
 For the dense baseline (level ``dense``) and each pruned checkpoint of the chosen method
-(levels ``s50``, ``s75``, ``s90`` ... from ``<run>/summary.json``):
+(levels named by the run: ``level_name`` where the run records one, e.g. ``x1.5`` / ``x2`` for
+speed-up targets, else ``s50``, ``s75``, ``s90`` ... from the parameter level in ``<run>/summary.json``):
 
 1. export FP32 ONNX at the input shape (default: the run's, else 384x1248);
 2. for each backend (``onnxruntime``; ``tensorrt`` where an NVIDIA GPU, tensorrt and pycuda are
    present — elsewhere one message and the ONNX Runtime artifacts are still produced) run the
    constrained precision search (:mod:`pruning_tools.quant.bisection`): FP32 -> FP16 -> INT8 with a
-   bisected fallback set, within ``--delta`` mAP50-95 points, lowest measured latency wins;
+   bisected fallback set, within ``--delta`` mAP50-95 points, lowest measured latency wins (the
+   level's candidates timed interleaved in one process, medians of >= 20 rounds);
 3. copy each precision's artifact (the admitted variant, or the last one tried when none was)
    into ``<zoo>/<level>/`` and list it in ``<zoo>/manifest.json`` (schema-validated, see
    :mod:`sparse_perception.runtime.zoo`) with mAP overall and per driving condition, measured latency,
-   size, sha256, source checkpoint, fallback layers and ``selected`` marking the search's choice.
+   size, sha256, source checkpoint, fallback layers and ``selected`` marking the search's choice;
+4. the speed ladder (:mod:`pruning_tools.quant.ladder`): the selected engines of all levels, dense
+   included, timed interleaved in one process; each level's ``speedup_vs_dense`` is the dense
+   engine's median over its own. A level is kept only when it is faster than every more accurate
+   kept level (accuracy: the val-split mAP50-95 the search selected on); the others are printed and
+   listed under the manifest's ``ladder.excluded`` (with their artifacts' records), not in
+   ``artifacts``, so the node never loads them.
 
 The full search path goes to ``<zoo>/bisection_log.json`` and a plot ``<zoo>/bisection.png``.
 The zoo is assembled in ``<zoo>.partial`` and moved into place at the end: an interrupted export
@@ -32,9 +40,15 @@ from typing import Any, Sequence
 import yaml
 
 from pruning_tools.quant.bisection import SEARCH_PRECISIONS, OrtMeasurer, SearchConfig, SearchResult, search_precision
+from pruning_tools.quant.ladder import LadderLevel, monotone_ladder
 from pruning_tools.quant.quantize import Int8Builder, QuantConfig, QuantizeError, select_calibration_files, split_images
+from sparse_perception.runtime.zoo import LEVEL_RE, RESERVED_LEVELS
 
 DEFAULT_IMGSZ = (384, 1248)
+#: the latency fields an artifact keeps (``interleaved``/``runs``/``models``: how it was timed)
+LATENCY_KEYS = ("median", "p95", "backend", "device", "threads", "runs", "interleaved", "models")
+#: rounds of every interleaved timing (the bisection's candidates, the ladder): medians of >= 20
+TIMING_RUNS = 20
 ARTIFACT_NAMES = {"fp32": "model_fp32", "fp16": "model_fp16", "int8": "model_int8"}
 
 
@@ -49,6 +63,8 @@ class LevelSource:
     level: str
     sparsity: float
     checkpoint: Path
+    speedup_target: float | None = None
+    target_metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,7 @@ class ExportConfig:
     real_eval: Path | None = None
     real_split_file: Path | None = None
     real_split: str = "test"
+    timing_runs: int = TIMING_RUNS
 
     def __post_init__(self) -> None:
         if self.delta < 0:
@@ -126,9 +143,19 @@ def discover_levels(run: Path, method: str = "full") -> tuple[list[LevelSource],
         for key in ("level", "sparsity", "path"):
             if key not in ck:
                 raise ExportError(f"{summary_path}: checkpoints[{i}].{key} missing")
-        level = f"s{int(round(float(ck['level']) * 100)):02d}"
+        level = ck.get("level_name") or f"s{int(round(float(ck['level']) * 100)):02d}"
+        if not isinstance(level, str) or not LEVEL_RE.fullmatch(level) or level in RESERVED_LEVELS:
+            raise ExportError(f"{summary_path}: checkpoints[{i}].level_name {level!r} cannot name a zoo level "
+                              f"(letters, digits, _ - and inner dots, e.g. x1.5; not {list(RESERVED_LEVELS)})")
+        target = ck.get("speedup_target")
         path = Path(ck["path"])
-        out.append(LevelSource(level, float(ck["sparsity"]), path if path.is_absolute() else run / path))
+        out.append(LevelSource(level, float(ck["sparsity"]), path if path.is_absolute() else run / path,
+                               float(target) if target is not None else None,
+                               str(ck["target_metric"]) if ck.get("target_metric") else None))
+    names = [s.level for s in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ExportError(f"{summary_path}: more than one {method!r} checkpoint named {dup}")
     if not any(s.level != "dense" for s in out):
         methods = sorted({str(c.get("method")) for c in summary.get("checkpoints", []) if isinstance(c, dict)})
         raise ExportError(f"{summary_path}: no checkpoints of method {method!r} (run has {methods or 'none'})")
@@ -163,10 +190,14 @@ def _artifact(zoo: Path, src: LevelSource, prec: str, backend: str, path: Path, 
         "map50_95": _unit(cand.map50_95), "map50": _unit(cand.map50),
         "map_by_condition": {k: {"map50_95": _unit(v.get("map50_95")), "map50": _unit(v.get("map50"))}
                              for k, v in cand.map_by_condition.items()},
-        "latency_ms": {k: v for k, v in cand.latency_ms.items() if k in ("median", "p95", "backend", "device", "threads")},
+        "latency_ms": {k: v for k, v in cand.latency_ms.items() if k in LATENCY_KEYS},
         "source_checkpoint": str(src.checkpoint), "created": _now(),
-        "fallback_layers": cand.fallback_layers,
+        "fallback_layers": cand.fallback_layers, "param_sparsity": round(float(src.sparsity), 4),
     }
+    if src.speedup_target is not None:
+        art["speedup_target"] = float(src.speedup_target)
+    if src.target_metric is not None:
+        art["target_metric"] = src.target_metric
     if trt is not None:
         art["tensorrt"] = trt
     return art
@@ -285,7 +316,7 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
             backends = ["onnxruntime"]
     scfg = SearchConfig(delta=cfg.delta, precisions=tuple(cfg.precisions), max_fallback=cfg.max_fallback,
                         max_candidates=cfg.max_candidates)
-    runs, warmup = (5, 2) if cfg.quick else (20, 5)
+    runs, warmup = max(TIMING_RUNS, cfg.timing_runs), (2 if cfg.quick else 5)
     work = cfg.zoo.with_name(cfg.zoo.name + ".partial")
     if work.exists():
         shutil.rmtree(work)
@@ -345,14 +376,29 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
             log_entries.append(entry)
     bar.close()
     shutil.rmtree(work / ".search", ignore_errors=True)
+    sources = {s.level: s for s in levels}
+    ladders = []
+    for backend in backends:
+        if backend == "onnxruntime":
+            from pruning_tools.quant.bisection import OrtMeasurer as M
+        else:
+            from pruning_tools.quant.bisection import TensorRTMeasurer as M  # type: ignore[assignment]
+        timer = M(dataset, cfg.split, imgsz, cfg.eval_images, cfg.threads, warmup, runs)
+        ladders.append(build_ladder(work, artifacts, backend, timer, sources, log))
+    artifacts, ladder = apply_ladders(artifacts, ladders)
+    ladder["timing"] = {"method": "every selected engine round-robin in one process, the order rotated each "
+                                  "round; medians", "runs": runs, "warmup": warmup, "threads": cfg.threads,
+                        "bisection": "each level's candidates timed the same way, before its choice"}
     manifest = {
         "schema_version": 1, "created": _now(), "model_family": "yolov5n", "class_names": names,
         "data": {"source": "prune run", "run": str(cfg.run), "method": cfg.method, "dataset": str(dataset),
                  **({"weights_licence": lic} if (lic := _baseline_licence(cfg.run)) else {}),
                  "split": cfg.split, "eval_images": cfg.eval_images, "calibration_split": "train",
                  "calibration_images": len(calib), "delta_points": cfg.delta, "quick": cfg.quick,
+                 "latency_timing": {"interleaved": True, "runs": runs, "warmup": warmup, "threads": cfg.threads},
                  **({"tensorrt_skipped": trt_note} if trt_note else {})},
         "artifacts": artifacts,
+        "ladder": ladder,
     }
     _write_log(work / "bisection_log.json", {"delta_points": cfg.delta, "searches": log_entries,
                                              "wall_s": round(time.monotonic() - t0, 1)})
@@ -366,11 +412,89 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
     os.replace(work, cfg.zoo)
     log(f"wrote {cfg.zoo}/manifest.json: {len(artifacts)} artifacts, {len(levels)} levels "
         f"({time.monotonic() - t0:.0f} s); search log {cfg.zoo}/bisection_log.json")
+    for ex in ladder["excluded"]:
+        log(f"  excluded from the zoo: {ex['level']} ({ex['backend']}): {ex['reason']}")
     for e in log_entries:
         s = e["selected"]
         fb = f", fallback {s['fallback_layers']}" if s["fallback_layers"] else ""
         log(f"  {e['level']:>6} {e['backend']}: {s['precision']}{fb} ({s['latency_ms']} ms, mAP50-95 {s['map50_95']:.4f})")
     return cfg.zoo / "manifest.json"
+
+
+# ----------------------------------------------------------------------------- the speed ladder
+def build_ladder(zoo: Path, artifacts: list[dict[str, Any]], backend: str, timer: Any,
+                 sources: dict[str, LevelSource], log: Any = print) -> dict[str, Any]:
+    """Time every level's selected ``backend`` artifact interleaved (``timer.latencies``) and apply
+    :func:`pruning_tools.quant.ladder.monotone_ladder`.
+
+    :param zoo: the folder the artifacts' paths are relative to.
+    :param artifacts: the manifest's artifact records (not changed here).
+    :param timer: a :class:`pruning_tools.quant.bisection.Measurer` of ``backend``.
+    :return: ``{"backend", "decisions": [LadderDecision], "timing": {level: latency dict}}``.
+    """
+    from pruning_tools.quant.bisection import measure_latencies
+
+    sel = [a for a in artifacts if a["backend"] == backend and a.get("selected")]
+    if not sel:
+        return {"backend": backend, "decisions": [], "timing": {}}
+    log(f"[ladder/{backend}] timing the {len(sel)} selected engines interleaved "
+        f"({getattr(timer, 'runs', '?')} rounds): {', '.join(a['level'] for a in sel)}")
+    timed = measure_latencies(timer, [zoo / a["path"] for a in sel])
+    timing = {a["level"]: {k: v for k, v in t.items() if k in LATENCY_KEYS} for a, t in zip(sel, timed)}
+    rungs = [LadderLevel(a["level"], a.get("map50_95"), float(timing[a["level"]]["median"]),
+                         float(a.get("param_sparsity", a["sparsity"]))) for a in sel]
+    decisions = monotone_ladder(rungs)
+    for d in decisions:
+        src = sources.get(d.level.level)
+        tgt = f" (target x{src.speedup_target:g})" if src is not None and src.speedup_target is not None else ""
+        sp = f"x{d.speedup_vs_dense:.2f}" if d.speedup_vs_dense is not None else "-"
+        log(f"  {d.level.level:>6} {backend}: {d.level.latency_ms:.2f} ms, {sp} vs dense{tgt}, "
+            f"mAP50-95 {_fmt(d.level.accuracy)}: {'kept' if d.kept else 'EXCLUDED'} ({d.reason})")
+    return {"backend": backend, "decisions": decisions, "timing": timing}
+
+
+def _fmt(v: float | None) -> str:
+    return "?" if v is None else f"{v:.4f}"
+
+
+def apply_ladders(artifacts: list[dict[str, Any]], ladders: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
+                                                                                          dict[str, Any]]:
+    """The manifest's artifacts and ``ladder`` block after the ladder rule.
+
+    Each kept level's selected artifact gets ``speedup_vs_dense`` and the ladder's interleaved
+    ``latency_ms`` (every selected engine from one timing: comparable across levels); the artifacts
+    of an excluded (level, backend) move to ``ladder.excluded[].artifacts``.
+
+    :return: ``(artifacts kept, {"rule", "levels": [...], "excluded": [...]})``.
+    """
+    kept_rows: list[dict[str, Any]] = []
+    excluded_rows: list[dict[str, Any]] = []
+    out = [dict(a) for a in artifacts]
+    for lad in ladders:
+        backend = lad["backend"]
+        for d in lad["decisions"]:
+            level = d.level.level
+            mine = [a for a in out if a["level"] == level and a["backend"] == backend]
+            sel = next(a for a in mine if a.get("selected"))
+            row: dict[str, Any] = {
+                "level": level, "backend": backend, "precision": sel["precision"], "map50_95": sel.get("map50_95"),
+                "latency_ms": lad["timing"][level], "speedup_vs_dense": d.speedup_vs_dense,
+                "param_sparsity": sel.get("param_sparsity", sel["sparsity"]),
+                **({"speedup_target": sel["speedup_target"]} if "speedup_target" in sel else {}),
+                "reason": d.reason}
+            if d.speedup_vs_dense is None:
+                row.pop("speedup_vs_dense")
+            if d.kept:
+                sel["latency_ms"] = dict(lad["timing"][level])
+                if d.speedup_vs_dense is not None:
+                    sel["speedup_vs_dense"] = d.speedup_vs_dense
+                kept_rows.append(row)
+            else:
+                excluded_rows.append({**row, "beaten_by": d.beaten_by, "artifacts": mine})
+                out = [a for a in out if not (a["level"] == level and a["backend"] == backend)]
+    rule = ("levels ordered dense first, then by the val-split mAP50-95 of their selected engine; a level is kept "
+            "only when its selected engine's median latency is lower than that of every more accurate kept level")
+    return out, {"rule": rule, "levels": kept_rows, "excluded": excluded_rows}
 
 
 def _write_log(path: Path, obj: Any) -> None:

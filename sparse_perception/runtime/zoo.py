@@ -13,8 +13,8 @@ Layout of a manifest (``schema_version`` 1)::
     class_names: [Car, Pedestrian, Cyclist]
     data: {source: generated, root: ..., split: test}   # free-form provenance
     artifacts:
-      - level: s75                 # sparsity level name, [A-Za-z0-9_-]+, not "auto" (reserved)
-        sparsity: 0.75             # fraction of prunable channels removed, [0, 1)
+      - level: s75                 # level name: [A-Za-z0-9_-] and inner dots (x1.5), not "auto" (reserved)
+        sparsity: 0.75             # fraction of parameters removed, [0, 1)
         precision: int8            # fp32 | fp16 | int8
         backend: onnxruntime       # onnxruntime | tensorrt
         path: s75/model_int8.onnx  # relative to the manifest's folder and inside it (symlinks resolved)
@@ -33,6 +33,18 @@ Layout of a manifest (``schema_version`` 1)::
         accepted: true             # optional: within the search's mAP-drop bound (false: listed, not admitted)
         map_drop_points: 0.4       # optional: mAP50-95 drop vs the level's FP32 artifact, in points
         tensorrt: {version: "10.x", gpu: "NVIDIA H100", compute_capability: "9.0"}  # tensorrt only
+        param_sparsity: 0.75       # optional: fraction of parameters removed (the level's measured figure)
+        speedup_target: 2.0        # optional: the run's speed-up target of a latency level (x2)
+        speedup_vs_dense: 1.93     # optional, selected artifacts: dense latency / this one's, timed
+                                   #   interleaved with every selected engine (ladder.timing)
+    ladder:                        # optional (pruning-tools export writes it; older zoos have none)
+      rule: "..."                  # the monotone-ladder rule, in words
+      timing: {method: ..., runs: 20, warmup: 5, threads: 2}
+      levels:                      # the kept levels, dense first, by accuracy
+        - {level: x2, backend: onnxruntime, precision: int8, map50_95: .., latency_ms: {...},
+           speedup_vs_dense: 1.93, param_sparsity: 0.61, speedup_target: 2.0, reason: ...}
+      excluded:                    # levels left out: not faster than a more accurate kept level
+        - {level: s50, backend: onnxruntime, ..., reason: ..., beaten_by: dense, artifacts: [...]}
 
 Errors name the manifest file and the field path (``artifacts[2].sha256``).
 """
@@ -40,6 +52,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +64,9 @@ SCHEMA_VERSION = 1
 #: level names a manifest may not use: ``auto`` means policy mode for ``~/set_sparsity`` and ``sparsity_level``
 RESERVED_LEVELS = ("auto",)
 PRECISIONS = ("fp32", "fp16", "int8")
+#: a level name: also a folder name in the zoo, so dots only between other characters (``x1.5``, never ``..``)
+LEVEL_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+LEVEL_RE = re.compile(LEVEL_PATTERN)
 BACKENDS = ("onnxruntime", "tensorrt")
 
 _MAP = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
@@ -63,7 +79,7 @@ ARTIFACT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["level", "sparsity", "precision", "backend", "path", "sha256", "input_shape", "class_names"],
     "properties": {
-        "level": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+        "level": {"type": "string", "pattern": LEVEL_PATTERN},
         "sparsity": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
         "precision": {"enum": list(PRECISIONS)},
         "backend": {"enum": list(BACKENDS)},
@@ -101,6 +117,37 @@ ARTIFACT_SCHEMA: dict[str, Any] = {
             "properties": {"version": {"type": "string"}, "gpu": {"type": "string"},
                            "compute_capability": {"type": "string"}},
         },
+        "param_sparsity": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+        "speedup_target": {"type": "number", "exclusiveMinimum": 0},
+        "speedup_vs_dense": {"type": "number", "exclusiveMinimum": 0},
+    },
+}
+_LADDER_ROW: dict[str, Any] = {
+    "type": "object",
+    "required": ["level", "backend", "reason"],
+    "properties": {
+        "level": {"type": "string", "pattern": LEVEL_PATTERN},
+        "backend": {"enum": list(BACKENDS)},
+        "precision": {"enum": list(PRECISIONS)},
+        "map50_95": _MAP,
+        "latency_ms": {"type": "object", "required": ["median"],
+                       "properties": {"median": {"type": "number", "exclusiveMinimum": 0}}},
+        "speedup_vs_dense": {"type": "number", "exclusiveMinimum": 0},
+        "param_sparsity": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+        "speedup_target": {"type": "number", "exclusiveMinimum": 0},
+        "reason": {"type": "string"},
+        "beaten_by": {"type": ["string", "null"]},
+        "artifacts": {"type": "array", "items": {"type": "object"}},
+    },
+}
+LADDER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["levels", "excluded"],
+    "properties": {
+        "rule": {"type": "string"},
+        "timing": {"type": "object"},
+        "levels": {"type": "array", "items": _LADDER_ROW},
+        "excluded": {"type": "array", "items": _LADDER_ROW},
     },
 }
 MANIFEST_SCHEMA: dict[str, Any] = {
@@ -113,6 +160,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "class_names": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
         "data": {"type": "object"},
         "artifacts": {"type": "array", "items": ARTIFACT_SCHEMA, "minItems": 1},
+        "ladder": LADDER_SCHEMA,
     },
 }
 
@@ -156,6 +204,9 @@ class Artifact:
     latency_ms: dict[str, Any] = field(default_factory=dict)
     fallback_layers: tuple[str, ...] = ()
     tensorrt: dict[str, str] | None = None
+    param_sparsity: float | None = None
+    speedup_target: float | None = None
+    speedup_vs_dense: float | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def verify(self) -> None:
@@ -215,6 +266,16 @@ class Manifest:
         chosen = [a for a in cands if a.selected]
         return (chosen or cands)[0]
 
+    @property
+    def ladder(self) -> dict[str, Any]:
+        """The manifest's ``ladder`` block (``{}`` in zoos written before it existed)."""
+        return dict(self.raw.get("ladder") or {})
+
+    def excluded(self, backend: str | None = None) -> list[dict[str, Any]]:
+        """Levels the export left out of the zoo (``ladder.excluded``), optionally on one backend."""
+        rows = self.ladder.get("excluded") or []
+        return [r for r in rows if backend is None or r.get("backend") == backend]
+
 
 def validate_manifest_dict(data: Any, source: str = "<manifest>") -> None:
     """Validate a manifest dict against the schema.
@@ -245,6 +306,16 @@ def validate_manifest_dict(data: Any, source: str = "<manifest>") -> None:
             selected[pair] = i
         if art["backend"] == "tensorrt" and "tensorrt" not in art:
             raise ManifestError(f"{source}: invalid field artifacts[{i}].tensorrt: required for backend tensorrt")
+    ladder = data.get("ladder") or {}
+    listed = {(a["level"], a["backend"]) for a in data["artifacts"]}
+    for i, row in enumerate(ladder.get("levels", [])):
+        if (row["level"], row["backend"]) not in listed:
+            raise ManifestError(f"{source}: invalid field ladder.levels[{i}]: level {row['level']!r} on "
+                                f"{row['backend']} has no artifact")
+    for i, row in enumerate(ladder.get("excluded", [])):
+        if (row["level"], row["backend"]) in listed:
+            raise ManifestError(f"{source}: invalid field ladder.excluded[{i}]: level {row['level']!r} on "
+                                f"{row['backend']} is excluded from the ladder but still listed in artifacts")
 
 
 def contained_path(root: Path, rel: str, where: str) -> Path:
@@ -290,13 +361,19 @@ def load_manifest(path: str | Path, verify: bool = False) -> Manifest:
             input_shape=tuple(a["input_shape"]), class_names=tuple(a["class_names"]),
             selected=bool(a.get("selected", True)), map50_95=a.get("map50_95"), map50=a.get("map50"),
             map_by_condition=dict(a.get("map_by_condition", {})), latency_ms=dict(a.get("latency_ms", {})),
-            fallback_layers=tuple(a.get("fallback_layers", ())), tensorrt=a.get("tensorrt"), raw=a,
+            fallback_layers=tuple(a.get("fallback_layers", ())), tensorrt=a.get("tensorrt"),
+            param_sparsity=_opt_float(a.get("param_sparsity")), speedup_target=_opt_float(a.get("speedup_target")),
+            speedup_vs_dense=_opt_float(a.get("speedup_vs_dense")), raw=a,
         ))
     manifest = Manifest(path=path, class_names=tuple(data["class_names"]), artifacts=tuple(arts), raw=data)
     if verify:
         for art in manifest.artifacts:
             art.verify()
     return manifest
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
 
 
 def write_manifest(path: str | Path, data: dict[str, Any]) -> Path:
