@@ -16,7 +16,7 @@ Run-directory layout (consumed by ``pruning-tools export``)::
     <run>/summary.json           checkpoints: method, level, achieved sparsity, mAP, path
     <run>/results.json           every measurement + aggregates (mean, std over trials)
     <run>/table.md               Table-1-style markdown
-    <run>/pareto.png             mAP50-95 vs ONNX Runtime latency
+    <run>/pareto.png             mAP50-95 (and real Car AP) vs measured latency; the resolution baseline
     <run>/layer_sparsity.png     per-layer ratios per method and level
     <run>/dense.json             dense baseline measurements
     <run>/importance_t<k>.json   stage-1 layer importance, channel scores and budgets (trial k)
