@@ -59,7 +59,9 @@ def test_tiny_prune_run_end_to_end(tmp_path: Path) -> None:
     assert rnd["evaluations"] == len(rnd["history"]) == len(ppo["history"]) == 3
     assert res["selection_split"] == "val" and len(ppo["rerank"]) == 2
     # latencies: every model of the table round-robin in one process
-    assert res["latency"]["models"] == 11 and all(r["latency"]["interleaved"] for r in res["records"])
+    # (and the resolution baseline: the dense model at the default ladder of 64x192, i.e. 32x96)
+    assert res["latency"]["models"] == 11 + len(res["resolution"]["sizes"]) == 12
+    assert all(r["latency"]["interleaved"] for r in res["records"])
     # paired differences per trial, with the statement about the trial-to-trial spread
     pairs = {(p["a"], p["b"]): p for p in res["paired_differences"]}
     assert set(pairs) == {("full", "importance"), ("full", "random")}

@@ -227,6 +227,39 @@ class LatencyConfig:
 
 
 @dataclass(frozen=True)
+class ResolutionConfig:
+    """The resolution baseline (:mod:`pruning_tools.pipeline.resolution`): the dense model at smaller
+    inputs, timed in the same round-robin as every pruned model and evaluated on the same frames.
+
+    :param enabled: measure it (``false``: no resolution rows in the table and the plot).
+    :param sizes: input sizes ``(H, W)``, multiples of 32, each smaller than ``data.imgsz``; ``None``:
+        :func:`pruning_tools.pipeline.resolution.default_ladder` of ``data.imgsz`` (for 384x1248:
+        352x1152, 320x1024, 288x928, 256x832, 224x736, 192x640).
+    """
+
+    enabled: bool = True
+    sizes: tuple[tuple[int, int], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sizes is None:
+            return
+        if not self.sizes:
+            raise ValueError("resolution.sizes must list at least one size (or set resolution.enabled: false)")
+        for hw in self.sizes:
+            if len(hw) != 2 or any(int(v) % 32 or int(v) <= 0 for v in hw):
+                raise ValueError(f"resolution.sizes: every size must be two positive multiples of 32, got {list(hw)}")
+        if len({tuple(hw) for hw in self.sizes}) != len(self.sizes):
+            raise ValueError(f"resolution.sizes: a size is listed twice in {[list(hw) for hw in self.sizes]}")
+
+    def check(self, imgsz: tuple[int, int]) -> None:
+        """:raises ValueError: a size not smaller than the deployment input ``imgsz``."""
+        for hw in self.sizes or ():
+            if hw[0] > imgsz[0] or hw[1] > imgsz[1] or tuple(hw) == tuple(imgsz):
+                raise ValueError(f"resolution.sizes: {hw[0]}x{hw[1]} is not smaller than data.imgsz "
+                                 f"{imgsz[0]}x{imgsz[1]} (the dense model at data.imgsz is the baseline's top point)")
+
+
+@dataclass(frozen=True)
 class PruneConfig:
     """Top level of a ``prune`` configuration file."""
 
@@ -247,8 +280,10 @@ class PruneConfig:
     rl: RLConfig = field(default_factory=RLConfig)
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
 
     def __post_init__(self) -> None:
+        self.resolution.check(self.data.imgsz)
         if not self.levels:
             raise ValueError("levels must list at least one target sparsity")
         if self.target_metric not in TARGET_METRICS:

@@ -7,7 +7,8 @@ For every target level (parameter sparsity, default 50/75/90 %) and trial, each 
 (within 1 %, else an error), and every one gets the same stage-3 pruning + fine-tuning. One
 (method, level, trial) unit is :meth:`Pipeline.run_unit`; selection (search, re-ranking) uses the
 val split only, the test split is only reported. Latencies are measured at the end, every model
-round-robin in one process.
+round-robin in one process, with the resolution baseline (the dense model at smaller inputs,
+:mod:`pruning_tools.pipeline.resolution`) in the same round-robin.
 
 Run-directory layout (consumed by ``pruning-tools export``)::
 
@@ -15,7 +16,7 @@ Run-directory layout (consumed by ``pruning-tools export``)::
     <run>/summary.json           checkpoints: method, level, achieved sparsity, mAP, path
     <run>/results.json           every measurement + aggregates (mean, std over trials)
     <run>/table.md               Table-1-style markdown
-    <run>/pareto.png             mAP50-95 vs ONNX Runtime latency
+    <run>/pareto.png             mAP50-95 (and real Car AP) vs measured latency; the resolution baseline
     <run>/layer_sparsity.png     per-layer ratios per method and level
     <run>/dense.json             dense baseline measurements
     <run>/importance_t<k>.json   stage-1 layer importance, channel scores and budgets (trial k)
@@ -26,6 +27,8 @@ Run-directory layout (consumed by ``pruning-tools export``)::
     <run>/<method>/s<NN>/model.onnx      its ONNX file (interleaved latency)
     <run>/<method>/s<NN>/t<k>/...        the same for trial k >= 1
     <run>/{full,random}/s<NN>/search.json  search history (trial 0; t<k>/ for others)
+    <run>/resolution/<H>x<W>/{result.json,model.onnx}  the resolution baseline: the dense model at a
+                                 smaller input (:mod:`pruning_tools.pipeline.resolution`)
 
 Re-running the same command resumes: finished results are kept, an interrupted stage-3 job
 continues from its last checkpoint.
@@ -158,8 +161,8 @@ class Pipeline:
             out["real"] = real
         return out
 
-    def measure_real(self, model: torch.nn.Module) -> dict[str, Any] | None:
-        """Real-frame AP of ``model`` (``None`` without ``real_eval``)."""
+    def measure_real(self, model: torch.nn.Module, imgsz: tuple[int, int] | None = None) -> dict[str, Any] | None:
+        """Real-frame AP of ``model`` at ``imgsz`` (default ``data.imgsz``; ``None`` without ``real_eval``)."""
         if self.real_eval is None:
             return None
         from pruning_tools.train.evaluate import real_eval_frames, real_summary, torch_detector
@@ -169,7 +172,7 @@ class Pipeline:
             self._real = real_eval_frames(self.real_eval, getattr(self, "baseline_path", None), self.real_split_file,
                                           self.real_split, self.progress)
             self.log(f"real-frame evaluation on {self._real.description}")
-        res = self._real.evaluate(torch_detector(model, class_names(model), self.cfg.data.imgsz))
+        res = self._real.evaluate(torch_detector(model, class_names(model), imgsz or self.cfg.data.imgsz))
         return real_summary(res)
 
     def _add_missing_real(self, rec: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -401,10 +404,14 @@ class Pipeline:
         return self.report(dense_res, [done[u] for u in units], inputs.space)
 
     # ------------------------------------------------------------------ outputs
-    def interleave_latency(self, dense_res: dict[str, Any], records: list[dict[str, Any]]
+    def interleave_latency(self, dense_res: dict[str, Any], records: list[dict[str, Any]],
+                           extra: dict[str, Path] | None = None
                            ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
         """Every model of the table timed round-robin in this process (``latency.runs`` each, medians);
-        returns copies of ``dense_res`` and ``records`` whose ``latency_ms`` are those medians."""
+        returns copies of ``dense_res`` and ``records`` whose ``latency_ms`` are those medians.
+
+        :param extra: further ONNX files (key -> path) timed in the same round-robin, e.g. the resolution
+            baseline's; their timings are the returned info's ``"extra"`` (key -> timing)."""
         from pruning_tools.train.measure import interleaved_latency
         from pruning_tools.ultralytics_adapter import class_names, export_onnx, load_checkpoint
 
@@ -422,6 +429,7 @@ class Pipeline:
                 model, _ = load_checkpoint(self.run / r["checkpoint"])
                 export_onnx(model, p, imgsz=c.data.imgsz, class_names=class_names(model))
             paths[key] = p
+        paths.update(extra or {})
         self.log(f"latency: {len(paths)} models round-robin, {c.latency.runs} timed runs each")
         lat = interleaved_latency(paths, c.data.imgsz, c.latency.threads, c.latency.warmup, c.latency.runs)
         dense_out = {**dense_res, "latency_ms": lat["dense"]["median_ms"], "latency": lat["dense"]}
@@ -431,15 +439,24 @@ class Pipeline:
             recs.append({**r, "latency_unit_ms": r["latency_ms"], "latency_ms": lat[k]["median_ms"], "latency": lat[k]})
         info = {"method": "interleaved round-robin in one process", "models": len(paths), "runs": c.latency.runs,
                 "warmup": c.latency.warmup, "threads": c.latency.threads}
+        if extra:
+            info["extra"] = {k: lat[k] for k in extra}
         return dense_out, recs, info
 
     def report(self, dense_res: dict[str, Any], records: list[dict[str, Any]], space: Any) -> dict[str, Any]:
         """Latencies interleaved, then ``results.json``, ``table.md``, ``summary.json`` and the plots."""
-        dense_res, records, lat_info = self.interleave_latency(dense_res, records)
+        from pruning_tools.pipeline import resolution
+
+        sizes = resolution.measure_ladder(self, resolution.ladder(self.cfg))
+        dense_res, records, lat_info = self.interleave_latency(
+            dense_res, records, {resolution.latency_key(r): self.run / r["onnx"] for r in sizes})
+        timed = lat_info.pop("extra", {})
+        sizes = [{**r, "latency_ms": timed[resolution.latency_key(r)]["median_ms"],
+                  "latency": timed[resolution.latency_key(r)]} for r in sizes]
         if self.cfg.target_metric == "latency":
             records, lat_info["speedup_check"] = self.check_speedups(dense_res, records)
         results = write_report(self.run, self.cfg, dense_res, records, [l.name for l in space.layers], lat_info,
-                               baseline=str(self.baseline_path), mix=self.mix,
+                               baseline=str(self.baseline_path), mix=self.mix, resolution=sizes,
                                evaluator=getattr(self, "evaluator", dense_res.get("evaluator")),
                                wall_s=round(time.monotonic() - self.t0, 1), log=self.log)
         self.log(f"wrote {self.run}/table.md, results.json, summary.json, pareto.png, layer_sparsity.png")

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from pruning_tools.pipeline import resolution as res_baseline
 from pruning_tools.search.strategies import METHODS, reward_evaluations
 
 #: Table 1 labels in the seed's meaning: its "no RL" column is the stage-1 budgets (``importance``),
@@ -152,11 +153,13 @@ def aggregate(cfg: Any, records: Sequence[Mapping[str, Any]]) -> list[dict[str, 
 
 def write_report(run: Path, cfg: Any, dense_res: dict[str, Any], records: list[dict[str, Any]], layers: Sequence[str],
                  latency: dict[str, Any], baseline: str, mix: Sequence[tuple[Path, int]], evaluator: Any, wall_s: float,
-                 log: Any = print) -> dict[str, Any]:
+                 log: Any = print, resolution: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write ``results.json``, ``table.md``, ``summary.json`` and the plots of a prune run; return the results.
 
     :param records: every unit's result (latencies already interleaved).
     :param latency: how the latencies were measured.
+    :param resolution: the resolution baseline's records (:func:`pruning_tools.pipeline.resolution.measure_ladder`,
+        latencies from the same round-robin); none: no resolution section.
     """
     from pruning_tools.pipeline.config import config_to_dict
     from pruning_tools.data.files import write_json
@@ -170,8 +173,16 @@ def write_report(run: Path, cfg: Any, dense_res: dict[str, Any], records: list[d
                "records": records, "aggregate": agg, "paired_differences": pairs, "latency": latency,
                "selection_split": "val", "report_split": "test", "layers": list(layers),
                "wall_s": wall_s, "targets": targets(dense_res, agg, pairs)}
+    text = table(cfg, dense_res, agg, pairs)
+    if resolution:
+        comp = res_baseline.comparison(dense_res, agg, resolution, records)
+        results["resolution"] = {"sizes": list(resolution), "comparison": comp, "how": res_baseline.HOW,
+                                 "data": {"map50_95": map_frames(cfg), "real_car": (dense_res.get("real") or {}).get("data")}}
+        results["targets"].update({f"resolution_{k}": v for k, v in res_baseline.summary(comp).items()})
+        text += "\n" + "\n".join(res_baseline.table_lines(dense_res, resolution, comp, cfg.data.imgsz, map_frames(cfg),
+                                                          METHOD_LABELS)) + "\n"
     write_json(run / "results.json", results)
-    (run / "table.md").write_text(table(cfg, dense_res, agg, pairs))
+    (run / "table.md").write_text(text)
     summary = {"run_dir": str(run), "baseline": baseline, "imgsz": list(cfg.data.imgsz),
                "dense": {"map50_95": dense_res["map50_95"], "map50": dense_res["map50"]},
                "checkpoints": [{"method": r["method"], "level": r["level"], "trial": r["trial"],
@@ -182,7 +193,7 @@ def write_report(run: Path, cfg: Any, dense_res: dict[str, Any], records: list[d
                                for r in records]}
     write_json(run / "summary.json", summary)
     try:
-        plots(run, cfg, dense_res, records, layers)
+        plots(run, cfg, dense_res, records, layers, resolution)
     except Exception as exc:  # noqa: BLE001 - plots must not lose the results
         log(f"plotting failed: {type(exc).__name__}: {exc}")
     return results
@@ -271,31 +282,63 @@ def table(cfg: Any, dense_res: dict[str, Any], agg: list[dict[str, Any]],
     return "\n".join(lines) + "\n"
 
 
-def plots(run: Path, cfg: Any, dense_res: dict[str, Any], records: list[dict[str, Any]], layers: Sequence[str]) -> None:
+def map_frames(cfg: Any) -> str:
+    """Which frames the table's mAP comes from, in words."""
+    n = cfg.data.test_images
+    return (f"test split of `{cfg.data.dataset or 'generated scenes'}`" + (f", first {n} images" if n else "")
+            + f", at {cfg.data.imgsz[0]}x{cfg.data.imgsz[1]} unless said")
+
+
+def plots(run: Path, cfg: Any, dense_res: dict[str, Any], records: list[dict[str, Any]], layers: Sequence[str],
+          resolution: Sequence[dict[str, Any]] | None = None) -> None:
+    """``pareto.png`` (mAP vs measured latency: every method and the resolution baseline; a second panel
+    with real-frame Car AP where the run has it) and ``layer_sparsity.png`` (per-layer ratios per strategy
+    and level). Latency is relative to the dense model's (medians of the same round-robin)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    """``pareto.png`` (mAP vs latency) and ``layer_sparsity.png`` (per-layer ratios per strategy and level)."""
     c = cfg
     colors = {"uniform": "tab:blue", "importance": "tab:orange", "random": "tab:gray", "global": "tab:purple",
               "full": "tab:green"}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter([dense_res["latency_ms"]], [dense_res["map50_95"] * 100], c="k", marker="*", s=120, label="dense")
-    for method in c.methods:
-        rs = sorted([r for r in records if r["method"] == method], key=lambda r: r["latency_ms"])
-        if rs:
-            ax.plot([r["latency_ms"] for r in rs], [r["map50_95"] * 100 for r in rs], "o-",
-                    color=colors.get(method), label=METHOD_LABELS[method])
-            for r in rs:
-                ax.annotate(f"{int(r['level'] * 100)}%", (r["latency_ms"], r["map50_95"] * 100), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(f"ONNX Runtime CPU latency at {c.data.imgsz[0]}x{c.data.imgsz[1]} (ms)")
-    ax.set_ylabel("mAP50-95 (test split, %)")
-    ax.set_title("mAP vs latency")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    sizes = list(resolution or [])
+    d_lat = float(dense_res["latency_ms"])
+    panels = [("map50_95", "mAP50-95 (test split, %)")]
+    if res_baseline.curve(dense_res, sizes, "real_car") and all(res_baseline.car_ap(r) is not None for r in records):
+        panels.append(("real_car", "Car AP real KITTI frames (IoU .7, %)"))
+
+    def val(r: Mapping[str, Any], key: str) -> float:
+        v = res_baseline.car_ap(r) if key == "real_car" else r[key]
+        return float(v) * 100
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for ax, (key, ylabel) in zip(axes[0], panels):
+        ax.scatter([1.0], [val(dense_res, key)], c="k", marker="*", s=120, label="dense", zorder=3)
+        for method in c.methods:
+            rs = sorted([r for r in records if r["method"] == method], key=lambda r: r["latency_ms"])
+            if rs:
+                ax.plot([r["latency_ms"] / d_lat for r in rs], [val(r, key) for r in rs], "o-",
+                        color=colors.get(method), label=METHOD_LABELS[method])
+                for r in rs:
+                    ax.annotate(r.get("level_name") or f"{int(round(r['level'] * 100))}%",
+                                (r["latency_ms"] / d_lat, val(r, key)), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points")
+        pts = res_baseline.curve(dense_res, sizes, key)
+        if len(pts) > 1:
+            pts = sorted(pts, key=lambda p: p["latency_ms"])
+            ax.plot([p["latency_ms"] / d_lat for p in pts], [p["value"] * 100 for p in pts], "s--", color="k",
+                    alpha=0.7, ms=4, label="dense at smaller inputs (resolution baseline)")
+            for p in pts:
+                if p["name"] != "dense":
+                    ax.annotate(p["name"], (p["latency_ms"] / d_lat, p["value"] * 100), fontsize=6, xytext=(3, -9),
+                                textcoords="offset points", alpha=0.8)
+        ax.set_xlabel(f"measured latency / dense latency (ONNX Runtime CPU, round-robin; dense at "
+                      f"{c.data.imgsz[0]}x{c.data.imgsz[1]} = 1)")
+        ax.set_ylabel(ylabel)
+        ax.set_title("mAP vs measured latency" if key == "map50_95" else "real Car AP vs measured latency")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(run / "pareto.png", dpi=110)
     plt.close(fig)

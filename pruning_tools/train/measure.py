@@ -75,7 +75,8 @@ def interleaved_latency(onnx_paths: dict[str, str | Path], imgsz: tuple[int, int
 
     Every session is created and warmed up first; then each of ``runs`` rounds times one inference
     of every model, in an order rotated by one each round, so slow phases of a shared machine hit
-    all models alike. Quote medians and ratios from one call.
+    all models alike. Quote medians and ratios from one call. A model whose ONNX input has a static
+    ``H x W`` gets a frame of that size (the resolution baseline's models), any other one of ``imgsz``.
 
     :param onnx_paths: key -> ONNX file.
     :return: key -> ``{"median_ms", "p90_ms", "min_ms", "runs", "interleaved": True, "models": N}``.
@@ -87,11 +88,11 @@ def interleaved_latency(onnx_paths: dict[str, str | Path], imgsz: tuple[int, int
         raise ValueError(f"runs must be >= 1, got {runs}")
     keys = list(onnx_paths)
     sessions, feeds = {}, {}
-    x32 = np.random.default_rng(0).random((1, 3, int(imgsz[0]), int(imgsz[1]))).astype(np.float32)
     for k in keys:
         sess = ort_session(onnx_paths[k], threads)
         inp = sess.get_inputs()[0]
         sessions[k] = sess
+        x32 = _random_input(_static_hw(inp.shape) or (int(imgsz[0]), int(imgsz[1])))
         feeds[k] = {inp.name: x32.astype(np.float16) if "float16" in inp.type else x32}
     for _ in range(max(0, warmup)):
         for k in keys:
@@ -109,6 +110,19 @@ def interleaved_latency(onnx_paths: dict[str, str | Path], imgsz: tuple[int, int
         out[k] = {"median_ms": round(statistics.median(ts), 3), "p90_ms": round(ts[int(0.9 * (len(ts) - 1))], 3),
                   "min_ms": round(ts[0], 3), "runs": len(ts), "interleaved": True, "models": len(keys)}
     return out
+
+
+def _static_hw(shape: Any) -> tuple[int, int] | None:
+    """``(H, W)`` of a static ``(1, 3, H, W)`` ONNX input shape; ``None`` where a dimension is symbolic."""
+    dims = list(shape or [])
+    if len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[2:]):
+        return int(dims[2]), int(dims[3])
+    return None
+
+
+def _random_input(hw: tuple[int, int]) -> np.ndarray:
+    """The same seeded random ``(1, 3, H, W)`` float32 frame for every model of one size."""
+    return np.random.default_rng(0).random((1, 3, int(hw[0]), int(hw[1]))).astype(np.float32)
 
 
 def model_latency(model: nn.Module, imgsz: tuple[int, int] = (384, 1248), threads: int = 2, warmup: int = 3,
