@@ -285,7 +285,7 @@ def table(cfg: Any, dense_res: dict[str, Any], agg: list[dict[str, Any]],
 def map_frames(cfg: Any) -> str:
     """Which frames the table's mAP comes from, in words."""
     n = cfg.data.test_images
-    return (f"test split of `{cfg.data.dataset or 'generated scenes'}`" + (f", first {n} images" if n else "")
+    return (f"test split of `{cfg.data.dataset or 'generated scenes'}`" + (f", up to {n} images" if n else "")
             + f", at {cfg.data.imgsz[0]}x{cfg.data.imgsz[1]} unless said")
 
 
