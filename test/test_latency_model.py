@@ -177,12 +177,10 @@ def test_latency_levels_in_the_config() -> None:
 
 @pytest.mark.slow
 def test_tiny_prune_run_on_latency_levels(tmp_path: Path) -> None:
-    from helpers.tiny_data import make_yolo_dataset
+    from helpers.tiny_data import tiny_prune_inputs
     from pruning_tools.pipeline.cli import main
 
-    data = make_yolo_dataset(tmp_path / "ds", n_train=4, n_val=2, n_test=2, size=IMGSZ)
-    torch.manual_seed(0)
-    base = ua.save_checkpoint(ua.build_model("yolov5n.yaml"), tmp_path / "base.pt")
+    data, base = tiny_prune_inputs(tmp_path, n_train=4, size=tuple(IMGSZ))
     cfg = {"name": "tinylat", "baseline": str(base), "levels": [1.5], "round_to": 8, "target_metric": "latency",
            "methods": ["uniform", "importance"],
            "data": {"dataset": str(data), "imgsz": list(IMGSZ), "val_images": 2, "test_images": 2},

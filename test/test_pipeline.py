@@ -5,10 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from helpers.tiny_data import make_yolo_dataset
+from helpers.tiny_data import make_yolo_dataset, tiny_prune_inputs
 from pruning_tools import ultralytics_adapter as ua
 
 IMGSZ = [64, 192]
@@ -18,9 +17,7 @@ IMGSZ = [64, 192]
 def test_tiny_prune_run_end_to_end(tmp_path: Path) -> None:
     from pruning_tools.pipeline.cli import main
 
-    data = make_yolo_dataset(tmp_path / "ds", n_train=6, n_val=2, n_test=2, size=tuple(IMGSZ))
-    torch.manual_seed(0)
-    base = ua.save_checkpoint(ua.build_model("yolov5n.yaml"), tmp_path / "base.pt")
+    data, base = tiny_prune_inputs(tmp_path, n_train=6, size=tuple(IMGSZ))
     cfg = {"name": "tiny", "baseline": str(base), "levels": [0.75], "round_to": 8, "trials": 2,
            "data": {"dataset": str(data), "imgsz": IMGSZ, "val_images": 2, "test_images": 2},
            "importance": {"batches": 1, "batch": 2, "channel_choice": "gradient"},

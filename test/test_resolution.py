@@ -6,11 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from helpers.tiny_data import make_yolo_dataset
-from pruning_tools import ultralytics_adapter as ua
+from helpers.tiny_data import tiny_prune_inputs
 from pruning_tools.pipeline import resolution as rb
 from pruning_tools.pipeline.config import ConfigError, config_from_dict
 
@@ -117,9 +115,7 @@ IMGSZ = [64, 192]
 def test_tiny_prune_run_reports_the_resolution_baseline(tmp_path: Path) -> None:
     from pruning_tools.pipeline.cli import main
 
-    data = make_yolo_dataset(tmp_path / "ds", n_train=4, n_val=2, n_test=2, size=tuple(IMGSZ))
-    torch.manual_seed(0)
-    base = ua.save_checkpoint(ua.build_model("yolov5n.yaml"), tmp_path / "base.pt")
+    data, base = tiny_prune_inputs(tmp_path, n_train=4, size=tuple(IMGSZ))
     cfg = {"name": "tiny", "baseline": str(base), "levels": [0.5], "methods": ["uniform"], "round_to": 8,
            "data": {"dataset": str(data), "imgsz": IMGSZ, "val_images": 2, "test_images": 2},
            "finetune": {"prune_steps": 1, "steps_per_prune": 1, "final_steps": 0, "batch": 2, "crop_width": None,

@@ -49,3 +49,15 @@ def make_yolo_dataset(root: Path, n_train: int = 16, n_val: int = 6, n_test: int
     (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val",
                                                     "test": "images/test", "names": NAMES}))
     return root
+
+
+def tiny_prune_inputs(tmp_path: Path, n_train: int = 4, size: tuple[int, int] = (64, 192)) -> tuple[Path, Path]:
+    """A tiny prune run's inputs: a dataset (``n_train`` / 2 / 2 frames) and a freshly initialised yolov5n
+    baseline checkpoint (torch seed 0). :return: (dataset root, checkpoint)."""
+    import torch
+
+    from pruning_tools import ultralytics_adapter as ua
+
+    data = make_yolo_dataset(tmp_path / "ds", n_train=n_train, n_val=2, n_test=2, size=tuple(size))
+    torch.manual_seed(0)
+    return data, ua.save_checkpoint(ua.build_model("yolov5n.yaml"), tmp_path / "base.pt")
