@@ -91,7 +91,7 @@ def measure_ladder(pipe: Any, sizes: Sequence[Sequence[int]]) -> list[dict[str, 
         path = d / "result.json"
         rec = json.loads(path.read_text()) if path.is_file() else None
         if rec is not None and (pipe.real_eval is None or "real" in rec) and (pipe.run / rec["onnx"]).is_file():
-            pipe.log(f"resolution {size_name(hw)}: done earlier (resume)")
+            pipe.log(f"resolution {size_name(hw)}: measured earlier (kept)")
             out.append(rec)
             continue
         dense = pipe.prepare().dense
