@@ -117,9 +117,11 @@ def test_fit_recovers_offset_and_scale(fp32_model: L.LatencyModel, tiny: tuple[t
     _, space = tiny
     lm = L.LatencyModel(space, fp32_model.table, grid=3)
     vecs = [np.full(len(space), r) for r in (0.0, 0.3, 0.6)] + [np.random.default_rng(1).uniform(0, 0.8, len(space))]
-    rec = lm.fit([(v, 3.0 + 2.0 * fp32_model.block_sum(v)) for v in vecs])
+    rec = lm.fit([(v, 3.0 + 2.0 * fp32_model.block_sum(v)) for v in vecs], offset=True)
     assert lm.offset == pytest.approx(3.0, rel=1e-6) and lm.scale == pytest.approx(2.0, rel=1e-6)
     assert rec["models"] == 4 and max(rec["fit_rel_error"]) < 1e-6
+    lm.fit([(v, 3.0 + 2.0 * fp32_model.block_sum(v)) for v in vecs])  # FP32 default: scale alone
+    assert lm.offset == 0.0 and lm.scale > 2.0
     lm.fit([(vecs[0], 10.0 * fp32_model.block_sum(vecs[0]))])  # one model: scale only
     assert lm.offset == 0.0 and lm.scale == pytest.approx(10.0)
     with pytest.raises(L.LatencyModelError):
