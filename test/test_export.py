@@ -211,7 +211,7 @@ def test_a_level_slower_than_a_more_accurate_one_is_left_out(prune_run: Path, tm
     raw = json.loads((out / "manifest.json").read_text())
     assert [r["level"] for r in raw["ladder"]["levels"]] == ["dense"]
     (ex,) = raw["ladder"]["excluded"]
-    assert ex["level"] == "x1.5" and ex["beaten_by"] == "dense" and ex["speedup_vs_dense"] == pytest.approx(0.8)
+    assert ex["level"] == "x1.5" and ex["beaten_by"] == "dense" and ex["speedup_vs_dense"] == pytest.approx(0.8, abs=1e-3)  # the patched median is rounded to 3 decimals
     assert ex["speedup_target"] == 1.5 and [a["precision"] for a in ex["artifacts"]] == ["fp32"]
     assert "excluded from the zoo: x1.5" in text and "EXCLUDED" in text
     m = load_manifest(out / "manifest.json", verify=True)
