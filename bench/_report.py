@@ -1,4 +1,5 @@
-"""The benches' shared JSON tail: machine block, library versions, atomic write, printed summary.
+"""The benches' shared JSON tail: machine block, library versions, atomic write, printed summary; and the
+Spearman rank correlation the proxy and latency-model benches report.
 
 Not a bench (``make bench`` runs it as a no-op); every ``bench/*.py`` imports it as ``_report``.
 """
@@ -54,3 +55,32 @@ def write_result(path: str | os.PathLike[str], result: dict[str, Any], summary: 
     atomic_write_text(path, text)
     print(text.rstrip("\n") if summary is None else summary, flush=True)
     return path
+
+
+def ranks(values: list[float]) -> list[float]:
+    """Average ranks (ties share their mean rank), 1-based."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman rank correlation (Pearson of average ranks); ``None`` when either side is constant."""
+    if len(a) != len(b) or len(a) < 3:
+        raise ValueError("spearman needs two equally long lists of >= 3 values")
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va = sum((x - ma) ** 2 for x in ra)
+    vb = sum((y - mb) ** 2 for y in rb)
+    if va == 0 or vb == 0:
+        return None
+    return cov / (va * vb) ** 0.5

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_block, write_result  # noqa: E402
+from _report import machine_block, spearman, write_result  # noqa: E402
 
 TARGETS = {"spearman": 0.9, "median_rel_error": 0.10}
 
@@ -103,10 +103,14 @@ def profiles(dense, space, precisions: list[str], a: argparse.Namespace) -> dict
     return out
 
 
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 4)
+
+
 def run_precision(dense, space, precision: str, a: argparse.Namespace, log) -> dict:
     import numpy as np
 
-    from pruning_tools.quant.latency import LatencyModel, LatencyTable, calibration_vectors, spearman, time_models
+    from pruning_tools.quant.latency import LatencyModel, LatencyTable, calibration_vectors, time_models
 
     table = LatencyTable.cached(precision, a.threads, a.cache_dir)
     lm = LatencyModel(space, table, a.grid)
@@ -136,11 +140,12 @@ def run_precision(dense, space, precision: str, a: argparse.Namespace, log) -> d
     res = {"precision": precision, "blocks": len(lm.blocks()), "blocks_measured_now": measured_blocks,
            "table_s": round(table_s, 1), "timing_s": round(timing_s, 1), "table_cache": str(table.path(a.cache_dir)),
            "calibration": calib, "dense_measured_ms": dense_ms, "dense_predicted_ms": round(lm.dense_ms, 3),
-           "spearman": round(spearman(p, m), 4), "median_rel_error": round(float(np.median(np.abs(p - m) / m)), 4),
-           "speedup_spearman": round(spearman(ps, mss), 4),
+           "spearman": _round(spearman(list(p), list(m))),
+           "median_rel_error": round(float(np.median(np.abs(p - m) / m)), 4),
+           "speedup_spearman": _round(spearman(list(ps), list(mss))),
            "speedup_median_rel_error": round(float(np.median(np.abs(ps - mss) / mss)), 4),
            "measured_speedup_range": [round(float(mss.min()), 3), round(float(mss.max()), 3)], "models": rows}
-    res["targets_met"] = {"spearman": res["spearman"] >= TARGETS["spearman"],
+    res["targets_met"] = {"spearman": res["spearman"] is not None and res["spearman"] >= TARGETS["spearman"],
                           "median_rel_error": res["median_rel_error"] <= TARGETS["median_rel_error"]}
     return res
 

@@ -31,36 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_report.py, also for a test loading this file
-from _report import machine_block, write_result  # noqa: E402
-
-
-def ranks(values: list[float]) -> list[float]:
-    """Average ranks (ties share their mean rank), 1-based."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def spearman(a: list[float], b: list[float]) -> float | None:
-    """Spearman rank correlation (Pearson of average ranks); ``None`` when either side is constant."""
-    if len(a) != len(b) or len(a) < 3:
-        raise ValueError("spearman needs two equally long lists of >= 3 values")
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    va = sum((x - ma) ** 2 for x in ra)
-    vb = sum((y - mb) ** 2 for y in rb)
-    if va == 0 or vb == 0:
-        return None
-    return cov / (va * vb) ** 0.5
+from _report import machine_block, spearman, write_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,3 +162,11 @@ def test_zoo_ladder_times_every_selected_engine_and_scores_real_frames(test_zoo:
     (zoo / "s50" / s50[0]["path"].split("/")[-1]).write_bytes(b"tampered")
     assert mod.main(["--zoo", str(zoo), "--json", str(tmp_path / "t.json")]) == 2
     assert "sha256" in capsys.readouterr().err and not (tmp_path / "t.json").exists()
+
+
+def test_the_benches_spearman_uses_average_ranks() -> None:
+    spearman = _bench("_report").spearman
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, rel=1e-6)  # the tie shares rank 2.5
+    assert spearman([1, 1, 1], [1, 2, 3]) is None

@@ -14,7 +14,7 @@ import yaml
 from pruning_tools import ultralytics_adapter as ua
 from pruning_tools.pipeline.config import ConfigError, config_from_dict
 from pruning_tools.quant import latency as L
-from pruning_tools.search.strategies import level_name
+from pruning_tools.search.strategies import level_name, level_speedup
 from pruning_tools.surgery.channels import PruningError, PruningSpace
 
 IMGSZ = (64, 192)
@@ -38,7 +38,7 @@ def fp32_model(tiny: tuple[torch.nn.Module, PruningSpace], tmp_path_factory: pyt
 
 def test_speedup_levels_and_names() -> None:
     assert L.speedup_level(2) == 0.5 and abs(L.speedup_level(1.5) - 1 / 3) < 1e-12
-    assert abs(L.level_speedup(L.speedup_level(3)) - 3) < 1e-12
+    assert abs(level_speedup(L.speedup_level(3)) - 3) < 1e-12
     assert [level_name(L.speedup_level(x), "latency") for x in (1.5, 2, 3)] == ["x1.5", "x2", "x3"]
     assert level_name(0.75) == "s75" and level_name(0.5, "flops") == "s50"
     for bad in (1.0, 0.5, -2, float("nan"), "fast"):
@@ -155,12 +155,6 @@ def test_latency_metric_of_the_pruning_space(fp32_model: L.LatencyModel, tiny: t
     (tmp_path / "bad.json").write_text("[]")
     with pytest.raises(L.LatencyModelError, match="not a latency model"):
         L.LatencyModel.load(space, tmp_path / "bad.json")
-
-
-def test_spearman() -> None:
-    assert L.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert L.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert np.isnan(L.spearman([1, 1, 1], [1, 2, 3]))
 
 
 def test_latency_levels_in_the_config() -> None:

@@ -51,7 +51,8 @@ from pruning_tools.data.files import write_json
 from pruning_tools.pipeline.config import ConfigError, PruneConfig, config_from_dict, config_to_dict
 from pruning_tools.pipeline.report import write_report
 from pruning_tools.search.session import Inputs, SearchSession
-from pruning_tools.search.strategies import LEVEL_TOLERANCE, UnitContext, get_method, level_name, within_level
+from pruning_tools.search.strategies import (LEVEL_TOLERANCE, UnitContext, get_method, level_name, level_speedup,
+                                             within_level)
 
 Unit = tuple[str, float, int]
 
@@ -342,8 +343,8 @@ class Pipeline:
                "onnx": str((out / "model.onnx").relative_to(self.run)),
                "wall_s": round(time.monotonic() - t_m, 1)}
         if c.target_metric == "latency":  # measured against the dense model interleaved in report(): missed, not an error
-            rec["speedup_target"] = round(1.0 / (1.0 - level), 4)
-            rec["speedup_predicted"] = round(1.0 / (1.0 - achieved), 4)
+            rec["speedup_target"] = round(level_speedup(level), 4)
+            rec["speedup_predicted"] = round(level_speedup(achieved), 4)
         measured = {"params": rec["sparsity"], "flops": rec["flops_reduction"]}.get(c.target_metric, level)
         if abs(measured - level) > LEVEL_TOLERANCE:
             raise PruningError(f"method {method!r} at level {level} (trial {trial}): the pruned model has "
@@ -494,7 +495,7 @@ class Pipeline:
         out = []
         for i, r in enumerate(records):
             sp = dense_ms / ms[i]
-            target = float(r.get("speedup_target", 1.0 / (1.0 - float(r["level"]))))
+            target = float(r.get("speedup_target", level_speedup(r["level"])))
             out.append({**r, "speedup_measured": round(sp, 4), "speedup_precision": lc.precision,
                         "speedup_missed": bool(sp < (1.0 - lc.miss_tolerance) * target)})
             if out[-1]["speedup_missed"]:

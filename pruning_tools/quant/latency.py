@@ -62,16 +62,6 @@ def speedup_level(speedup: float) -> float:
     return 1.0 - 1.0 / x
 
 
-def level_speedup(level: float) -> float:
-    """Inverse of :func:`speedup_level`: the speed-up a latency level stands for."""
-    return 1.0 / (1.0 - float(level))
-
-
-def speedup_name(speedup: float) -> str:
-    """A latency level's name: ``x1.5``, ``x2``, ``x3`` (two decimals at most)."""
-    return f"x{round(float(speedup), 2):g}"
-
-
 # ------------------------------------------------------------------------------------------ blocks
 @dataclass(frozen=True)
 class Block:
@@ -318,12 +308,11 @@ class LatencyTable:
                                                    self.runs)
                 if bar is not None:
                     bar.update(1)
-                if cache_dir is not False and n % save_every == 0:
+                if n % save_every == 0:
                     self.save(self.path(cache_dir))
         if bar is not None:
             bar.close()
-        if cache_dir is not False:
-            self.save(self.path(cache_dir))
+        self.save(self.path(cache_dir))
         return len(todo)
 
     def __getitem__(self, block: Block) -> float:
@@ -361,8 +350,7 @@ class LatencyModel:
         self.calibration: dict[str, Any] | None = None
         self._recs = list(space.convs.values())
         r = space.round_to
-        ch = space._channels
-        lo_frac = np.array([space.kept(i, 0.999) for i in range(len(space))], dtype=np.float64) / ch
+        lo_frac = space._kept_fraction(np.full(len(space), 0.999))  # the fewest channels a layer keeps
         self._cin_axes: list[np.ndarray] = []
         self._cout_axes: list[np.ndarray] = []
         for rec in self._recs:
@@ -381,6 +369,7 @@ class LatencyModel:
             self._cin_axes.append(cin)
             self._cout_axes.append(cout)
         self._values: np.ndarray | None = None
+        self._dense_sum: float | None = None  # the blocks' sum at the dense widths (the table is fixed)
 
     # -- the blocks of the grid
     def _block(self, rec: Any, cin: float, cout: float) -> Block:
@@ -409,9 +398,9 @@ class LatencyModel:
     @staticmethod
     def _locate(axis: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         g = axis.shape[1]
-        i = np.clip((axis[:, 1:] < x[:, None]).sum(axis=1), 0, max(g - 2, 0)) if g > 1 else np.zeros(len(x), int)
         if g == 1:
-            return i, np.zeros(len(x))
+            return np.zeros(len(x), int), np.zeros(len(x))
+        i = np.clip((axis[:, 1:] < x[:, None]).sum(axis=1), 0, g - 2)
         x0, x1 = axis[np.arange(len(x)), i], axis[np.arange(len(x)), i + 1]
         span = x1 - x0
         t = np.where(span > 0, (x - x0) / np.where(span > 0, span, 1.0), 0.0)
@@ -441,20 +430,15 @@ class LatencyModel:
 
     @property
     def dense_ms(self) -> float:
-        return self.predict(np.zeros(len(self.space)))
+        """Predicted latency of the dense model (its blocks' sum is computed once: every
+        :meth:`PruningSpace.latency_reduction` of the search divides by it)."""
+        if self._dense_sum is None:
+            self._dense_sum = self.block_sum(np.zeros(len(self.space)))
+        return self.offset + self.scale * self._dense_sum
 
     def speedup(self, ratios: Sequence[float]) -> float:
         """Predicted speed-up of ``ratios`` over the dense model."""
         return self.dense_ms / self.predict(ratios)
-
-    def layer_shares(self) -> np.ndarray:
-        """Per layer (coupled group): the share of the dense blocks' time in the convs it is the output of."""
-        per = self.per_conv(np.zeros(len(self.space)))
-        out = np.zeros(len(self.space))
-        for rec, t in zip(self._recs, per):
-            if rec.out_group is not None:
-                out[rec.out_group] += t
-        return out / max(per.sum(), 1e-12)
 
     def fit(self, samples: Sequence[tuple[Sequence[float], float]], offset: bool | None = None) -> dict[str, Any]:
         """Fit ``scale`` (and ``offset``) to whole-model measurements ``[(ratios, measured_ms), ...]``.
@@ -614,21 +598,3 @@ def build_latency_model(space: Any, dense: Any, precision: str = "fp32", threads
     table.measure(todo, progress=progress, cache_dir=cache_dir)
     calibrate(lm, dense, space.imgsz, calibrate_models, seed, runs, log=log)
     return lm
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    def ranks(x: Sequence[float]) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        order = np.argsort(x, kind="stable")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x), dtype=np.float64)
-        for v in np.unique(x):
-            m = x == v
-            r[m] = r[m].mean()
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    if np.std(ra) == 0 or np.std(rb) == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])

@@ -40,12 +40,18 @@ def within_level(achieved: float, level: float, metric: str = "params") -> bool:
     return level - LEVEL_TOLERANCE <= float(achieved) <= level + over
 
 
+def level_speedup(level: float) -> float:
+    """The speed-up a latency level stands for, ``1 / (1 - level)`` (inverse of
+    :func:`pruning_tools.quant.latency.speedup_level`)."""
+    return 1.0 / (1.0 - float(level))
+
+
 def level_name(level: float, metric: str = "params") -> str:
     """A level's name in folders, logs, tables and the zoo: ``s50`` (50 % of parameters, or of FLOPs,
     removed) or, for ``metric="latency"``, the speed-up it stands for: ``x1.5``, ``x2``, ``x3``
     (``level`` = fraction of the dense latency removed, ``1 - 1/speed-up``)."""
     if metric == "latency":
-        return f"x{round(1.0 / (1.0 - float(level)), 2):g}"
+        return f"x{round(level_speedup(level), 2):g}"
     return f"s{int(round(float(level) * 100)):02d}"
 
 

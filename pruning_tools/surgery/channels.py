@@ -258,11 +258,6 @@ class PruningSpace:
         frac = np.append(self._kept_fraction(np.asarray(ratios, dtype=np.float64)), 1.0)  # -1: outside every group
         return v["out_ch"] * frac[v["out"]], v["base_in"] + v["m"] @ frac[:-1]
 
-    def _vector_cost(self, ratios: np.ndarray) -> tuple[float, float]:
-        """:meth:`_cost` as array arithmetic (the search calls it thousands of times per episode batch)."""
-        self._vectors()
-        return self._vector_cost_of(ratios)
-
     def _vectors(self) -> None:
         if getattr(self, "_vec", None) is None:
             convs = list(self.convs.values())
@@ -280,9 +275,10 @@ class PruningSpace:
                 "extra": np.array([(1.0 if rec.bias else 0.0) + (2.0 if rec.has_bn else 0.0) for rec in convs]),
             }
 
-    def _vector_cost_of(self, ratios: np.ndarray) -> tuple[float, float]:
-        v = self._vec
+    def _vector_cost(self, ratios: np.ndarray) -> tuple[float, float]:
+        """:meth:`_cost` as array arithmetic (the search calls it thousands of times per episode batch)."""
         o, i = self.conv_widths(ratios)
+        v = self._vec
         w = np.where(v["dw"], o * v["k2"], o * i * v["k2"])
         return float(np.sum(w + o * v["extra"])), float(np.sum(w * v["hw"]))
 
