@@ -314,17 +314,10 @@ def time_interleaved(fns: Sequence[Callable[[np.ndarray], Any]], x: np.ndarray, 
         raise ValueError("time_interleaved needs at least one function")
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
+    from pruning_tools.train.measure import round_robin
+
     n = len(fns)
-    for _ in range(max(0, warmup)):
-        for fn in fns:
-            fn(x)
-    times: list[list[float]] = [[] for _ in range(n)]
-    for r in range(runs):
-        for j in range(n):
-            i = (j + r) % n
-            t = time.perf_counter()
-            fns[i](x)
-            times[i].append((time.perf_counter() - t) * 1e3)
+    times = round_robin([lambda fn=fn: fn(x) for fn in fns], warmup, runs)
     out = []
     for ts in times:
         ts.sort()

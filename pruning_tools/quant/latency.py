@@ -30,7 +30,6 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -172,6 +171,8 @@ def time_block(data: bytes, threads: int = 2, warmup: int = 2, runs: int = 7) ->
     """Median ONNX Runtime CPU latency (ms) of a serialised block model."""
     import onnxruntime as ort
 
+    from pruning_tools.train.measure import round_robin
+
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = int(threads), 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -184,13 +185,7 @@ def time_block(data: bytes, threads: int = 2, warmup: int = 2, runs: int = 7) ->
          else rng.integers(-127, 127, shape).astype(np.int8) if "int8" in inp.type
          else rng.random(shape, dtype=np.float32))
     feed = {inp.name: x}
-    for _ in range(max(0, warmup)):
-        sess.run(None, feed)
-    ts = []
-    for _ in range(max(1, runs)):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        ts.append((time.perf_counter() - t0) * 1e3)
+    (ts,) = round_robin([lambda: sess.run(None, feed)], warmup, max(1, runs))
     return float(statistics.median(ts))
 
 

@@ -9,7 +9,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -94,22 +94,31 @@ def interleaved_latency(onnx_paths: dict[str, str | Path], imgsz: tuple[int, int
         sessions[k] = sess
         x32 = _random_input(_static_hw(inp.shape) or (int(imgsz[0]), int(imgsz[1])))
         feeds[k] = {inp.name: x32.astype(np.float16) if "float16" in inp.type else x32}
-    for _ in range(max(0, warmup)):
-        for k in keys:
-            sessions[k].run(None, feeds[k])
-    times: dict[str, list[float]] = {k: [] for k in keys}
-    for r in range(runs):
-        for j in range(len(keys)):
-            k = keys[(j + r) % len(keys)]
-            t0 = time.perf_counter()
-            sessions[k].run(None, feeds[k])
-            times[k].append((time.perf_counter() - t0) * 1e3)
+    timed = round_robin([lambda k=k: sessions[k].run(None, feeds[k]) for k in keys], warmup, runs)
     out = {}
-    for k, ts in times.items():
+    for k, ts in zip(keys, timed):
         ts.sort()
         out[k] = {"median_ms": round(statistics.median(ts), 3), "p90_ms": round(ts[int(0.9 * (len(ts) - 1))], 3),
                   "min_ms": round(ts[0], 3), "runs": len(ts), "interleaved": True, "models": len(keys)}
     return out
+
+
+def round_robin(calls: Sequence[Callable[[], Any]], warmup: int, runs: int) -> list[list[float]]:
+    """The project's interleaved timing: every call warmed up ``warmup`` times (in turn), then ``runs``
+    rounds each timing one of every call, the order rotated by one each round, so a slow phase of a
+    shared machine hits all of them alike. :return: per call, its ``runs`` times in ms (round order)."""
+    n = len(calls)
+    for _ in range(max(0, warmup)):
+        for call in calls:
+            call()
+    times: list[list[float]] = [[] for _ in range(n)]
+    for r in range(runs):
+        for j in range(n):
+            i = (j + r) % n
+            t0 = time.perf_counter()
+            calls[i]()
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return times
 
 
 def _static_hw(shape: Any) -> tuple[int, int] | None:
