@@ -90,3 +90,70 @@ def test_declared_size_reads_real_headers() -> None:
         np.testing.assert_array_equal(compressed_to_bgr(ext, enc).shape, (37, 53, 3))
     assert declared_size(np.frombuffer(hostile_png(100_000, 7), np.uint8)) == (100_000, 7)
     assert declared_size(np.frombuffer(b"GIF89a", np.uint8)) is None
+
+
+def hostile_gif(width: int, height: int) -> bytes:
+    """35 bytes: a GIF header whose logical screen and only frame declare ``width`` x ``height``."""
+    import struct
+
+    return (b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+            + b"," + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02\x02\x44\x01\x00;")
+
+
+def hostile_webp_lossless(width: int, height: int) -> bytes:
+    """A RIFF/WEBP container with a VP8L header declaring ``width`` x ``height`` and a few bytes of stream."""
+    import struct
+
+    bits = (width - 1) | ((height - 1) << 14)
+    body = b"\x2f" + struct.pack("<I", bits) + b"\0" * 16
+    chunk = b"VP8L" + struct.pack("<I", len(body)) + body
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+def hostile_tiff(width: int, height: int) -> bytes:
+    """A little-endian deflate TIFF whose one IFD declares ``width`` x ``height`` (8-bit grey, one strip)."""
+    import struct
+    import zlib
+
+    strip = zlib.compress(b"\0" * 4096)
+    tags = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 8), (262, 3, 1, 1),
+            (273, 4, 1, 0), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, len(strip))]
+    ifd_size = 2 + 12 * len(tags) + 4
+    data_off = 8 + ifd_size
+    ifd = struct.pack("<H", len(tags))
+    for tag, typ, count, val in tags:
+        val = data_off if tag == 273 else val
+        ifd += struct.pack("<HHI", tag, typ, count) + (struct.pack("<HH", val, 0) if typ == 3 else struct.pack("<I", val))
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + strip
+
+
+@pytest.mark.parametrize("payload", [hostile_gif(9000, 9000), hostile_webp_lossless(12000, 12000),
+                                     hostile_tiff(10000, 10000)], ids=["gif", "webp", "tiff"])
+def test_decompression_bombs_of_every_format_are_refused_before_decoding(payload: bytes,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24 item 6: GIF, WebP and TIFF headers are bounded like PNG/JPEG (the decoder is never called)."""
+    from sparse_perception.node import image_codec
+
+    def no_decode(*args: object) -> None:
+        raise AssertionError("decoder called on an oversized header")
+
+    monkeypatch.setattr(image_codec.cv2, "imdecode", no_decode)
+    with pytest.raises(ValueError, match="declares"):
+        compressed_to_bgr("gif", payload)
+
+
+def test_declared_size_of_every_bounded_format() -> None:
+    """Real encodings of each format report their true size and decode; unbounded formats are refused."""
+    from sparse_perception.node.image_codec import declared_size
+
+    img = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    for ext, params in [(".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80]),
+                        (".tiff", []), (".bmp", []), (".ppm", []), (".gif", []), (".ras", []), (".pfm", [])]:
+        ok, enc = cv2.imencode(ext, img, params)
+        assert ok and declared_size(enc) == (53, 37), ext
+        assert compressed_to_bgr(ext, enc).shape == (37, 53, 3)
+    assert declared_size(np.frombuffer(hostile_gif(16384, 16384), np.uint8)) == (16384, 16384)
+    assert declared_size(np.frombuffer(hostile_tiff(10000, 10000), np.uint8)) == (10000, 10000)
+    ok, jp2 = cv2.imencode(".jp2", img)
+    with pytest.raises(ValueError, match="size can be read before decoding"):
+        compressed_to_bgr("jp2", jp2)
