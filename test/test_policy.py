@@ -130,3 +130,13 @@ def test_controller_hysteresis_cooldown(tmp_path: Path) -> None:
     assert all(ctl.update(day, 100.0 + t) is None for t in range(5))
     ctl.auto()
     assert [ctl.update(day, 200.0 + t) for t in range(3)] == [None, None, "s75"]
+
+
+def test_non_finite_condition_values_reach_the_ppo_policy_as_unknown(trained: tuple[Path, Path]) -> None:
+    """Issue 24 item 6: NaN/inf in DrivingCondition fields made PPO raise ('invalid values' in its logits)."""
+    _, out = trained
+    ctl = PolicyController(SparsityPolicy.load(out), hysteresis=1, cooldown_s=0.0, current="dense")
+    nan, inf = float("nan"), float("inf")
+    for t, values in enumerate([{"visibility_m": nan}, {"ego_speed_mps": nan, "ambient_light": inf},
+                                {"scene_density": -inf}]):
+        ctl.update(Condition.from_key("day_clear", **values), float(t))  # must not raise

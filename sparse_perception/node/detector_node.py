@@ -123,6 +123,24 @@ class DetectorNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self.cfg is not None
+        try:
+            self._start_io()
+        except Exception as exc:  # noqa: BLE001 - back to inactive with nothing half-made (engines kept)
+            self._stop_io()
+            self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"active: subscribed to {self._subs[0].topic_name}")
+        return super().on_activate(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: free everything, so 'unconfigured' holds no engines and parameters unlock."""
+        self._stop_io()
+        self._release()
+        self.get_logger().error(f"error in state {state.label!r}: I/O stopped, engines freed (unconfigured)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _start_io(self) -> None:
+        assert self.cfg is not None
         msg_type = CompressedImage if self.cfg.compressed else Image
         self._subs = [
             self.create_subscription(msg_type, self.cfg.image_topic, self._on_image,
@@ -133,8 +151,6 @@ class DetectorNode(LifecycleNode):
         ]
         self._timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics,
                                         callback_group=self._timer_group)
-        self.get_logger().info(f"active: subscribed to {self._subs[0].topic_name}")
-        return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_io()
@@ -229,11 +245,8 @@ class DetectorNode(LifecycleNode):
 
     @contained("set_parameters", lambda params, message: SetParametersResult(successful=False, reason=message))
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        for p in params:
-            reason = self.core.parameter_rejection(p.name, p.value)
-            if reason is not None:
-                return SetParametersResult(successful=False, reason=reason)
-        return SetParametersResult(successful=True)
+        reason = self.core.apply_parameters([(p.name, p.value) for p in params])  # all checked before any applies
+        return SetParametersResult(successful=reason is None, reason=reason or "")
 
     # ------------------------------------------------------------------ status
     def _publish_status(self) -> None:

@@ -7,6 +7,7 @@ The node declares ROS parameters and converts them at the edge into :class:`Node
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,8 +19,18 @@ __all__ = ["NodeConfig", "build_controller", "build_pool", "build_runtime"]
 BACKENDS = ("onnxruntime", "tensorrt")
 PRECISIONS = ("", "fp32", "fp16", "int8")
 POLICY_MODES = ("manual", "auto")
-#: Parameters declared with dynamic typing (``hysteresis:=3`` and ``hysteresis:=3.0`` both work).
-DYNAMIC_TYPED = frozenset({"hysteresis"})
+#: Parameters of type double: ``-p cooldown_s:=0`` (an int on the command line) is accepted as 0.0.
+FLOAT_PARAMS = frozenset({"confidence_threshold", "iou_threshold", "hysteresis", "cooldown_s", "diagnostics_period_s"})
+#: Level names: ``-p sparsity_level:=50`` (an int) is the level named "50" (then checked against the zoo).
+LEVEL_PARAMS = frozenset({"initial_level", "sparsity_level"})
+#: Parameters declared with dynamic typing (``hysteresis:=3`` and ``hysteresis:=3.0`` both work); their
+#: type is checked by :meth:`NodeConfig.from_params` with a message naming the parameter.
+DYNAMIC_TYPED = FLOAT_PARAMS | LEVEL_PARAMS
+#: ``diagnostics_period_s`` bounds (a microsecond timer keeps a core busy; rclpy's timer needs an int64 of ns)
+DIAGNOSTICS_PERIOD_RANGE = (0.05, 86400.0)
+_NAME_TOKEN = r"[A-Za-z_{][A-Za-z0-9_{}]*"
+#: a ROS 2 topic name (absolute, relative or private; ``{node}``-style substitutions allowed)
+TOPIC_NAME = re.compile(rf"~|(~/|/)?{_NAME_TOKEN}(/{_NAME_TOKEN})*")
 #: ROS parameter descriptions (the node declares one parameter per :class:`NodeConfig` field).
 DESCRIPTIONS: dict[str, str] = {
     "engine_manifest": "engine zoo manifest (manifest.json); exclusive with model_path",
@@ -105,12 +116,19 @@ class NodeConfig:
                 or not 0.0 <= self.hysteresis < float("inf"):
             raise ValueError(f"parameter 'hysteresis' must be a number >= 0 (consecutive policy decisions, "
                              f"< 1 counts as 1), got {self.hysteresis!r}")
-        if self.cooldown_s < 0:
-            raise ValueError(f"parameter 'cooldown_s' must be >= 0, got {self.cooldown_s}")
+        if not 0 <= self.cooldown_s < float("inf"):  # NaN fails too
+            raise ValueError(f"parameter 'cooldown_s' must be a finite number >= 0, got {self.cooldown_s}")
         if self.threads < 1:
             raise ValueError(f"parameter 'threads' must be >= 1, got {self.threads}")
-        if self.diagnostics_period_s <= 0:
-            raise ValueError(f"parameter 'diagnostics_period_s' must be > 0, got {self.diagnostics_period_s}")
+        lo, hi = DIAGNOSTICS_PERIOD_RANGE
+        if not lo <= self.diagnostics_period_s <= hi:  # NaN fails too
+            raise ValueError(f"parameter 'diagnostics_period_s' must be in [{lo}, {hi}] seconds, "
+                             f"got {self.diagnostics_period_s}")
+        if not TOPIC_NAME.fullmatch(self.image_topic) or "{}" in self.image_topic:
+            raise ValueError(f"parameter 'image_topic' is not a valid ROS topic name: {self.image_topic!r} "
+                             "(tokens of letters, digits and '_' separated by '/', not starting with a digit)")
+        if self.sparsity_level == "auto" and not self.policy_path:
+            raise ValueError("sparsity_level 'auto' needs a policy: set the parameter 'policy_path'")
 
     @classmethod
     def parameters(cls) -> list[tuple[str, Any, str]]:
@@ -125,8 +143,16 @@ class NodeConfig:
         if unknown:
             raise ValueError(f"unknown detector parameters: {unknown}")
         values = dict(params)
-        if isinstance(values.get("hysteresis"), int) and not isinstance(values["hysteresis"], bool):
-            values["hysteresis"] = float(values["hysteresis"])  # declared with dynamic typing: 3 or 3.0
+        for name in FLOAT_PARAMS & set(values):  # declared with dynamic typing: 3 or 3.0
+            v = values[name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"parameter {name!r} must be a number (double or int), got {v!r} ({type(v).__name__})")
+            values[name] = float(v)
+        for name in LEVEL_PARAMS & set(values):
+            v = values[name]
+            if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                raise ValueError(f"parameter {name!r} must be a level name (string), got {v!r} ({type(v).__name__})")
+            values[name] = str(v)
         if "allowed_levels" in values:
             values["allowed_levels"] = tuple(str(v) for v in values["allowed_levels"] if str(v))
         return cls(**values)
@@ -148,6 +174,9 @@ def build_pool(cfg: NodeConfig) -> EnginePool:
         pool = EnginePool.from_model(cfg.model_path, rcfg)
     initial = cfg.initial_level or (cfg.sparsity_level if cfg.sparsity_level != "auto" else "")
     try:
+        if cfg.sparsity_level not in ("", "auto") and cfg.sparsity_level not in pool.levels():
+            raise ValueError(f"parameter 'sparsity_level': unknown level {cfg.sparsity_level!r}; "
+                             f"preloaded levels: {pool.levels()}")
         if initial:
             pool.swap(initial)
     except BaseException:

@@ -8,6 +8,7 @@ per-condition mAP and the policy's observation. Codes match the constants of
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ class Condition:
     :param ambient_light: brightness in [0, 1], negative if unknown.
     :param ego_speed_mps: ego speed in m/s, negative if unknown.
     :param scene_density: number of visible road users, negative if unknown.
+
+    A non-finite value (NaN, +-inf, e.g. from a hostile ``DrivingCondition`` message) is unknown
+    (stored as -1.0): a policy must never see it.
     """
 
     illumination: str = "day"
@@ -41,6 +45,9 @@ class Condition:
             raise ValueError(f"illumination must be one of {ILLUMINATIONS}, got {self.illumination!r}")
         if self.weather not in WEATHERS:
             raise ValueError(f"weather must be one of {WEATHERS}, got {self.weather!r}")
+        for name in ("visibility_m", "ambient_light", "ego_speed_mps", "scene_density"):
+            if not math.isfinite(float(getattr(self, name))):
+                object.__setattr__(self, name, -1.0)  # frozen dataclass: normalise once, here
 
     @property
     def key(self) -> str:

@@ -102,11 +102,30 @@ class DetectorCore:
 
     def parameter_rejection(self, name: str, value: Any) -> str | None:
         """Why a parameter update is refused (None: accepted); setting ``sparsity_level`` swaps."""
-        if name == "sparsity_level" and self.pool is not None and value:
-            ok, message = self.set_auto() if value == "auto" else self.swap(value, None, "manual")[:2]
-            return None if ok else message
-        if name != "sparsity_level" and self.pool is not None:
-            return f"{name!r} applies on configure: deactivate and clean up first"
+        return self.apply_parameters([(name, value)])
+
+    def apply_parameters(self, updates: list[tuple[str, Any]]) -> str | None:
+        """Validate every ``(name, value)`` before applying any (``SetParametersAtomically``), then swap.
+
+        :return: why the whole update is refused (nothing changed), or None (accepted; a
+            ``sparsity_level`` among them is now active).
+        """
+        with self.swap_lock:
+            if self.pool is None:  # unconfigured: everything is validated on configure
+                return None
+            for name, value in updates:
+                if name != "sparsity_level":
+                    return f"{name!r} applies on configure: deactivate and clean up first"
+                level = str(value)
+                if level == "auto" and self.controller is None:
+                    return "auto mode needs a policy: set the 'policy_path' parameter and reconfigure"
+                if level not in ("", "auto") and level not in self.pool.levels():
+                    return f"unknown level {level!r}; available levels: {self.pool.levels()}"
+            for name, value in updates:
+                if value:
+                    ok, message = self.set_auto() if value == "auto" else self.swap(str(value), None, "manual")[:2]
+                    if not ok:
+                        return message
         return None
 
     def on_condition(self, condition: Condition) -> None:
@@ -120,7 +139,11 @@ class DetectorCore:
         with self.swap_lock:
             if self.controller is None or self.last_condition is None or self.pool is None or self.mode != "auto":
                 return
-            level = self.controller.update(self.last_condition, time.monotonic(), self.stats.mean_inference_ms())
+            try:
+                level = self.controller.update(self.last_condition, time.monotonic(), self.stats.mean_inference_ms())
+            except Exception as exc:  # noqa: BLE001 - a policy failure keeps the level (and auto mode) as is
+                self.log.error(f"policy ({self.last_condition.key}) failed, level kept: {type(exc).__name__}: {exc}")
+                return
             if level and level != self.pool.active_level:
                 ok, message, _ = self.swap(level, None, "auto")
                 if ok:

@@ -14,6 +14,7 @@ is accepted too (hand-written policies, tests). The observation is :func:`observ
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,8 @@ SPEED_NORM_MPS = 30.0
 
 
 def _unit(v: float, norm: float) -> float:
-    """Normalise a continuous value to [0, 1]; unknown (negative) -> 0.5."""
-    return 0.5 if v is None or v < 0 else float(min(v / norm, 1.0))
+    """Normalise a continuous value to [0, 1]; unknown (negative or non-finite) -> 0.5."""
+    return 0.5 if v is None or not math.isfinite(v) or v < 0 else float(min(v / norm, 1.0))
 
 
 def observation(condition: Condition, level_index: int, n_levels: int,

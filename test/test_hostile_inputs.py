@@ -1,0 +1,116 @@
+"""Issue 24 item 6: the hostile-input probe's cases against the plain-Python cores (no ROS).
+
+Node config validation (types, NaN, bounds, topic names, unknown levels), atomic parameter
+updates and non-finite driving conditions, each against a real tiny engine zoo (ONNX Runtime).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from runtime_models import tiny_zoo  # noqa: E402
+
+from sparse_perception.node.node_config import NodeConfig, build_pool  # noqa: E402
+from sparse_perception.runtime.conditions import Condition  # noqa: E402
+from sparse_perception.runtime.detector_core import DetectorCore  # noqa: E402
+from sparse_perception.runtime.engine_pool import EnginePool  # noqa: E402
+from sparse_perception.runtime.policy import PolicyController, SparsityPolicy, observation  # noqa: E402
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_zoo(tmp_path_factory.mktemp("zoo"), {"dense": (0.0, 4), "s50": (0.5, 2)})
+
+
+def test_int_for_double_and_number_for_level_are_accepted_other_types_named() -> None:
+    """`-p cooldown_s:=0` / `-p sparsity_level:=50` arrive as ints: accepted (double / level name "50")."""
+    cfg = NodeConfig.from_params({"model_path": "m.onnx", "cooldown_s": 0, "diagnostics_period_s": 2,
+                                  "confidence_threshold": 0.5, "sparsity_level": 50})
+    assert cfg.cooldown_s == 0.0 and isinstance(cfg.cooldown_s, float) and cfg.sparsity_level == "50"
+    with pytest.raises(ValueError, match="'cooldown_s' must be a number.*'soon'"):
+        NodeConfig.from_params({"model_path": "m.onnx", "cooldown_s": "soon"})
+    with pytest.raises(ValueError, match="'sparsity_level' must be a level name"):
+        NodeConfig.from_params({"model_path": "m.onnx", "sparsity_level": [1, 2]})
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"cooldown_s": NAN}, "cooldown_s"), ({"cooldown_s": INF}, "cooldown_s"),
+    ({"diagnostics_period_s": NAN}, "diagnostics_period_s"), ({"diagnostics_period_s": 1e-6}, "diagnostics_period_s"),
+    ({"diagnostics_period_s": 1e300}, "diagnostics_period_s"),
+    ({"image_topic": "bad topic!!"}, "image_topic"), ({"image_topic": "cam//image"}, "image_topic"),
+    ({"image_topic": "9cam"}, "image_topic"), ({"image_topic": "cam/"}, "image_topic"),
+    ({"sparsity_level": "auto"}, "policy_path"),
+])
+def test_values_that_made_activation_raise_are_refused_at_configure(params: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        NodeConfig.from_params({"engine_manifest": "z.json", **params})
+
+
+def test_valid_topic_names_still_accepted() -> None:
+    for topic in ("image_raw", "/camera/image_raw", "~/image", "~", "cam_0/{node}/img"):
+        assert NodeConfig(model_path="m.onnx", image_topic=topic).image_topic == topic
+
+
+def test_unknown_sparsity_level_at_start_fails_configure(zoo: Path) -> None:
+    with pytest.raises(ValueError, match="'sparsity_level': unknown level 's90'"):
+        build_pool(NodeConfig(engine_manifest=str(zoo), initial_level="dense", sparsity_level="s90"))
+    pool = build_pool(NodeConfig(engine_manifest=str(zoo), sparsity_level="s50"))
+    try:
+        assert pool.active_level == "s50"
+    finally:
+        pool.close()
+
+
+def _core(zoo: Path, policy: PolicyController | None = None) -> DetectorCore:
+    core = DetectorCore(logging.getLogger("test_hostile_inputs"))
+    pool = EnginePool.from_manifest(zoo)
+    pool.swap("dense")
+    core.load(pool, policy, "manual")
+    return core
+
+
+def test_a_rejected_atomic_parameter_set_changes_nothing(zoo: Path) -> None:
+    """SetParametersAtomically [sparsity_level=s50, threads=1] is refused (threads) and must not swap."""
+    core = _core(zoo)
+    try:
+        assert "'threads' applies on configure" in core.apply_parameters([("sparsity_level", "s50"), ("threads", 1)])
+        assert core.active_level() == "dense"
+        assert "unknown level 's90'" in core.apply_parameters([("sparsity_level", "s90")])
+        assert "needs a policy" in core.apply_parameters([("sparsity_level", "auto")])
+        assert core.apply_parameters([("sparsity_level", "s50")]) is None and core.active_level() == "s50"
+    finally:
+        core.release()
+
+
+def test_non_finite_condition_values_are_unknown() -> None:
+    cond = Condition.from_codes(2, 2, visibility_m=NAN, ambient_light=INF, ego_speed_mps=-INF, scene_density=NAN)
+    assert (cond.visibility_m, cond.ambient_light, cond.ego_speed_mps, cond.scene_density) == (-1.0,) * 4
+    obs = observation(cond, 0, 2)
+    assert obs.tolist()[9:13] == [0.5] * 4
+
+
+def test_set_auto_answer_agrees_with_the_mode_and_a_policy_error_keeps_the_level(zoo: Path, tmp_path: Path) -> None:
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"kind": "score_table", "levels": ["dense", "s50"],
+                                 "scores": {"night_fog": {"dense": 0.1, "s50": 0.9}}}))
+    ctl = PolicyController(SparsityPolicy.load(table), hysteresis=1, cooldown_s=0.0, current="dense")
+    ctl.manual()
+    core = _core(zoo, ctl)
+    try:
+        core.on_condition(Condition.from_key("night_fog", visibility_m=NAN))
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("policy exploded")
+
+        ctl.update = broken  # type: ignore[method-assign]  # a policy that raises (e.g. invalid logits)
+        ok, message, _ = core.set_sparsity("auto", -1.0)
+        assert ok and core.mode == "auto" and core.active_level() == "dense", message
+    finally:
+        core.release()
