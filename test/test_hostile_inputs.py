@@ -114,3 +114,96 @@ def test_set_auto_answer_agrees_with_the_mode_and_a_policy_error_keeps_the_level
         assert ok and core.mode == "auto" and core.active_level() == "dense", message
     finally:
         core.release()
+
+
+# ----------------------------------------------------------------------------- zoo consistency
+def _edit(zoo_root: Path, fn: object) -> Path:
+    """A copy of the tiny zoo's manifest with ``fn(data)`` applied (written as JSON, NaN allowed)."""
+    src = zoo_root / "manifest.json"
+    data = json.loads(src.read_text())
+    fn(data)  # type: ignore[operator]
+    out = zoo_root / "edited.json"
+    out.write_text(json.dumps(data))
+    return out
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda d: d["artifacts"][1].update(sparsity=float("nan")), r"artifacts\[1\]\.sparsity: nan is not a finite"),
+    (lambda d: d["artifacts"][1].update(class_names=["Pedestrian", "Car", "Cyclist"]), r"artifacts\[1\]\.class_names"),
+    (lambda d: d.update(class_names=["Car", "Van", "Truck"]), r"artifacts\[0\]\.class_names"),
+    (lambda d: d["artifacts"][1].update(input_shape=[1, 3, 640, 640]), r"artifacts\[1\]\.input_shape"),
+])
+def test_inconsistent_manifests_are_refused(zoo: Path, edit: object, match: str) -> None:
+    from sparse_perception.runtime.zoo import ManifestError, load_manifest
+
+    with pytest.raises(ManifestError, match=match):
+        load_manifest(_edit(zoo.parent, edit))
+
+
+def _swap_in(zoo: Path, onnx_path: Path, level: str = "s50") -> Path:
+    """The zoo's manifest with ``level``'s artifact replaced by ``onnx_path`` (digest updated, fields kept)."""
+    from sparse_perception.runtime.zoo import artifact_sha256
+
+    rel = onnx_path.relative_to(zoo.parent).as_posix()
+
+    def edit(d: dict) -> None:
+        for a in d["artifacts"]:
+            if a["level"] == level:
+                a.update(path=rel, sha256=artifact_sha256(onnx_path))
+    return _edit(zoo.parent, edit)
+
+
+def test_onnx_class_order_and_input_shape_must_match_the_manifest(zoo: Path) -> None:
+    """A reordered label map, or a foreign 640x640 model, listed as a level is refused when loaded."""
+    from runtime_models import NAMES, export_tiny
+
+    bad = zoo.parent / "bad"
+    bad.mkdir(exist_ok=True)
+    reordered = export_tiny(bad / "reordered.onnx", 2, names=tuple(reversed(NAMES)))
+    with pytest.raises(ValueError, match="class names .* differ from the manifest's"):
+        EnginePool.from_manifest(_swap_in(zoo, reordered))
+    foreign = export_tiny(bad / "foreign.onnx", 2, imgsz=(640, 640))
+    with pytest.raises(ValueError, match=r"input is \[1, 3, 640, 640\], the manifest says"):
+        EnginePool.from_manifest(_swap_in(zoo, foreign))
+
+
+def test_the_digest_covers_external_weights(zoo: Path) -> None:
+    import onnx
+
+    from sparse_perception.runtime.zoo import ManifestError, load_manifest, sha256_file
+
+    ext = zoo.parent / "ext"
+    ext.mkdir(exist_ok=True)
+    model = onnx.load(str(zoo.parent / "s50" / "model.onnx"))
+    onnx.save(model, str(ext / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="model.onnx.data", size_threshold=0)
+    manifest = _swap_in(zoo, ext / "model.onnx")
+    art = load_manifest(manifest).select("s50", "onnxruntime")
+    assert art.sha256 != sha256_file(ext / "model.onnx")
+    art.verify()  # untouched: passes
+    weights = bytearray((ext / "model.onnx.data").read_bytes())
+    weights[len(weights) // 2] ^= 0xFF
+    (ext / "model.onnx.data").write_bytes(bytes(weights))
+    with pytest.raises(ManifestError, match="sha256 check"):
+        art.verify()
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(5))
+#: 9**6 strings behind 6 short lines (the probe's 1.6 kB had more levels: 70 MB in one log line)
+
+
+def test_yaml_alias_bombs_are_refused_with_a_short_message(tmp_path: Path) -> None:
+    """Manifest and `prune --config`: nested aliases are refused before expanding (a 70 MB log line before)."""
+    from pruning_tools.pipeline.config import ConfigError, load_config
+    from sparse_perception.runtime.zoo import ManifestError, load_manifest
+
+    (tmp_path / "manifest.yaml").write_text(BOMB + "schema_version: 1\nclass_names: *f\nartifacts: []\n")
+    with pytest.raises(ManifestError, match="aliases") as exc:
+        load_manifest(tmp_path / "manifest.yaml")
+    assert len(str(exc.value)) < 1000
+    (tmp_path / "prune.yaml").write_text(BOMB + "levels: *f\n")
+    with pytest.raises(ConfigError, match="aliases") as exc2:
+        load_config(tmp_path / "prune.yaml")
+    assert len(str(exc2.value)) < 1000

@@ -383,10 +383,12 @@ def load_config(path: str | Path) -> PruneConfig:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
+    from sparse_perception.runtime.zoo import capped, safe_load_yaml
+
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = safe_load_yaml(path.read_text())  # aliases refused: nested ones expand to gigabytes
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: invalid YAML: {capped(str(exc), 500)}") from exc
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     if not raw:  # an empty file would silently start the full default run (hours)
@@ -395,7 +397,7 @@ def load_config(path: str | Path) -> PruneConfig:
     try:
         return config_from_dict(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{path}: {capped(str(exc), 2000)}") from exc
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

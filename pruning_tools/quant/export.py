@@ -180,11 +180,11 @@ def run_dataset(run: Path) -> Path | None:
 # ----------------------------------------------------------------------------- artifacts
 def _artifact(zoo: Path, src: LevelSource, prec: str, backend: str, path: Path, cand: Any, imgsz: tuple[int, int],
               names: Sequence[str], selected: bool, trt: dict[str, str] | None) -> dict[str, Any]:
-    from sparse_perception.runtime.zoo import sha256_file
+    from sparse_perception.runtime.zoo import artifact_sha256
 
     art: dict[str, Any] = {
         "level": src.level, "sparsity": round(float(src.sparsity), 4), "precision": prec, "backend": backend,
-        "path": path.relative_to(zoo).as_posix(), "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+        "path": path.relative_to(zoo).as_posix(), "sha256": artifact_sha256(path), "size_bytes": path.stat().st_size,
         "input_shape": [1, 3, int(imgsz[0]), int(imgsz[1])], "class_names": list(names), "selected": bool(selected),
         "accepted": bool(cand.accepted), "map_drop_points": cand.drop_points,
         "map50_95": _unit(cand.map50_95), "map50": _unit(cand.map50),

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +179,45 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def external_data_files(path: str | Path) -> list[str]:
+    """Locations (relative to the ONNX's folder) of the external-data files an ONNX model's tensors live in."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    locs: set[str] = set()
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            locs.update(e.value for e in tensor.external_data if e.key == "location")
+    return sorted(locs)
+
+
+def artifact_sha256(path: str | Path) -> str:
+    """The digest a manifest lists for an ONNX artifact: :func:`sha256_file` of the file when its weights
+    are inside it; with external data, a SHA-256 over the file's digest and every external file's
+    (location and digest, sorted), so a changed weights file fails the check too.
+
+    :raises ManifestError: an external-data location outside the ONNX's folder or missing.
+    """
+    path = Path(path)
+    own = sha256_file(path)
+    if path.suffix != ".onnx":
+        return own
+    try:
+        locs = external_data_files(path)
+    except Exception as exc:  # noqa: BLE001 - not a parsable ONNX: the plain digest (the loader says what is wrong)
+        del exc
+        return own
+    if not locs:
+        return own
+    digest = hashlib.sha256(f"onnx+external-data\n{own}\n".encode())
+    for loc in locs:
+        target = contained_path(path.parent, loc, f"{path}: external data")
+        if not target.is_file():
+            raise ManifestError(f"{path}: external data file {loc!r} is missing ({target})")
+        digest.update(f"{loc}\n{sha256_file(target)}\n".encode())
+    return digest.hexdigest()
+
+
 def _field_path(error: jsonschema.ValidationError) -> str:
     out = ""
     for part in error.absolute_path:
@@ -216,11 +256,12 @@ class Artifact:
         """
         if not self.path.is_file():
             raise ManifestError(f"artifact of level {self.level!r} is missing: {self.path}")
-        actual = sha256_file(self.path)
+        actual = artifact_sha256(self.path)
         if actual != self.sha256:
             raise ManifestError(
                 f"artifact {self.path} (level {self.level!r}) failed its sha256 check: manifest says "
                 f"{self.sha256}, file has {actual}; refusing a tampered or corrupt engine"
+                " (the digest covers the ONNX's external data files too)"
             )
 
 
@@ -287,9 +328,18 @@ def validate_manifest_dict(data: Any, source: str = "<manifest>") -> None:
     if errors:
         err = errors[0]
         raise ManifestError(f"{source}: invalid field {_field_path(err)}: {err.message}")
+    _check_finite(data, source, "")
+    names, shape = list(data["class_names"]), list(data["artifacts"][0]["input_shape"])
     levels: dict[tuple[str, str, str], int] = {}
     selected: dict[tuple[str, str], int] = {}
     for i, art in enumerate(data["artifacts"]):
+        if list(art["class_names"]) != names:  # one zoo, one label map (any length: the pipeline is class-agnostic)
+            raise ManifestError(f"{source}: invalid field artifacts[{i}].class_names: {capped(art['class_names'])} "
+                                f"differs from the zoo's class_names {capped(names)}; every level of a zoo must "
+                                "detect the same classes in the same order")
+        if list(art["input_shape"]) != shape:
+            raise ManifestError(f"{source}: invalid field artifacts[{i}].input_shape: {art['input_shape']} differs "
+                                f"from artifacts[0]'s {shape}; every level of a zoo must take the same input")
         if art["level"] in RESERVED_LEVELS:
             raise ManifestError(f"{source}: invalid field artifacts[{i}].level: {art['level']!r} is reserved "
                                 f"(it selects the policy's auto mode); reserved names: {list(RESERVED_LEVELS)}")
@@ -316,6 +366,28 @@ def validate_manifest_dict(data: Any, source: str = "<manifest>") -> None:
         if (row["level"], row["backend"]) in listed:
             raise ManifestError(f"{source}: invalid field ladder.excluded[{i}]: level {row['level']!r} on "
                                 f"{row['backend']} is excluded from the ladder but still listed in artifacts")
+
+
+#: longest value an error message quotes (a hostile manifest must not make a 70 MB log line)
+QUOTE_CHARS = 200
+
+
+def capped(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """``value`` (a string as is, anything else as its repr) cut to ``limit`` characters for an error message."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _check_finite(value: Any, source: str, where: str) -> None:
+    """NaN and inf parse from JSON (``NaN``) and YAML (``.nan``) but pass jsonschema's range checks: refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ManifestError(f"{source}: invalid field {where or '<root>'}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, source, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, source, f"{where}[{i}]")
 
 
 def contained_path(root: Path, rel: str, where: str) -> Path:
@@ -348,9 +420,10 @@ def load_manifest(path: str | Path, verify: bool = False) -> Manifest:
     except OSError as exc:
         raise ManifestError(f"cannot read engine manifest {path}: {exc}") from exc
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ManifestError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+        data = json.loads(text) if path.suffix == ".json" else safe_load_yaml(text)
+    except (json.JSONDecodeError, yaml.YAMLError, ValueError) as exc:
+        raise ManifestError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                            f"{capped(str(exc), 500)}") from exc
     validate_manifest_dict(data, str(path))
     arts = []
     for i, a in enumerate(data["artifacts"]):
@@ -370,6 +443,25 @@ def load_manifest(path: str | Path, verify: bool = False) -> Manifest:
         for art in manifest.artifacts:
             art.verify()
     return manifest
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses YAML aliases (``*ref``): nested aliases expand exponentially ("billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"YAML aliases (*{event.anchor}) are not accepted{event.start_mark}: "
+                                 "write the value out (nested aliases can expand to gigabytes)")
+        return super().compose_node(parent, index)
+
+
+def safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without aliases (configs and manifests need none; alias bombs are refused).
+
+    :raises yaml.YAMLError: invalid YAML or an alias, with a short message.
+    """
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _opt_float(v: Any) -> float | None:

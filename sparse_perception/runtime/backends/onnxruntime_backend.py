@@ -8,6 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sparse_perception.runtime.zoo import capped
+
 __all__ = ["SUPPORTED_LAYOUTS", "OnnxRuntimeBackend", "check_output_layout", "parse_names"]
 
 DEFAULT_HW = (384, 1248)
@@ -97,6 +99,9 @@ class OnnxRuntimeBackend:
         exp_shape = expected.get("input_shape")
         if isinstance(shape[2], int) and isinstance(shape[3], int):
             hw = (shape[2], shape[3])
+            if exp_shape and (int(exp_shape[2]), int(exp_shape[3])) != hw:
+                raise ValueError(f"{path}: the ONNX's input is {list(shape)}, the manifest says input_shape "
+                                 f"{list(exp_shape)}")
         elif exp_shape:
             hw = (int(exp_shape[2]), int(exp_shape[3]))
         else:
@@ -111,6 +116,10 @@ class OnnxRuntimeBackend:
         meta = self.session.get_modelmeta().custom_metadata_map
         if "names" in meta:
             self.class_names = parse_names(meta["names"])
+            listed = tuple(str(n) for n in expected.get("class_names") or ())
+            if listed and listed != self.class_names:  # a reordered label map would publish cars as pedestrians
+                raise ValueError(f"{path}: the ONNX's class names {capped(list(self.class_names))} differ from the "
+                                 f"manifest's {capped(list(listed))} (same classes in the same order required)")
         elif expected.get("class_names"):
             self.class_names = tuple(str(n) for n in expected["class_names"])
         else:
