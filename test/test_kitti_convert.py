@@ -228,3 +228,18 @@ def test_only_ids_converts_just_those_frames(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not found"):
         convert_kitti(root, tmp_path / "yolo2", only_ids=["000009"], progress=False)
     assert not (tmp_path / "yolo2").exists()
+
+
+def test_dontcare_as_target_and_inverted_boxes_are_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24 item 6: `--classes` with `Car: DontCare` is an error (docs/data.md); x2 < x1 boxes are counted."""
+    root = _tree(tmp_path / "kitti", {"000000": [_obj("Car", (10.0, 10.0, 60.0, 50.0)),
+                                                 _obj("Car", (80.0, 10.0, 30.0, 50.0)),     # x2 < x1
+                                                 _obj("Cyclist", (80.0, 60.0, 120.0, 20.0))]})  # y2 < y1
+    with pytest.raises(ValueError, match="Car: DontCare"):
+        convert_kitti(root, tmp_path / "d", classes={"Car": "DontCare"}, progress=False)
+    assert not (tmp_path / "d").exists()
+    out = convert_kitti(root, tmp_path / "ok", split=(1.0, 0.0, 0.0), progress=False)
+    assert len(_labels(out / "labels/train/000000.txt")) == 1
+    assert json.loads((out / "stats.json").read_text())["inverted_boxes_dropped"] == 2
+    err = capsys.readouterr().err
+    assert "warning: 2 label box(es) with x2 < x1 or y2 < y1 dropped" in err and "000000.txt:2" in err

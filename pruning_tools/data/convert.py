@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -50,6 +51,9 @@ def resolve_class_map(classes: Mapping[str, str | None] | None) -> tuple[dict[st
         cmap[k] = v
     if cmap["DontCare"] is not None:
         raise ValueError("DontCare marks ignored regions and can never be a target class")
+    as_target = sorted(k for k, v in cmap.items() if v == "DontCare")
+    if as_target:
+        raise ValueError(f"DontCare marks ignored regions and can never be a target class, got {as_target[0]}: DontCare")
     names: list[str] = []
     for v in cmap.values():
         if v is not None and v not in names:
@@ -66,13 +70,15 @@ def load_class_map(path: Path) -> dict[str, str | None]:
     """
     import yaml
 
+    from sparse_perception.runtime.zoo import capped, safe_load_yaml
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: class map file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load_yaml(path.read_text())
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
+        raise ValueError(f"{path}: not valid YAML ({capped(str(e), 500)})") from None
     if isinstance(data, dict) and isinstance(data.get("classes"), dict):
         data = data["classes"]
     if not isinstance(data, dict):
@@ -160,7 +166,8 @@ def assign_splits(ids: Sequence[str], split: tuple[float, float, float], seed: i
 
 
 def _yolo_lines(label_path: Path, width: int, height: int, cmap: Mapping[str, str | None],
-                names: list[str], min_height_px: float) -> list[str]:
+                names: list[str], min_height_px: float, inverted: list[str] | None = None) -> list[str]:
+    """YOLO label lines of one KITTI label file; boxes with x2 < x1 or y2 < y1 are dropped and named in ``inverted``."""
     lines = []
     for lineno, obj in iter_labels(label_path):
         if obj.type not in cmap:
@@ -170,6 +177,8 @@ def _yolo_lines(label_path: Path, width: int, height: int, cmap: Mapping[str, st
         if target is None:
             continue
         x1, y1, x2, y2 = obj.bbox
+        if (x2 < x1 or y2 < y1) and inverted is not None:
+            inverted.append(f"{label_path}:{lineno}")
         x1, x2 = np.clip([x1, x2], 0.0, width)
         y1, y2 = np.clip([y1, y2], 0.0, height)
         if x2 <= x1 or y2 <= y1 or (y2 - y1) < min_height_px:
@@ -233,10 +242,11 @@ def convert_kitti(kitti_root: Path, out: Path, *, classes: Mapping[str, str | No
             (tmp / "labels" / s).mkdir(parents=True)
         conditions: dict[str, str] = {}
         counts: dict[str, int] = {n: 0 for n in names}
+        inverted: list[str] = []
         for fid, img_path in tqdm([(f, p) for f, p in zip(ds.ids, ds.image_paths) if f in split_of],
                                   desc="convert", unit="frame", disable=not progress, leave=False):
             h, w = read_image(img_path).shape[:2]
-            lines = _yolo_lines(ds.label_dir / f"{fid}.txt", w, h, cmap, names, min_height_px)
+            lines = _yolo_lines(ds.label_dir / f"{fid}.txt", w, h, cmap, names, min_height_px, inverted)
             for ln in lines:
                 counts[names[int(ln.split()[0])]] += 1
             s = split_of[fid]
@@ -253,8 +263,12 @@ def convert_kitti(kitti_root: Path, out: Path, *, classes: Mapping[str, str | No
             (tmp / "conditions.json").write_text(json.dumps(conditions, indent=1, sort_keys=True) + "\n")
         (tmp / "stats.json").write_text(json.dumps(
             {"frames": {s: len(v) for s, v in splits.items()}, "instances": counts,
-             "class_map": cmap, "source": str(ds.root.resolve())}, indent=1) + "\n")
+             "class_map": cmap, "source": str(ds.root.resolve()), "inverted_boxes_dropped": len(inverted)},
+            indent=1) + "\n")
         publish_dir(tmp, out)
+        if inverted:  # said, not silent: a label tool that swapped corners loses these boxes
+            print(f"warning: {len(inverted)} label box(es) with x2 < x1 or y2 < y1 dropped (first: "
+                  f"{', '.join(inverted[:3])}); counted in stats.json 'inverted_boxes_dropped'", file=sys.stderr)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
