@@ -207,3 +207,37 @@ def test_yaml_alias_bombs_are_refused_with_a_short_message(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="aliases") as exc2:
         load_config(tmp_path / "prune.yaml")
     assert len(str(exc2.value)) < 1000
+
+
+# ----------------------------------------------------------------------------- CLIs
+def test_evaluate_on_a_garbage_onnx_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`evaluate --model garbage.onnx` exited 1 with an ONNX Runtime traceback; now exit 2, one line."""
+    import cv2
+    import numpy as np
+
+    from pruning_tools.train.evaluate import main as evaluate_main
+    from sparse_perception.runtime.backends import create_backend
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(ValueError, match="not a loadable ONNX model"):
+        create_backend(garbage)
+    tr = tmp_path / "kitti" / "training"
+    (tr / "image_2").mkdir(parents=True)
+    (tr / "label_2").mkdir()
+    cv2.imwrite(str(tr / "image_2" / "000000.png"), np.zeros((40, 60, 3), np.uint8))
+    (tr / "label_2" / "000000.txt").write_text("Car 0 0 0 1 1 30 30 1.5 1.6 4 0 1.6 20 0\n")
+    capsys.readouterr()
+    assert evaluate_main(["--model", str(garbage), "--kitti-root", str(tmp_path / "kitti"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a loadable ONNX model" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_prune_with_a_missing_dataset_leaves_no_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pruning_tools.pipeline.cli import main as prune_main
+
+    config = Path(__file__).resolve().parents[1] / "pruning_tools" / "configs" / "quick.yaml"
+    out = tmp_path / "run"
+    assert prune_main(["--config", str(config), "--data", str(tmp_path / "nonexistent"), "--out", str(out),
+                       "--no-progress"]) == 2
+    assert "does not exist" in capsys.readouterr().err and not out.exists()

@@ -100,6 +100,10 @@ class Pipeline:
         self.mix = [(Path(d), int(r)) for d, r in (mix or [])]
         if self.mix and executor is not None:
             raise ValueError("--mix is not supported with --ray yet (workers read only the packed dataset)")
+        # inputs that can be checked now are, before the run folder exists (a typo must leave nothing behind)
+        for what, root in [("data.dataset (--data)", cfg.data.dataset), *(("--mix", d) for d, _ in self.mix)]:
+            if root and not Path(root).is_dir():
+                raise FileNotFoundError(f"{what}: dataset folder {root} does not exist")
         self.run.mkdir(parents=True, exist_ok=True)
         self.t0 = time.monotonic()
         self.real_eval, self.real_split_file, self.real_split = real_eval, real_split_file, real_split
