@@ -74,17 +74,40 @@ def test_kitti_convert_output_has_normal_mode(tmp_path: Path) -> None:
 
 
 @pytest.mark.ros
-def test_recorder_after_kill9_removes_its_partial_bag(tmp_path: Path) -> None:
+def test_recorder_after_kill9_keeps_its_partial_bag_under_a_recovered_name(tmp_path: Path) -> None:
+    """Issue 24 item 6: the next recorder of the same --out deleted the killed one's messages; now it keeps them."""
     out = tmp_path / "rec"
     rec = python_cmd("-m", "sparse_perception.cli", "record", "--out", str(out), "--storage", "sqlite3",
                      "--topics", "/partials_test/never")
     with managed_process(rec) as proc:
-        assert wait_for(lambda: bool(list(tmp_path.glob(".rec.partial-*"))), 60), proc.output()
+        assert wait_for(lambda: bool(list(tmp_path.glob(".rec.partial-*/*.db3"))), 60), proc.output()
+        killed = proc.pid
         _kill9(proc)
-    assert len(list(tmp_path.glob(".rec.partial-*"))) == 1 and not out.exists()
+    partial = tmp_path / f".rec.partial-{killed}"
+    assert partial.is_dir() and not out.exists()  # what kill -9 leaves behind
+    files = sorted(p.name for p in partial.iterdir())
     with managed_process([*rec, "--duration", "1"]) as proc:
         assert wait_for(lambda: not proc.alive(), 60), proc.output()
         log = proc.output()
     assert proc.proc.returncode == 0, log
-    assert "removed stale partial bag" in log and out.is_dir()
+    recovered = tmp_path / f"rec.recovered-{killed}"
+    assert f"kept the partial bag of a killed recorder .rec.partial-{killed} as {recovered}" in log
+    assert out.is_dir() and recovered.is_dir() and sorted(p.name for p in recovered.iterdir()) == files
     assert list(tmp_path.glob(".rec.partial-*")) == []
+
+
+def test_salvage_keeps_only_dead_recorders_partials(tmp_path: Path) -> None:
+    from sparse_perception.runtime.partials import salvage_stale_partials
+
+    out = tmp_path / "bag"
+    with managed_process(python_cmd("-c", "import time; time.sleep(60)")) as live:
+        with managed_process(python_cmd("-c", "import time; time.sleep(60)")) as dead:
+            _kill9(dead)
+        for pid in (live.pid, dead.pid):
+            (tmp_path / f".bag.partial-{pid}").mkdir()
+            (tmp_path / f".bag.partial-{pid}" / "bag_0.mcap").write_bytes(b"data")
+        (tmp_path / f"bag.recovered-{dead.pid}").mkdir()  # taken: the next free name is used
+        kept = salvage_stale_partials(out)
+        target = tmp_path / f"bag.recovered-{dead.pid}-2"
+        assert kept == [(tmp_path / f".bag.partial-{dead.pid}", target)]
+        assert (target / "bag_0.mcap").read_bytes() == b"data" and (tmp_path / f".bag.partial-{live.pid}").is_dir()

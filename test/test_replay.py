@@ -471,3 +471,14 @@ def test_recorder_refuses_existing_output_and_duration_ends_it(tmp_path: Path) -
     assert "/never_published never appeared" in log
     with Reader(out) as reader:
         assert reader.message_count == 0
+
+
+def test_recorder_bad_topic_name_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24 item 6: `recorder --topics 'bad topic!!'` exited 1 with an RCLError traceback."""
+    pytest.importorskip("rclpy")
+    from sparse_perception.tools.recorder import main
+
+    assert main(["--out", str(tmp_path / "bag"), "--topics", "/ok", "bad topic!!"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'bad topic!!' is not a valid ROS topic name" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bag").exists()

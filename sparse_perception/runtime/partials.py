@@ -4,7 +4,8 @@ A writer killed with ``kill -9`` cannot clean up, so its partial folder stays. P
 carry the writer's pid; the next writer of the same destination removes the partials whose
 process is gone (never one whose process still runs, e.g. a parallel writer).
 
-* ``.NAME.partial-PID`` — :class:`sparse_perception.tools.recorder.Recorder`'s bag in progress;
+* ``.NAME.partial-PID`` — :class:`sparse_perception.tools.recorder.Recorder`'s bag in progress
+  (recorded data: :func:`salvage_stale_partials` keeps it as ``NAME.recovered-PID`` instead);
 * ``.NAME.PID-RANDOM.tmp`` — :func:`make_partial_dir` (``kitti generate``, ``kitti convert``).
 
 Partial folders get the normal mode (``0777`` less the umask), unlike ``tempfile.mkdtemp``'s
@@ -19,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["make_partial_dir", "pid_alive", "remove_stale_partials"]
+__all__ = ["make_partial_dir", "pid_alive", "remove_stale_partials", "salvage_stale_partials"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -67,6 +68,34 @@ def remove_stale_partials(out: str | Path, log: Callable[[str], None] | None = N
                 log(f"removed stale partial output {entry} (its process {pid} is gone)")
             break
     return removed
+
+
+def salvage_stale_partials(out: str | Path) -> list[tuple[Path, Path]]:
+    """Keep ``out``'s stale ``.NAME.partial-PID`` folders (a killed recorder's messages) as ``NAME.recovered-PID``.
+
+    Recorded data is never deleted: the folder is renamed to a visible sibling (``-2``, ``-3``, ...
+    appended when taken); a partial whose process still runs is left alone.
+
+    :return: ``(partial, recovered)`` pairs.
+    """
+    out = Path(out)
+    if not out.parent.is_dir():
+        return []
+    pat, kept = _patterns(out)[0], []
+    for entry in sorted(out.parent.iterdir()):
+        m = pat.match(entry.name)
+        if m is None:
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        target, n = out.with_name(f"{out.name}.recovered-{pid}"), 1
+        while target.exists():
+            n += 1
+            target = out.with_name(f"{out.name}.recovered-{pid}-{n}")
+        os.rename(entry, target)
+        kept.append((entry, target))
+    return kept
 
 
 def make_partial_dir(out: str | Path) -> Path:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from sparse_perception.runtime.partials import remove_stale_partials
+from sparse_perception.runtime.partials import remove_stale_partials, salvage_stale_partials
 from sparse_perception.tools.replay import QosChoice, import_message_class, rclpy_qos
 from sparse_perception.tools.ros_cli import run_tool
 
@@ -126,8 +126,12 @@ class Recorder:
         if self._writer is not None:
             raise RuntimeError("recorder already started")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        for stale in remove_stale_partials(self.out):  # left by a killed recorder (its process is gone)
-            self._print(f"removed stale partial bag {stale}")
+        for stale, kept in salvage_stale_partials(self.out):  # left by a killed recorder (its process is gone)
+            files = sorted(p.name for p in kept.iterdir()) if kept.is_dir() else []
+            self._print(f"warning: kept the partial bag of a killed recorder {stale.name} as {kept} "
+                        f"(storage file(s) {files}; no metadata.yaml: its recorder never closed it)", err=True)
+        for stale in remove_stale_partials(self.out):
+            self._print(f"removed stale partial output {stale}")
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
@@ -291,6 +295,14 @@ def main(argv: list[str] | None = None) -> int:
 def _check(args: argparse.Namespace) -> None:
     if args.out.exists():
         raise FileExistsError(f"output {args.out} exists; not overwriting")
+    from rclpy.exceptions import InvalidTopicNameException
+    from rclpy.validate_topic_name import validate_topic_name
+
+    for topic in args.topics:
+        try:
+            validate_topic_name(topic)
+        except InvalidTopicNameException as exc:
+            raise ValueError(f"--topics: {topic!r} is not a valid ROS topic name ({str(exc).splitlines()[0]})") from None
     if args.duration < 0 or args.max_messages < 0 or args.qos_depth < 1:
         raise ValueError("--duration and --max-messages must be >= 0, --qos-depth >= 1")
 
