@@ -482,3 +482,68 @@ def test_recorder_bad_topic_name_is_a_one_line_error(tmp_path: Path, capsys: pyt
     err = capsys.readouterr().err.strip()
     assert "'bad topic!!' is not a valid ROS topic name" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "bag").exists()
+
+
+def _image_bag(path: Path, n: int = 12) -> Path:
+    """An MCAP bag of ``n`` 640x480 random images (rosbags closes a chunk every ~1 MB: several chunks)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from sparse_perception.tools.bag_types import typestore
+
+    ts = typestore()
+    Image, Header, Time = (ts.types[k] for k in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
+                                                 "builtin_interfaces/msg/Time"))
+    rng = np.random.default_rng(0)
+    with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        c = w.add_connection("/cam/image", "sensor_msgs/msg/Image", typestore=ts)
+        for i in range(n):
+            img = Image(header=Header(stamp=Time(sec=i, nanosec=0), frame_id="cam"), height=480, width=640,
+                        encoding="bgr8", is_bigendian=0, step=1920,
+                        data=rng.integers(0, 255, 480 * 1920, dtype=np.uint8))
+            w.write(c, (i + 1) * 10**8, ts.serialize_cdr(img, "sensor_msgs/msg/Image"))
+    return path
+
+
+def _read_checked(bag: Path) -> tuple[int, Any]:
+    from sparse_perception.tools.replay import ReplayStats, checked_messages, open_bag
+
+    stats, reader = ReplayStats(), open_bag(bag)
+    try:
+        return sum(1 for _ in checked_messages(reader, list(reader.connections), 0, stats, bag)), stats
+    finally:
+        reader.close()
+
+
+def test_random_bytes_mid_bag_are_caught_by_the_sealed_chunk_crcs(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24 item 6: 4 kB of random bytes mid-file were replayed as a corrupted image without a word."""
+    from sparse_perception.tools.bag_integrity import seal_bag
+
+    bag = _image_bag(tmp_path / "bag")
+    assert seal_bag(bag) >= 3  # rosbags wrote CRC 0 ("not computed") in every chunk
+    assert seal_bag(bag) == 0  # idempotent
+    assert _read_checked(bag)[0] == 12  # intact: every message
+    mcap = next(bag.glob("*.mcap"))
+    raw = bytearray(mcap.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 4096] = np.random.default_rng(1).integers(0, 255, 4096, dtype=np.uint8).tobytes()
+    mcap.write_bytes(bytes(raw))
+    n, stats = _read_checked(bag)
+    assert n < 12 and "Chunk checksum mismatch" in stats.storage_error
+    assert "storage check failed" in capsys.readouterr().err
+
+
+def test_undecodable_messages_are_skipped_and_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from sparse_perception.tools.bag_types import typestore
+
+    bag = tmp_path / "bad_cdr"
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.SQLITE3) as w:
+        c = w.add_connection("/chatter", "std_msgs/msg/String", typestore=typestore())
+        w.write(c, 1, typestore().serialize_cdr(typestore().types["std_msgs/msg/String"](data="ok"),
+                                                "std_msgs/msg/String"))
+        w.write(c, 2, b"\x00\x01\x00\x00\xff\xff\xff\x7f")  # a string length of 2 GB in 8 bytes
+    n, stats = _read_checked(bag)
+    assert n == 1 and stats.corrupt == {"/chatter": 1}
+    assert "does not deserialise as std_msgs/msg/String" in capsys.readouterr().err

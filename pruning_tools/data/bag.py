@@ -153,6 +153,7 @@ def raw_drive_to_bag(drive: Path, out: Path, *, storage: str = "mcap", camera: s
     from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm import tqdm
 
+    from sparse_perception.tools.bag_integrity import seal_bag
     from sparse_perception.tools.bag_types import typestore
 
     out = Path(out)
@@ -198,6 +199,7 @@ def raw_drive_to_bag(drive: Path, out: Path, *, storage: str = "mcap", camera: s
                 write(c_img, ns, m.image(rd.image(i), ns))
                 if c_gt is not None:
                     write(c_gt, ns, m.detections(rd.labels(i) or [], ns, rd.image_paths[i].stem))
+        seal_bag(tmp / out.name)  # chunk CRCs: replay can then tell a damaged chunk
         os.replace(tmp / out.name, out)
         tmp.rmdir()
     except BaseException:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from sparse_perception.tools.bag_integrity import seal_bag
 from sparse_perception.runtime.partials import remove_stale_partials, salvage_stale_partials
 from sparse_perception.tools.replay import QosChoice, import_message_class, rclpy_qos
 from sparse_perception.tools.ros_cli import run_tool
@@ -163,6 +164,7 @@ class Recorder:
                 raise RuntimeError("recorder was not started")
             self._writer.close()
             self._writer = None
+        seal_bag(self.tmp)  # chunk CRCs: replay can then tell a damaged chunk
         for t in self.missing():
             if t not in self._skipped:
                 self._print(f"warning: topic {t} never appeared; nothing recorded for it", err=True)

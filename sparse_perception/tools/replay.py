@@ -247,6 +247,10 @@ class ReplayStats:
     bag_span_s: float = 0.0
     passes: int = 0
     interrupted: bool = False
+    #: messages not published because they failed a check (undecodable CDR), per topic
+    corrupt: dict[str, int] = field(default_factory=dict)
+    #: the storage check that ended the replay early (a chunk CRC mismatch), or ""
+    storage_error: str = ""
 
     def record(self, topic: str, lateness_s: float) -> None:
         """Count one published message."""
@@ -264,7 +268,8 @@ class ReplayStats:
         """JSON-friendly summary."""
         return {"counts": dict(self.counts), "types": dict(self.types), "skipped": dict(self.skipped),
                 "messages": sum(self.counts.values()), "wall_s": self.wall_s, "bag_span_s": self.bag_span_s,
-                "passes": self.passes, "interrupted": self.interrupted, "lateness_ms": self.lateness_ms()}
+                "passes": self.passes, "interrupted": self.interrupted, "lateness_ms": self.lateness_ms(),
+                "corrupt": dict(self.corrupt), "storage_error": self.storage_error}
 
     def summary(self) -> str:
         """Multi-line human summary."""
@@ -276,6 +281,9 @@ class ReplayStats:
         lines = [head]
         lines += [f"  {t:<{width}}  {self.counts[t]:>6}  {self.types.get(t, '')}" for t in sorted(self.counts)]
         lines += [f"  {t:<{width}}  skipped  {why}" for t, why in sorted(self.skipped.items())]
+        lines += [f"  {t:<{width}}  {n:>6}  corrupt (not published)" for t, n in sorted(self.corrupt.items())]
+        if self.storage_error:
+            lines.append(f"replay: stopped early: {self.storage_error}")
         lines.append(f"replay: lateness ms: p50 {lat['p50']:.2f}  p95 {lat['p95']:.2f}  max {lat['max']:.2f}")
         return "\n".join(lines)
 
@@ -314,8 +322,8 @@ def import_message_class(msgtype: str) -> type:
 
 
 # ------------------------------------------------------------------------------------- rclpy shell
-def _warn(text: str, out: TextIO = sys.stderr) -> None:
-    print(f"replay: warning: {text}", file=out, flush=True)
+def _warn(text: str, out: TextIO | None = None) -> None:
+    print(f"replay: warning: {text}", file=out or sys.stderr, flush=True)
 
 
 def rclpy_qos(choice: QosChoice) -> Any:
@@ -327,6 +335,43 @@ def rclpy_qos(choice: QosChoice) -> Any:
                                    else QoSReliabilityPolicy.BEST_EFFORT),
                       durability=(QoSDurabilityPolicy.TRANSIENT_LOCAL if choice.transient_local
                                   else QoSDurabilityPolicy.VOLATILE))
+
+
+def checked_messages(reader: Any, conns: Sequence[Any], start_ns: int, stats: ReplayStats,
+                     bag: Path | str = "bag") -> Iterator[tuple[str, int, bytes]]:
+    """``(topic, stamp ns, CDR)`` of ``reader``'s messages that pass what the storage lets us check.
+
+    A message whose CDR does not deserialise (typestore of :mod:`sparse_perception.tools.bag_types`)
+    is skipped, counted in ``stats.corrupt`` and warned about (first three per topic); a chunk whose
+    CRC does not match (MCAP, :mod:`sparse_perception.tools.bag_integrity`) ends the iteration with
+    ``stats.storage_error`` set and a warning: the reader cannot go past it.
+    """
+    from rosbags.rosbag2 import ReaderError
+
+    from sparse_perception.tools.bag_types import typestore
+
+    ts = typestore()
+    it = reader.messages(connections=conns, start=start_ns)
+    while True:
+        try:
+            conn, t, data = next(it)
+        except StopIteration:
+            return
+        except ReaderError as exc:
+            stats.storage_error = f"bag {bag}: storage check failed ({exc}); later messages are not replayed"
+            _warn(stats.storage_error)
+            return
+        if conn.msgtype in ts.types:
+            try:
+                ts.deserialize_cdr(data, conn.msgtype)
+            except Exception as exc:  # noqa: BLE001 - rosbags raises struct/index/value errors on bad CDR
+                n = stats.corrupt[conn.topic] = stats.corrupt.get(conn.topic, 0) + 1
+                if n <= 3:
+                    more = " (further ones only counted)" if n == 3 else ""
+                    _warn(f"bag {bag}: {conn.topic} message at {t} ns does not deserialise as {conn.msgtype} "
+                          f"({type(exc).__name__}: {str(exc)[:200]}); skipped{more}")
+                continue
+        yield conn.topic, t, data
 
 
 def open_bag(bag: Path | str) -> Any:
@@ -344,6 +389,12 @@ def open_bag(bag: Path | str) -> Any:
         reader.open()
     except Exception as exc:  # rosbags raises ReaderError, yaml and storage errors
         raise ValueError(f"cannot read bag {path}: {exc}") from exc
+    from sparse_perception.tools.bag_integrity import sqlite_problems
+
+    for db in sorted(path.glob("*.db3")) if path.is_dir() else [path] if path.suffix == ".db3" else []:
+        problems = sqlite_problems(db)
+        if problems:
+            _warn(f"bag {path}: {db.name} fails sqlite's integrity check: {'; '.join(problems)[:300]}")
     return reader
 
 
@@ -406,8 +457,7 @@ def play(bag: Path | str, options: ReplayOptions = ReplayOptions(), *, node: Any
         conns = [c for t in pubs for c in by_topic[t]]
 
         def source(start_ns: int) -> Iterator[tuple[str, int, bytes]]:
-            for conn, t, data in reader.messages(connections=conns, start=start_ns):
-                yield conn.topic, t, data
+            yield from checked_messages(reader, conns, start_ns, stats, bag)
 
         schedule = ReplaySchedule(source, reader.start_time, rate=options.rate, start_offset_s=options.start_offset_s,
                                   loop=options.loop, topics=pubs)
@@ -526,7 +576,7 @@ def _check(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace, stop: threading.Event) -> int:
     stats = play(args.bag, _options(args), stop=stop)
     print(stats.summary(), flush=True)
-    return 0
+    return 1 if stats.storage_error else 0
 
 
 if __name__ == "__main__":
