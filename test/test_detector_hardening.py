@@ -235,3 +235,39 @@ def test_an_exception_inside_any_callback_is_logged_counted_and_answered() -> No
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def test_hostile_parameters_in_one_node_process(test_zoo: Path) -> None:
+    """Issue 24 item 6, the parameter cases in one real node: int for double / string at start (exited 1 with
+    InvalidParameterTypeException), an unknown start level and a NaN period (refused at configure, naming them,
+    nothing stays loaded), and a refused SetParametersAtomically that must not swap."""
+    from rcl_interfaces.srv import SetParametersAtomically
+    from rclpy.parameter import Parameter
+
+    ns = "/hostile_params"
+    cmd = [*node_cmd(f"engine_manifest:={test_zoo}", "cooldown_s:=0", "sparsity_level:=50"), "-r", f"__ns:={ns}"]
+    with managed_process(cmd) as proc:
+        client = DetectorClient(namespace=ns, name="hostile_params_client")
+        try:
+            assert client.state() == "unconfigured" and proc.alive(), proc.output()[-3000:]
+            assert not client.change_state("configure")
+            assert proc.wait_for_output("'sparsity_level': unknown level '50'", 10), proc.output()[-3000:]
+            assert client.state() == "unconfigured"
+            assert client.set_parameter("sparsity_level", "") == (True, "")
+            assert client.set_parameter("diagnostics_period_s", float("nan"))[0]  # unconfigured: checked on configure
+            assert not client.change_state("configure")
+            assert proc.wait_for_output("parameter 'diagnostics_period_s' must be in", 10), proc.output()[-3000:]
+            assert client.set_parameter("diagnostics_period_s", 0.5)[0]
+            assert client.change_state("configure") and client.change_state("activate"), proc.output()[-3000:]
+            assert wait_for(lambda: client.latest_status() is not None, 20)
+            before = client.latest_status().level
+            atomic = client.node.create_client(SetParametersAtomically, f"{ns}/detector/set_parameters_atomically")
+            req = SetParametersAtomically.Request(parameters=[
+                Parameter("sparsity_level", value="s50" if before != "s50" else "s75").to_parameter_msg(),
+                Parameter("threads", value=1).to_parameter_msg()])
+            res = client._call(atomic, req, 10).result
+            assert not res.successful and "'threads' applies on configure" in res.reason
+            assert client.set_sparsity("").active_level == before  # unchanged: nothing was applied
+            assert proc.alive() and "Traceback" not in proc.output(), proc.output()[-3000:]
+        finally:
+            client.close()
