@@ -241,3 +241,11 @@ def test_prune_with_a_missing_dataset_leaves_no_run_folder(tmp_path: Path, capsy
     assert prune_main(["--config", str(config), "--data", str(tmp_path / "nonexistent"), "--out", str(out),
                        "--no-progress"]) == 2
     assert "does not exist" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_precision_field_that_is_not_the_files_is_refused(zoo: Path) -> None:
+    from sparse_perception.runtime.zoo import ManifestError, load_manifest
+
+    manifest = _edit(zoo.parent, lambda d: d["artifacts"][1].update(precision="int8"))
+    with pytest.raises(ManifestError, match="listed as precision 'int8' but the file is 'fp32'"):
+        load_manifest(manifest, verify=True)
