@@ -41,32 +41,33 @@ def _patterns(out: Path) -> tuple[re.Pattern[str], ...]:
     return (re.compile(rf"^\.{name}\.partial-(\d+)$"), re.compile(rf"^\.{name}\.(\d+)-[0-9a-f]+\.tmp$"))
 
 
+def _stale(out: Path, patterns: tuple[re.Pattern[str], ...]) -> list[tuple[Path, int]]:
+    """``(entry, pid)`` of ``out``'s siblings matching one of ``patterns`` whose writer no longer runs."""
+    if not out.parent.is_dir():
+        return []
+    found = []
+    for entry in sorted(out.parent.iterdir()):
+        m = next((m for m in (pat.match(entry.name) for pat in patterns) if m is not None), None)
+        if m is not None and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+            found.append((entry, int(m.group(1))))
+    return found
+
+
 def remove_stale_partials(out: str | Path, log: Callable[[str], None] | None = None) -> list[Path]:
     """Delete ``out``'s partial siblings left by writers that no longer run; returns what was removed.
 
     :param out: the destination (file or folder) whose partials to look for.
     :param log: called with one line per removed partial.
     """
-    out = Path(out)
-    if not out.parent.is_dir():
-        return []
     removed = []
-    for entry in sorted(out.parent.iterdir()):
-        for pat in _patterns(out):
-            m = pat.match(entry.name)
-            if m is None:
-                continue
-            pid = int(m.group(1))
-            if pid == os.getpid() or pid_alive(pid):
-                break
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed.append(entry)
-            if log is not None:
-                log(f"removed stale partial output {entry} (its process {pid} is gone)")
-            break
+    for entry, pid in _stale(Path(out), _patterns(Path(out))):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+        if log is not None:
+            log(f"removed stale partial output {entry} (its process {pid} is gone)")
     return removed
 
 
@@ -78,17 +79,8 @@ def salvage_stale_partials(out: str | Path) -> list[tuple[Path, Path]]:
 
     :return: ``(partial, recovered)`` pairs.
     """
-    out = Path(out)
-    if not out.parent.is_dir():
-        return []
-    pat, kept = _patterns(out)[0], []
-    for entry in sorted(out.parent.iterdir()):
-        m = pat.match(entry.name)
-        if m is None:
-            continue
-        pid = int(m.group(1))
-        if pid == os.getpid() or pid_alive(pid):
-            continue
+    out, kept = Path(out), []
+    for entry, pid in _stale(out, _patterns(out)[:1]):
         target, n = out.with_name(f"{out.name}.recovered-{pid}"), 1
         while target.exists():
             n += 1
