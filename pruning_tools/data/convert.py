@@ -53,7 +53,8 @@ def resolve_class_map(classes: Mapping[str, str | None] | None) -> tuple[dict[st
         raise ValueError("DontCare marks ignored regions and can never be a target class")
     as_target = sorted(k for k, v in cmap.items() if v == "DontCare")
     if as_target:
-        raise ValueError(f"DontCare marks ignored regions and can never be a target class, got {as_target[0]}: DontCare")
+        raise ValueError("DontCare marks ignored regions and can never be a target class, "
+                         f"got {as_target[0]}: DontCare")
     names: list[str] = []
     for v in cmap.values():
         if v is not None and v not in names:

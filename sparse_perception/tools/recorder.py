@@ -304,7 +304,8 @@ def _check(args: argparse.Namespace) -> None:
         try:
             validate_topic_name(topic)
         except InvalidTopicNameException as exc:
-            raise ValueError(f"--topics: {topic!r} is not a valid ROS topic name ({str(exc).splitlines()[0]})") from None
+            first = str(exc).splitlines()[0]
+            raise ValueError(f"--topics: {topic!r} is not a valid ROS topic name ({first})") from None
     if args.duration < 0 or args.max_messages < 0 or args.qos_depth < 1:
         raise ValueError("--duration and --max-messages must be >= 0, --qos-depth >= 1")
 

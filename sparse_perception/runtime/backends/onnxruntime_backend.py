@@ -88,9 +88,10 @@ class OnnxRuntimeBackend:
         provs = [p for p in (providers or ("CPUExecutionProvider",)) if p in avail] or ["CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(path), so, providers=provs)
-        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors (InvalidProtobuf, Fail, ...) name no type we share
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors (InvalidProtobuf, Fail, ...) share no type
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: {capped(first, 300)})") from None
+            raise ValueError(f"{path}: not a loadable ONNX model "
+                             f"({type(exc).__name__}: {capped(first, 300)})") from None
         self.path = path
         self.device = "cuda" if provs[0] == "CUDAExecutionProvider" else "cpu"
         inp = self.session.get_inputs()
