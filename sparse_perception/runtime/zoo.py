@@ -357,7 +357,9 @@ def validate_manifest_dict(data: Any, source: str = "<manifest>") -> None:
     if errors:
         err = errors[0]
         raise ManifestError(f"{source}: invalid field {_field_path(err)}: {err.message}")
-    _check_finite(data, source, "")
+    for i, art in enumerate(data["artifacts"]):  # the fields the loader reads ('real' AP may be NaN: no GT)
+        _check_finite({k: v for k, v in art.items() if k != "real"}, source, f"artifacts[{i}]")
+    _check_finite(data.get("ladder") or {}, source, "ladder")
     names, shape = list(data["class_names"]), list(data["artifacts"][0]["input_shape"])
     levels: dict[tuple[str, str, str], int] = {}
     selected: dict[tuple[str, str], int] = {}
@@ -408,7 +410,8 @@ def capped(value: Any, limit: int = QUOTE_CHARS) -> str:
 
 
 def _check_finite(value: Any, source: str, where: str) -> None:
-    """NaN and inf parse from JSON (``NaN``) and YAML (``.nan``) but pass jsonschema's range checks: refuse them."""
+    """NaN and inf parse from JSON (``NaN``) and YAML (``.nan``) but pass jsonschema's range checks: refuse them
+    (``where`` names the field, as in ``artifacts[1].sparsity``)."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ManifestError(f"{source}: invalid field {where or '<root>'}: {value} is not a finite number")
     if isinstance(value, dict):
