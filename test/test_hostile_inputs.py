@@ -249,3 +249,11 @@ def test_a_precision_field_that_is_not_the_files_is_refused(zoo: Path) -> None:
     manifest = _edit(zoo.parent, lambda d: d["artifacts"][1].update(precision="int8"))
     with pytest.raises(ManifestError, match="listed as precision 'int8' but the file is 'fp32'"):
         load_manifest(manifest, verify=True)
+
+
+def test_export_refuses_duplicate_levels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pruning_tools.quant.export import main as export_main
+
+    assert export_main(["--run", str(tmp_path / "run"), "--zoo", str(tmp_path / "zoo"), "--levels", "s50,s50"]) == 2
+    assert "--levels: each value once, got s50,s50" in capsys.readouterr().err
+    assert not (tmp_path / "zoo").exists()

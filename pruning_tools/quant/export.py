@@ -593,6 +593,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        for flag, values in (("--levels", cfg.levels or ()), ("--backends", cfg.backends),
+                             ("--precisions", cfg.precisions)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{flag}: each value once, got {','.join(values)}")
         if "fp32" not in cfg.precisions:
             raise ValueError("--precisions must include fp32 (the reference)")
         export_zoo(cfg)
