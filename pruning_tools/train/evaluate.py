@@ -381,6 +381,29 @@ class RealFrames:
         return cls(frames, what)
 
     @classmethod
+    def from_kitti_tracking(cls, root: str | Path, sequence: str, frames: tuple[int, int] | None = None,
+                            progress: bool = False) -> "RealFrames":
+        """The frames of a KITTI tracking sequence (or those numbered ``frames[0]..frames[1]``), KITTI rules
+        as for object frames (tracking truncation levels mapped by
+        :func:`pruning_tools.data.kitti_tracking.truncation_fraction`).
+
+        :raises FileNotFoundError: not a tracking layout. :raises ValueError: bad labels, an empty range.
+        """
+        from tqdm import tqdm
+
+        from pruning_tools.data.kitti_tracking import TrackingSequence
+        from pruning_tools.train.kitti_ap import truth_from_kitti
+
+        seq = TrackingSequence(Path(root), sequence, timing=False)
+        idx = [i for i, n in enumerate(seq.frame_numbers) if frames is None or frames[0] <= n <= frames[1]]
+        if not idx:
+            raise ValueError(f"{seq.root}: sequence {seq.sequence} has no frames in {frames[0]}-{frames[1]}")
+        out = [_Frame(seq.frame_id(i), seq.image(i), truth_from_kitti(seq.labels(i)))
+               for i in tqdm(idx, desc="load frames", unit="img", disable=not progress, leave=False)]
+        span = "" if frames is None else f" frames {frames[0]}-{frames[1]}"
+        return cls(out, f"{seq.root} tracking {seq.sequence}{span} ({len(out)} frames)")
+
+    @classmethod
     def from_yolo(cls, data: str | Path, split: str, progress: bool = False) -> "RealFrames":
         """A YOLO dataset split (``pruning-tools kitti convert`` output): class names from ``data.yaml``.
 

@@ -20,7 +20,8 @@ the bag time of each message is the recorder's *receive* time (wall clock, a ROS
 KITTI's camera stamps are from 2011), so the two clocks are aligned with the image topic when the
 recording holds it: ``offset = min over frames (image receive time - image stamp)`` (the replay
 publishes each frame at its camera time plus one constant; the fastest delivery is taken as zero
-transport delay), and a detection's availability is ``receive time - offset``. Without the image
+transport delay) — or, lighter, with ``/clock`` as ``sparse_perception.tools.replay --clock`` publishes
+it (the bag time of each replayed message: receive time - clock value, same minimum) — and a detection's availability is ``receive time - offset``. Without the image
 topic the offset is taken from the detections themselves (their fastest answer counted as
 instantaneous) — optimistic, and the result says so (``"clock": "detections"``). Staleness of a
 frame = ``t - input stamp of the output used``.
@@ -42,7 +43,6 @@ Plain-Python API (no rclpy; bags read with rosbags):
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from pruning_tools.data.kitti_tracking import format_gt_id, parse_gt_id
 from pruning_tools.train.kitti_ap import FrameTruth, KittiEvaluator
 
 __all__ = ["GroundTruthFrame", "StampedDetections", "StreamingResult", "streaming_match", "streaming_report",
@@ -61,24 +62,8 @@ CLASSES = ("Car", "Pedestrian", "Cyclist")
 GT_TOPIC = "/kitti/ground_truth"
 IMAGE_TOPIC = "/kitti/camera_color_left/image_raw"
 DETECTIONS_TOPIC = "/detector/detections"
-
-_ID_RE = re.compile(r"(\w+)=(-?[0-9.eE+-]+)")
-
-
-def format_gt_id(key: str, track_id: int | None, occluded: int, truncated: float) -> str:
-    """Ground-truth ``Detection2D.id`` of a KITTI tracking bag: ``"<key> track=T occluded=O truncated=X"``.
-
-    The message has no occlusion/truncation fields; carrying them in ``id`` keeps KITTI's moderate
-    cut exact when the bag is scored (:func:`parse_gt_id`).
-    """
-    track = "" if track_id is None else f" track={int(track_id)}"
-    return f"{key}{track} occluded={int(occluded)} truncated={float(truncated):.2f}"
-
-
-def parse_gt_id(text: str) -> dict[str, float]:
-    """``{"track", "occluded", "truncated"}`` present in a ground-truth id (empty for plain ids)."""
-    return {k: float(v) for k, v in _ID_RE.findall(text or "")}
-
+#: ``sparse_perception.tools.replay --clock`` publishes each message's bag time here (a light way to align clocks).
+CLOCK_TOPIC = "/clock"
 
 @dataclass
 class GroundTruthFrame:
@@ -215,8 +200,12 @@ def streaming_report(gt_frames: Sequence[GroundTruthFrame], detections: Sequence
 # ------------------------------------------------------------------------------------------------ bags
 
 
+def _stamp_of(t: Any) -> int:
+    return int(t.sec) * 1_000_000_000 + int(t.nanosec)
+
+
 def _stamp(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return _stamp_of(header.stamp)
 
 
 def _boxes(msg: Any) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
@@ -277,26 +266,30 @@ def read_detections_bag(bag: Path, topic: str = DETECTIONS_TOPIC,
     """Detections recorded by ``sparse_perception.tools.recorder``, with availability on the camera clock.
 
     :return: ``(detections, clock)``; ``clock`` is ``"images"`` when the image topic aligned the clocks,
-        ``"detections"`` when the fastest answer was taken as instantaneous (see the module docstring).
+        ``"clock"`` when ``/clock`` (replay ``--clock``) did, ``"detections"`` when the fastest answer was taken as instantaneous (see the module docstring).
     :raises ValueError: no detections topic.
     """
     from sparse_perception.tools.live_session import cdr_header_stamp
 
     recv: list[tuple[int, Any]] = []
-    image_offsets: list[int] = []
+    offsets: dict[str, list[int]] = {"images": [], "clock": []}
     with _open(bag) as reader:
         names = {c.topic for c in reader.connections}
         if topic not in names:
             raise ValueError(f"{bag}: no {topic} topic (have {sorted(names)})")
-        conns = [c for c in reader.connections if c.topic in (topic, image_topic)]
+        conns = [c for c in reader.connections if c.topic in (topic, image_topic, CLOCK_TOPIC)]
         for conn, t, raw in reader.messages(connections=conns):
             if conn.topic == image_topic:
-                image_offsets.append(int(t) - cdr_header_stamp(raw))  # never deserialise the pixels
+                offsets["images"].append(int(t) - cdr_header_stamp(raw))  # never deserialise the pixels
                 continue
             msg = reader.deserialize(raw, conn.msgtype)
-            recv.append((int(t), msg))
-    if image_offsets:
-        offset, clock = min(image_offsets), "images"
+            if conn.topic == CLOCK_TOPIC:
+                offsets["clock"].append(int(t) - _stamp_of(msg.clock))
+            else:
+                recv.append((int(t), msg))
+    clock = "images" if offsets["images"] else "clock" if offsets["clock"] else ""
+    if clock:
+        offset = min(offsets[clock])
     else:
         offset = min((t - _stamp(m.header) for t, m in recv), default=0)
         clock = "detections"
