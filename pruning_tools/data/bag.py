@@ -97,44 +97,34 @@ class _Msgs:
             k=info.K.astype(np.float64).ravel(), r=info.R.astype(np.float64).ravel(),
             p=info.P.astype(np.float64).ravel(), binning_x=0, binning_y=0, roi=roi)
 
-    def detections(self, objs: list[KittiObject], ns: int, frame_name: str) -> Any:
+    def _gt_array(self, rows: list[tuple[str, tuple[float, float, float, float], str]], ns: int) -> Any:
+        """``Detection2DArray`` of ``(class, xyxy box, id)`` rows, score 1.0."""
         Hyp = self.t["sparse_perception_msgs/msg/ObjectHypothesis"]
         Box = self.t["sparse_perception_msgs/msg/BoundingBox2D"]
         Det = self.t["sparse_perception_msgs/msg/Detection2D"]
         h = self.header(ns)
-        dets = []
-        for i, o in enumerate(objs):
-            if o.type == "DontCare":
-                continue
-            x1, y1, x2, y2 = o.bbox
-            dets.append(Det(header=h, results=[Hyp(class_id=o.type, score=1.0)],
-                            bbox=Box(center_x=(x1 + x2) / 2, center_y=(y1 + y2) / 2, theta=0.0,
-                                     size_x=x2 - x1, size_y=y2 - y1),
-                            id=f"{frame_name}:{i}"))
+        dets = [Det(header=h, results=[Hyp(class_id=name, score=1.0)],
+                    bbox=Box(center_x=(x1 + x2) / 2, center_y=(y1 + y2) / 2, theta=0.0, size_x=x2 - x1, size_y=y2 - y1),
+                    id=key) for name, (x1, y1, x2, y2), key in rows]
         return self.t["sparse_perception_msgs/msg/Detection2DArray"](header=h, detections=dets, level="",
                                                                      engine_time_ms=0.0)
+
+    def detections(self, objs: list[KittiObject], ns: int, frame_name: str) -> Any:
+        return self._gt_array([(o.type, o.bbox, f"{frame_name}:{i}") for i, o in enumerate(objs)
+                               if o.type != "DontCare"], ns)
 
     def tracking_detections(self, tracked: list[Any], ns: int, key: str) -> Any:
         """Ground truth of a tracking frame: every row, DontCare regions included (class ``DontCare``), each
         ``id`` = :func:`pruning_tools.data.kitti_tracking.format_gt_id` (track id, occlusion, truncation fraction)."""
         from pruning_tools.data.kitti_tracking import format_gt_id, truncation_fraction
 
-        Hyp = self.t["sparse_perception_msgs/msg/ObjectHypothesis"]
-        Box = self.t["sparse_perception_msgs/msg/BoundingBox2D"]
-        Det = self.t["sparse_perception_msgs/msg/Detection2D"]
-        h = self.header(ns)
-        dets = []
+        rows = []
         for i, tr in enumerate(tracked):
-            o = tr.obj
-            x1, y1, x2, y2 = o.bbox
-            care = o.type != "DontCare"
-            dets.append(Det(header=h, results=[Hyp(class_id=o.type, score=1.0)],
-                            bbox=Box(center_x=(x1 + x2) / 2, center_y=(y1 + y2) / 2, theta=0.0,
-                                     size_x=x2 - x1, size_y=y2 - y1),
-                            id=format_gt_id(f"{key}:{i}", tr.track_id if care else None, o.occluded if care else -1,
-                                            truncation_fraction(o.truncated) if care else 0.0)))
-        return self.t["sparse_perception_msgs/msg/Detection2DArray"](header=h, detections=dets, level="",
-                                                                     engine_time_ms=0.0)
+            o, care = tr.obj, tr.obj.type != "DontCare"
+            rows.append((o.type, o.bbox, format_gt_id(f"{key}:{i}", tr.track_id if care else None,
+                                                      o.occluded if care else -1,
+                                                      truncation_fraction(o.truncated) if care else 0.0)))
+        return self._gt_array(rows, ns)
 
     def condition(self, cond: Any, ns: int) -> Any:
         return self.t["sparse_perception_msgs/msg/DrivingCondition"](

@@ -209,15 +209,10 @@ def _stamp(header: Any) -> int:
 
 
 def _boxes(msg: Any) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    boxes, scores, names, ids = [], [], [], []
-    for d in msg.detections:
-        b = d.bbox
-        boxes.append((b.center_x - b.size_x / 2, b.center_y - b.size_y / 2,
-                      b.center_x + b.size_x / 2, b.center_y + b.size_y / 2))
-        scores.append(d.results[0].score if d.results else 1.0)
-        names.append(d.results[0].class_id if d.results else "")
-        ids.append(str(d.id))
-    return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64), names, ids
+    from sparse_perception.node.ros_convert import detections_from_msg
+
+    boxes, scores, names = detections_from_msg(msg)
+    return boxes, scores, names, [str(d.id) for d in msg.detections]
 
 
 def _open(bag: Path) -> Any:
