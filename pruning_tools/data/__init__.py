@@ -1,4 +1,4 @@
-"""Data in and out of the pipeline: KITTI object/raw-drive I/O, the scene generator, KITTI -> YOLO and raw
+"""Data in and out of the pipeline: KITTI object/tracking/raw-drive I/O, the scene generator, KITTI -> YOLO and raw
 drive -> rosbag2 conversion, YOLO datasets and deterministic batch streams, atomic file writes.
 
 The KITTI modules import no ROS and no torch (numpy, OpenCV, PyYAML, rosbags); the names below load
@@ -32,10 +32,15 @@ _EXPORTS: dict[str, str] = {
     "KittiFrame": "kitti_dataset",
     "RawDrive": "kitti_dataset",
     "CameraInfoData": "kitti_dataset",
+    "TrackingSequence": "kitti_tracking",
+    "TrackedObject": "kitti_tracking",
+    "read_tracking_labels": "kitti_tracking",
     "generate_dataset": "generator",
     "convert_kitti": "convert",
+    "convert_tracking": "convert",
     "DEFAULT_CLASSES": "convert",
     "raw_drive_to_bag": "bag",
+    "tracking_to_bag": "bag",
     "TOPIC_IMAGE": "bag",
     "TOPIC_CAMERA_INFO": "bag",
     "TOPIC_GROUND_TRUTH": "bag",

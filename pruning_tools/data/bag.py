@@ -97,22 +97,34 @@ class _Msgs:
             k=info.K.astype(np.float64).ravel(), r=info.R.astype(np.float64).ravel(),
             p=info.P.astype(np.float64).ravel(), binning_x=0, binning_y=0, roi=roi)
 
-    def detections(self, objs: list[KittiObject], ns: int, frame_name: str) -> Any:
+    def _gt_array(self, rows: list[tuple[str, tuple[float, float, float, float], str]], ns: int) -> Any:
+        """``Detection2DArray`` of ``(class, xyxy box, id)`` rows, score 1.0."""
         Hyp = self.t["sparse_perception_msgs/msg/ObjectHypothesis"]
         Box = self.t["sparse_perception_msgs/msg/BoundingBox2D"]
         Det = self.t["sparse_perception_msgs/msg/Detection2D"]
         h = self.header(ns)
-        dets = []
-        for i, o in enumerate(objs):
-            if o.type == "DontCare":
-                continue
-            x1, y1, x2, y2 = o.bbox
-            dets.append(Det(header=h, results=[Hyp(class_id=o.type, score=1.0)],
-                            bbox=Box(center_x=(x1 + x2) / 2, center_y=(y1 + y2) / 2, theta=0.0,
-                                     size_x=x2 - x1, size_y=y2 - y1),
-                            id=f"{frame_name}:{i}"))
+        dets = [Det(header=h, results=[Hyp(class_id=name, score=1.0)],
+                    bbox=Box(center_x=(x1 + x2) / 2, center_y=(y1 + y2) / 2, theta=0.0, size_x=x2 - x1, size_y=y2 - y1),
+                    id=key) for name, (x1, y1, x2, y2), key in rows]
         return self.t["sparse_perception_msgs/msg/Detection2DArray"](header=h, detections=dets, level="",
                                                                      engine_time_ms=0.0)
+
+    def detections(self, objs: list[KittiObject], ns: int, frame_name: str) -> Any:
+        return self._gt_array([(o.type, o.bbox, f"{frame_name}:{i}") for i, o in enumerate(objs)
+                               if o.type != "DontCare"], ns)
+
+    def tracking_detections(self, tracked: list[Any], ns: int, key: str) -> Any:
+        """Ground truth of a tracking frame: every row, DontCare regions included (class ``DontCare``), each
+        ``id`` = :func:`pruning_tools.data.kitti_tracking.format_gt_id` (track id, occlusion, truncation fraction)."""
+        from pruning_tools.data.kitti_tracking import format_gt_id, truncation_fraction
+
+        rows = []
+        for i, tr in enumerate(tracked):
+            o, care = tr.obj, tr.obj.type != "DontCare"
+            rows.append((o.type, o.bbox, format_gt_id(f"{key}:{i}", tr.track_id if care else None,
+                                                      o.occluded if care else -1,
+                                                      truncation_fraction(o.truncated) if care else 0.0)))
+        return self._gt_array(rows, ns)
 
     def condition(self, cond: Any, ns: int) -> Any:
         return self.t["sparse_perception_msgs/msg/DrivingCondition"](
@@ -150,12 +162,6 @@ def raw_drive_to_bag(drive: Path, out: Path, *, storage: str = "mcap", camera: s
     :raises FileExistsError: ``out`` exists.
     :raises ValueError: unknown storage/camera, or a bad drive (see :class:`RawDrive`).
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from tqdm import tqdm
-
-    from sparse_perception.tools.bag_integrity import seal_bag
-    from sparse_perception.tools.bag_types import typestore
-
     out = Path(out)
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
@@ -164,6 +170,50 @@ def raw_drive_to_bag(drive: Path, out: Path, *, storage: str = "mcap", camera: s
     if out.exists():
         raise FileExistsError(f"{out}: output exists; choose a new bag folder")
     rd = RawDrive(drive, camera=camera, calib=calib, rate=rate, start_ns=start_ns)
+    gt = None if rd.label_paths is None else (lambda m, i, ns: m.detections(rd.labels(i) or [], ns,
+                                                                            rd.image_paths[i].stem))
+    cond = None if rd.condition_paths is None else rd.condition
+    return _write_bag(out, storage, camera, rd.name, rd.timestamps, rd.camera_info, rd.image, gt, cond, progress)
+
+
+def tracking_to_bag(root: Path, sequence: str, out: Path, *, storage: str = "mcap", timestamps: Path | None = None,
+                    rate: float | None = None, start_ns: int = 0, calib: Path | None = None,
+                    progress: bool = True) -> Path:
+    """Write a KITTI tracking sequence (:class:`pruning_tools.data.kitti_tracking.TrackingSequence`) as a rosbag2.
+
+    Same topics as :func:`raw_drive_to_bag` (camera 02); ``/kitti/ground_truth`` holds every label row of the
+    frame, DontCare regions included, each ``Detection2D.id`` = ``"SSSS:NNNNNN:k track=T occluded=O truncated=X"``
+    (the message has no track, occlusion or truncation fields). Stamps are the drive's real camera times
+    (``timestamps``, or the root's ``raw/*/image_02/timestamps.txt``), or ``start_ns + i / rate``.
+
+    :raises FileExistsError: ``out`` exists. :raises ValueError: bad sequence, labels or timestamps.
+    """
+    from pruning_tools.data.kitti_tracking import TrackingSequence
+
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out}: output exists; choose a new bag folder")
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+    seq = TrackingSequence(root, sequence, timestamps=timestamps, rate=rate, start_ns=start_ns, calib=calib)
+    info = seq.camera_info
+    if info is None:
+        raise FileNotFoundError(f"{seq.root}: no calibration for sequence {seq.sequence} (give --calib "
+                                "calib_cam_to_cam.txt, or put training/calib/SSSS.txt in place)")
+    return _write_bag(out, storage, "02", seq.name, seq.timestamps, info, seq.image,
+                      lambda m, i, ns: m.tracking_detections(seq.tracked(i), ns, f"{seq.sequence}:{seq.frame_id(i)[5:]}"),
+                      None, progress)
+
+
+def _write_bag(out: Path, storage: str, camera: str, name: str, stamps: list[int], camera_info: CameraInfoData,
+               image: Any, gt: Any, condition: Any, progress: bool) -> Path:
+    """Write the frames of a drive: ``image(i)``, ``gt(msgs, i, ns)`` and ``condition(i)`` (``None``: no topic)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from tqdm import tqdm
+
+    from sparse_perception.tools.bag_integrity import seal_bag
+    from sparse_perception.tools.bag_types import typestore
+
     ts = typestore()
     frame_id, encoding = CAMERAS[camera]
     m = _Msgs(ts, frame_id, encoding)
@@ -182,23 +232,22 @@ def raw_drive_to_bag(drive: Path, out: Path, *, storage: str = "mcap", camera: s
             c_tf = conn(TOPIC_TF_STATIC, "tf2_msgs/msg/TFMessage", transient_local=True)
             c_img = conn(img_topic, "sensor_msgs/msg/Image")
             c_info = conn(info_topic, "sensor_msgs/msg/CameraInfo")
-            c_gt = conn(TOPIC_GROUND_TRUTH, "sparse_perception_msgs/msg/Detection2DArray") \
-                if rd.label_paths is not None else None
+            c_gt = conn(TOPIC_GROUND_TRUTH, "sparse_perception_msgs/msg/Detection2DArray") if gt is not None else None
             c_cond = conn(TOPIC_CONDITION, "sparse_perception_msgs/msg/DrivingCondition") \
-                if rd.condition_paths is not None else None
+                if condition is not None else None
 
             def write(c: Any, ns: int, msg: Any) -> None:
                 w.write(c, ns, ts.serialize_cdr(msg, msg.__msgtype__))
 
-            write(c_tf, rd.timestamps[0], m.tf_static(rd.camera_info, rd.timestamps[0]))
-            for i in tqdm(range(len(rd)), desc=f"to-bag {rd.name}", unit="frame", disable=not progress, leave=False):
-                ns = rd.timestamps[i]
+            write(c_tf, stamps[0], m.tf_static(camera_info, stamps[0]))
+            for i in tqdm(range(len(stamps)), desc=f"to-bag {name}", unit="frame", disable=not progress, leave=False):
+                ns = stamps[i]
                 if c_cond is not None:
-                    write(c_cond, ns, m.condition(rd.condition(i), ns))
-                write(c_info, ns, m.camera_info(rd.camera_info, ns))
-                write(c_img, ns, m.image(rd.image(i), ns))
+                    write(c_cond, ns, m.condition(condition(i), ns))
+                write(c_info, ns, m.camera_info(camera_info, ns))
+                write(c_img, ns, m.image(image(i), ns))
                 if c_gt is not None:
-                    write(c_gt, ns, m.detections(rd.labels(i) or [], ns, rd.image_paths[i].stem))
+                    write(c_gt, ns, gt(m, i, ns))
         seal_bag(tmp / out.name)  # chunk CRCs: replay can then tell a damaged chunk
         os.replace(tmp / out.name, out)
         tmp.rmdir()

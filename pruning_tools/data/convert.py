@@ -166,20 +166,21 @@ def assign_splits(ids: Sequence[str], split: tuple[float, float, float], seed: i
     return {s: sorted(v) for s, v in out.items()}
 
 
-def _yolo_lines(label_path: Path, width: int, height: int, cmap: Mapping[str, str | None],
-                names: list[str], min_height_px: float, inverted: list[str] | None = None) -> list[str]:
-    """YOLO label lines of one KITTI label file; boxes with x2 < x1 or y2 < y1 are dropped and named in ``inverted``."""
+def yolo_lines(objects: Sequence[tuple[str, Any]], width: int, height: int, cmap: Mapping[str, str | None],
+               names: list[str], min_height_px: float, inverted: list[str] | None = None) -> list[str]:
+    """YOLO label lines of ``(where, KittiObject)`` pairs (``where``: "file:line" for errors); boxes with
+    x2 < x1 or y2 < y1 are dropped and their ``where`` appended to ``inverted``."""
     lines = []
-    for lineno, obj in iter_labels(label_path):
+    for where, obj in objects:
         if obj.type not in cmap:
-            raise ValueError(f"{label_path}:{lineno}: unknown class {obj.type!r} (KITTI types: "
+            raise ValueError(f"{where}: unknown class {obj.type!r} (KITTI types: "
                              f"{', '.join(KITTI_TYPES)}); map or drop it with a class map (--classes)")
         target = cmap[obj.type]
         if target is None:
             continue
         x1, y1, x2, y2 = obj.bbox
         if (x2 < x1 or y2 < y1) and inverted is not None:
-            inverted.append(f"{label_path}:{lineno}")
+            inverted.append(where)
         x1, x2 = np.clip([x1, x2], 0.0, width)
         y1, y2 = np.clip([y1, y2], 0.0, height)
         if x2 <= x1 or y2 <= y1 or (y2 - y1) < min_height_px:
@@ -216,9 +217,6 @@ def convert_kitti(kitti_root: Path, out: Path, *, classes: Mapping[str, str | No
     :raises FileExistsError: ``out`` exists and is not empty.
     :raises ValueError: unknown class (names the label file and line), bad labels/images/split file.
     """
-    import yaml
-    from tqdm import tqdm
-
     out = Path(out)
     check_new_output(out)
     cmap, names = resolve_class_map(classes)
@@ -233,7 +231,20 @@ def convert_kitti(kitti_root: Path, out: Path, *, classes: Mapping[str, str | No
     fixed = read_split_file(split_file) if split_file is not None else None
     splits = assign_splits(ids, split, seed, fixed)
     split_of = {fid: s for s, lst in splits.items() for fid in lst}
+    items = [(fid, img_path, (lambda f=fid: [(f"{ds.label_dir / f}.txt:{i}", o)
+                                              for i, o in iter_labels(ds.label_dir / f"{f}.txt")]),
+              ds.condition_dir / f"{fid}.json") for fid, img_path in zip(ds.ids, ds.image_paths) if fid in split_of]
+    return _write_yolo(out, items, splits, cmap, names, min_height_px, str(ds.root.resolve()), progress)
 
+
+def _write_yolo(out: Path, items: Sequence[tuple[str, Path, Any, Path | None]], splits: dict[str, list[str]],
+                cmap: dict[str, str | None], names: list[str], min_height_px: float, source: str,
+                progress: bool, extra_stats: dict[str, Any] | None = None) -> Path:
+    """Write the YOLO tree of ``items`` (frame id, image, () -> [(where, KittiObject)], condition JSON or None)."""
+    import yaml
+    from tqdm import tqdm
+
+    split_of = {fid: s for s, lst in splits.items() for fid in lst}
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(out)  # left by a killed earlier run (its process is gone)
     tmp = make_partial_dir(out)
@@ -244,17 +255,16 @@ def convert_kitti(kitti_root: Path, out: Path, *, classes: Mapping[str, str | No
         conditions: dict[str, str] = {}
         counts: dict[str, int] = {n: 0 for n in names}
         inverted: list[str] = []
-        for fid, img_path in tqdm([(f, p) for f, p in zip(ds.ids, ds.image_paths) if f in split_of],
-                                  desc="convert", unit="frame", disable=not progress, leave=False):
+        for fid, img_path, objects, cond in tqdm(items, desc="convert", unit="frame", disable=not progress,
+                                                 leave=False):
             h, w = read_image(img_path).shape[:2]
-            lines = _yolo_lines(ds.label_dir / f"{fid}.txt", w, h, cmap, names, min_height_px, inverted)
+            lines = yolo_lines(objects(), w, h, cmap, names, min_height_px, inverted)
             for ln in lines:
                 counts[names[int(ln.split()[0])]] += 1
             s = split_of[fid]
             _link_or_copy(img_path, tmp / "images" / s / f"{fid}{img_path.suffix.lower()}")
             (tmp / "labels" / s / f"{fid}.txt").write_text("".join(f"{ln}\n" for ln in lines))
-            cond = ds.condition_dir / f"{fid}.json"
-            if cond.is_file():
+            if cond is not None and cond.is_file():
                 conditions[fid] = read_condition(cond).key
         data: dict[str, Any] = {"path": str(out.resolve()), "train": "images/train", "val": "images/val",
                                 "test": "images/test", "nc": len(names), "names": names}
@@ -264,7 +274,7 @@ def convert_kitti(kitti_root: Path, out: Path, *, classes: Mapping[str, str | No
             (tmp / "conditions.json").write_text(json.dumps(conditions, indent=1, sort_keys=True) + "\n")
         (tmp / "stats.json").write_text(json.dumps(
             {"frames": {s: len(v) for s, v in splits.items()}, "instances": counts,
-             "class_map": cmap, "source": str(ds.root.resolve()), "inverted_boxes_dropped": len(inverted)},
+             "class_map": cmap, "source": source, "inverted_boxes_dropped": len(inverted), **(extra_stats or {})},
             indent=1) + "\n")
         publish_dir(tmp, out)
         if inverted:  # said, not silent: a label tool that swapped corners loses these boxes
@@ -274,3 +284,66 @@ def convert_kitti(kitti_root: Path, out: Path, *, classes: Mapping[str, str | No
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def time_splits(n: int, split: tuple[float, float, float], gap: int) -> list[str | None]:
+    """Split ``n`` consecutive frames by time: the first ``split[0]`` train, then val, then test, with ``gap``
+    frames dropped (``None``) between two parts, so no held-out frame sits next to a trained one.
+
+    :raises ValueError: bad fractions or gap, or too few frames for a non-empty train part.
+    """
+    fr = np.asarray(split, dtype=np.float64)
+    if fr.shape != (3,) or (fr < 0).any() or abs(fr.sum() - 1.0) > 1e-6 or fr[0] <= 0:
+        raise ValueError(f"split must be three non-negative fractions summing to 1 with train > 0, got {tuple(split)}")
+    if gap < 0:
+        raise ValueError(f"gap must be >= 0 frames, got {gap}")
+    parts = [i for i in range(3) if fr[i] > 0]
+    usable = n - gap * (len(parts) - 1)
+    if usable < len(parts):
+        raise ValueError(f"{n} frames are too few for split {tuple(split)} with gaps of {gap}")
+    sizes = [int(round(usable * fr[i])) if i in parts else 0 for i in range(3)]
+    for i in parts:
+        sizes[i] = max(sizes[i], 1)
+    sizes[0] = usable - sizes[1] - sizes[2]
+    out: list[str | None] = []
+    for k, i in enumerate(parts):
+        if k:
+            out += [None] * gap
+        out += [SPLITS[i]] * sizes[i]
+    return out
+
+
+def convert_tracking(root: Path, sequence: str, out: Path, *, classes: Mapping[str, str | None] | None = None,
+                     split: tuple[float, float, float] = (0.7, 0.0, 0.3), gap: int = 5, min_height_px: float = 0,
+                     progress: bool = True) -> Path:
+    """Convert a KITTI tracking sequence into a YOLO dataset, split by time (:func:`time_splits`).
+
+    Frame ids are ``SSSS_NNNNNN`` (never clash with object frames when datasets are mixed); ``splits.json``
+    lists them and ``stats.json`` records the frame ranges and the dropped gap frames.
+
+    :raises FileExistsError: ``out`` exists and is not empty.
+    :raises ValueError: bad labels (file and line named), unknown class, bad split or gap.
+    """
+    from pruning_tools.data.kitti_tracking import TrackingSequence
+
+    out = Path(out)
+    check_new_output(out)
+    cmap, names = resolve_class_map(classes)
+    seq = TrackingSequence(root, sequence, timing=False)
+    where = time_splits(len(seq), split, gap)
+    splits: dict[str, list[str]] = {s: [] for s in SPLITS}
+    ranges: dict[str, list[int]] = {}
+    items = []
+    for i, s in enumerate(where):
+        if s is None:
+            continue
+        fid = seq.frame_id(i)
+        splits[s].append(fid)
+        r = ranges.setdefault(s, [seq.frame_numbers[i], seq.frame_numbers[i]])
+        r[1] = seq.frame_numbers[i]
+        items.append((fid, seq.image_paths[i],
+                      (lambda i=i: [(f"{seq.label_path} (frame {seq.frame_numbers[i]})", o) for o in seq.labels(i)]),
+                      None))
+    dropped = [seq.frame_numbers[i] for i, s in enumerate(where) if s is None]
+    return _write_yolo(out, items, splits, cmap, names, min_height_px, str(seq.root.resolve()), progress,
+                       {"sequence": seq.sequence, "frame_ranges": ranges, "gap_frames": dropped})

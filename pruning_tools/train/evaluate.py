@@ -381,6 +381,29 @@ class RealFrames:
         return cls(frames, what)
 
     @classmethod
+    def from_kitti_tracking(cls, root: str | Path, sequence: str, frames: tuple[int, int] | None = None,
+                            progress: bool = False) -> "RealFrames":
+        """The frames of a KITTI tracking sequence (or those numbered ``frames[0]..frames[1]``), KITTI rules
+        as for object frames (tracking truncation levels mapped by
+        :func:`pruning_tools.data.kitti_tracking.truncation_fraction`).
+
+        :raises FileNotFoundError: not a tracking layout. :raises ValueError: bad labels, an empty range.
+        """
+        from tqdm import tqdm
+
+        from pruning_tools.data.kitti_tracking import TrackingSequence
+        from pruning_tools.train.kitti_ap import truth_from_kitti
+
+        seq = TrackingSequence(Path(root), sequence, timing=False)
+        idx = [i for i, n in enumerate(seq.frame_numbers) if frames is None or frames[0] <= n <= frames[1]]
+        if not idx:
+            raise ValueError(f"{seq.root}: sequence {seq.sequence} has no frames in {frames[0]}-{frames[1]}")
+        out = [_Frame(seq.frame_id(i), seq.image(i), truth_from_kitti(seq.labels(i)))
+               for i in tqdm(idx, desc="load frames", unit="img", disable=not progress, leave=False)]
+        span = "" if frames is None else f" frames {frames[0]}-{frames[1]}"
+        return cls(out, f"{seq.root} tracking {seq.sequence}{span} ({len(out)} frames)")
+
+    @classmethod
     def from_yolo(cls, data: str | Path, split: str, progress: bool = False) -> "RealFrames":
         """A YOLO dataset split (``pruning-tools kitti convert`` output): class names from ``data.yaml``.
 
@@ -472,6 +495,20 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--kitti-root", type=Path, help="KITTI object root (training/{image_2,label_2}); every frame")
     src.add_argument("--data", type=Path, help="YOLO dataset root (pruning-tools kitti convert output)")
+    src.add_argument("--kitti-tracking", type=Path,
+                     help="KITTI tracking root (training/{image_02,label_02}); with --sequence SSSS")
+    src.add_argument("--streaming", action="store_true",
+                     help="streaming AP of a recorded run (--gt-bag, --detections-bag): each ground-truth frame "
+                          "scored on the latest detections published by its camera time + one frame period")
+    p.add_argument("--sequence", default=None, help="with --kitti-tracking: the sequence (e.g. 0000)")
+    p.add_argument("--frames", default=None,
+                   help="with --kitti-tracking: frame range FIRST-LAST (inclusive), e.g. 108-153 (default: all)")
+    p.add_argument("--gt-bag", type=Path, default=None, help="with --streaming: `kitti to-bag` bag with ground truth")
+    p.add_argument("--detections-bag", type=Path, default=None,
+                   help="with --streaming: recorded run (detections topic; the image topic aligns the clocks)")
+    p.add_argument("--detections-topic", default="/detector/detections", help="with --streaming (default %(default)s)")
+    p.add_argument("--period", type=float, default=None,
+                   help="with --streaming: grace in s (default: the ground truth's median frame period)")
     p.add_argument("--split", default=None, help="with --data: the split (train/val/test); with --kitti-root and "
                                                  "--split-file: only that split's frames")
     p.add_argument("--split-file", type=Path, default=None,
@@ -487,15 +524,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import os
     import sys
 
     args = build_parser().parse_args(list(argv) if argv is not None else None)
+    if args.streaming:
+        return _main_streaming(args)
     try:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
-        if args.data is not None:
+        if args.kitti_tracking is not None:
+            if args.sequence is None:
+                raise ValueError("--kitti-tracking needs --sequence SSSS")
+            frames = RealFrames.from_kitti_tracking(args.kitti_tracking, args.sequence, _frame_range(args.frames),
+                                                    progress=not args.no_progress)
+        elif args.data is not None:
             if args.split is None:
                 raise ValueError("--data needs --split (train, val or test)")
             frames = RealFrames.from_yolo(args.data, args.split, progress=not args.no_progress)
@@ -520,11 +563,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(format_kitti_table(res))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(res, indent=2, default=float) + "\n")
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
+        _write_json(args.json, res)
+    return 0
+
+
+def _frame_range(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        a, b = (int(v) for v in text.split("-", 1))
+    except ValueError:
+        raise ValueError(f"--frames expects FIRST-LAST (e.g. 108-153), got {text!r}") from None
+    if a < 0 or b < a:
+        raise ValueError(f"--frames expects 0 <= FIRST <= LAST, got {text!r}")
+    return a, b
+
+
+def _write_json(path: Path, res: dict[str, Any]) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(res, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+
+
+def _main_streaming(args: argparse.Namespace) -> int:
+    import sys
+
+    from pruning_tools.train.streaming import evaluate_streaming_bags
+
+    if args.gt_bag is None or args.detections_bag is None:
+        print("pruning-tools evaluate: --streaming needs --gt-bag and --detections-bag", file=sys.stderr)
+        return 2
+    try:
+        res = evaluate_streaming_bags(args.gt_bag, args.detections_bag, period_s=args.period,
+                                      det_topic=args.detections_topic, model=args.model or "")
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"pruning-tools evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(f"streaming: {res['frames']} frames, {res['answered']} answered, {res['on_time']} on time, "
+          f"mean staleness {res['mean_staleness_ms']:.1f} ms (clock from {res['clock']})")
+    for c in res["sap"]:
+        print(f"{c:<11} sAP {res['sap'][c]:.3f}  AP {res['ap'][c]:.3f}")
+    if args.json is not None:
+        _write_json(args.json, res)
     return 0
 
 
