@@ -78,6 +78,7 @@ START_VALUES = {
     "max_detections": ("50", 50), "compressed": ("true", True), "hysteresis": ("2", 2.0),
     "cooldown_s": ("0.5", 0.5), "publish_debug_image": ("true", True), "threads": ("1", 1),
     "diagnostics_period_s": ("2.0", 2.0), "condition_source": ("estimator", "estimator"),
+    "exit_with_parent": ("false", False),
 }
 
 

@@ -24,7 +24,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from sparse_perception.node import ros_convert as rc
 from sparse_perception.node.node_config import DYNAMIC_TYPED, NodeConfig, build_runtime
-from sparse_perception.node.ros_session import ros_session
+from sparse_perception.node.ros_session import parent_watch, ros_session
 from sparse_perception.runtime.detector_core import DetectorCore
 from sparse_perception.runtime.frame_stats import FrameStats
 
@@ -258,12 +258,15 @@ def main(args: list[str] | None = None) -> int:
     SIGINT and SIGTERM (``kill``, ``docker stop``, ``systemctl stop``, launch) end the node the
     same way: the spin loop stops, the lifecycle ``shutdown`` transition frees the engines, and
     the process exits with 0. rclpy's own handlers are not installed: they would invalidate the
-    context under the spin loop. A second signal ends the process at once.
+    context under the spin loop. A second signal ends the process at once. The parent's end
+    (``ros2 launch`` killed or SIGTERMed, ros2/launch#666) ends the node the same way unless
+    ``exit_with_parent`` is false.
     """
     if args is not None:  # `sparse-perception node ARGS`: rcl expects the program name first
         args = ["detector_node", *args]
     with ros_session(args, second_signal_kills=True) as stop:
         node = DetectorNode()
+        orphaned = parent_watch(node.get_parameter("exit_with_parent").value)
         executor = MultiThreadedExecutor(num_threads=4)
         try:
             if node.get_parameter("autostart").value and not stop.is_set():
@@ -272,6 +275,9 @@ def main(args: list[str] | None = None) -> int:
             executor.add_node(node)
             while not node.finalized and not stop.is_set():
                 executor.spin_once(timeout_sec=0.1)
+                if orphaned():
+                    node.get_logger().warning("parent process ended (ros2/launch#666): shutting down")
+                    break
         except ExternalShutdownException:  # the context was shut down from elsewhere
             pass
         finally:

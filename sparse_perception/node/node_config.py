@@ -35,6 +35,8 @@ DESCRIPTIONS: dict[str, str] = {
     "compressed": "subscribe to sensor_msgs/CompressedImage instead of Image",
     "image_reliability": "reliable (default: full-size frames arrive) | best_effort (only for best-effort cameras; FastDDS loses most large best-effort frames); both keep only the newest frame",
     "autostart": "configure and activate on start",
+    "exit_with_parent": "shut down cleanly when the parent process (ros2 launch) ends without stopping the node "
+                        "(ros2/launch#666); false for a node meant to outlive its starter (nohup)",
     "policy_mode": "manual | auto (the condition-driven policy chooses the level)",
     "policy_path": "policy trained by `pruning-tools train-policy`",
     "hysteresis": "consecutive agreeing policy decisions needed before a switch (int or double; < 1 counts as 1)",
@@ -66,6 +68,7 @@ class NodeConfig:
     compressed: bool = False
     image_reliability: str = "reliable"
     autostart: bool = False
+    exit_with_parent: bool = True
     policy_mode: str = "manual"
     policy_path: str = ""
     hysteresis: float = 3.0
