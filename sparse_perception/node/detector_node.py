@@ -243,6 +243,7 @@ class DetectorNode(LifecycleNode):
 
     @contained("diagnostics timer")
     def _publish_diagnostics(self) -> None:
+        self.core.refresh_status()  # the latched status carries the live inference mean
         diag = self.core.diagnostics()
         if diag is None:
             return
