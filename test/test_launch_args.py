@@ -28,7 +28,7 @@ def test_user_facing_arguments_are_declared() -> None:
     assert {"image_reliability", "image_topic", "namespace", "params_file"} <= names
 
 
-@pytest.mark.parametrize("value", ["reliable", "best_effort"])
+@pytest.mark.parametrize("value", ["auto", "reliable", "best_effort"])
 def test_image_reliability_argument_sets_the_parameter(value: str) -> None:
     overrides, _ = node_overrides(_args(image_reliability=value, image_topic="/cam/image_raw"))
     assert overrides == {"image_reliability": value, "image_topic": "/cam/image_raw"}
@@ -53,13 +53,13 @@ def test_bad_values_are_named(given: dict[str, str], named: str) -> None:
         node_overrides(_args(**given))
 
 
-def test_default_image_reliability_is_reliable_everywhere() -> None:
-    """Measured default (docs/node.md, bench/node_bench.py --phases qos): code and config agree."""
+def test_default_image_reliability_is_auto_everywhere() -> None:
+    """The default follows the camera (docs/node.md, bench/node_bench.py --phases qos): code and config agree."""
     import yaml
 
-    assert NodeConfig.image_reliability == "reliable"
+    assert NodeConfig.image_reliability == "auto"
     params = yaml.safe_load((REPO / "config" / "detector.yaml").read_text())["/**"]["ros__parameters"]
-    assert params["image_reliability"] == "reliable"
+    assert params["image_reliability"] == "auto"
 
 
 def test_launch_file_declares_launch_args_arguments() -> None:

@@ -13,11 +13,11 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
+from sparse_perception.node.adaptive_qos import RELIABILITIES
 from sparse_perception.node.node_config import NodeConfig
 
 #: Topic the KITTI bags written by `pruning-tools kitti to-bag` carry the left colour camera on.
 BAG_IMAGE_TOPIC = "/kitti/camera_color_left/image_raw"
-RELIABILITIES = ("best_effort", "reliable")
 
 #: (name, default, description) of every launch argument.
 ARGUMENTS: tuple[tuple[str, str, str], ...] = (
@@ -27,8 +27,8 @@ ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("engine_manifest", "", "engine zoo manifest.json (empty = params file)"),
     ("model_path", "", "single Ultralytics-layout ONNX instead of a zoo (empty = params file)"),
     ("image_topic", "", f"input image topic (empty = params file; {BAG_IMAGE_TOPIC} when bag is set)"),
-    ("image_reliability", "", "reliable | best_effort image subscription (empty = params file, reliable; "
-                              "best_effort only for cameras that publish best effort: large frames get lost)"),
+    ("image_reliability", "", "auto | reliable | best_effort image subscription (empty = params file, auto: "
+                              "follows the camera's publisher; the other two force it)"),
     ("condition_topic", "", "topic remapped onto the node's driving_condition (empty = no remap; "
                             "/driving_condition when bag is set)"),
     ("bag", "", "rosbag2 folder to replay alongside the node (empty = none)"),
