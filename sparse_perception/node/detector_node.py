@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import threading
 import time
 import traceback
 from typing import Any, Callable, TypeVar
@@ -94,6 +95,7 @@ class DetectorNode(LifecycleNode):
         self._subs: list[Any] = []
         self._image_sub: Any = None
         self._reliability = "reliable"
+        self._qos_lock = threading.Lock()  # the QoS event and the diagnostics tick may both re-create
         self._timer: Any = None
         self._status_pub: Any = None
         self._pubs: dict[str, Any] = {}
@@ -177,20 +179,22 @@ class DetectorNode(LifecycleNode):
     @contained("image QoS check")
     def _follow_publishers(self) -> None:
         """``image_reliability: auto``: match the publishers now on the topic (adaptive_qos.follow)."""
-        if self.cfg is None or self._image_sub is None or self.cfg.image_reliability != "auto":
-            return
-        pubs = ["best_effort" if p.qos_profile.reliability == QoSReliabilityPolicy.BEST_EFFORT else "reliable"
-                for p in self.get_publishers_info_by_topic(self._image_sub.topic_name)]
-        want = follow("auto", self._reliability, pubs)
-        if want != self._reliability:
-            self.get_logger().info(f"image QoS: {self._reliability} -> {want} to match the publishers "
-                                   f"on {self._image_sub.topic_name} ({', '.join(pubs)})")
-            self._subscribe_image(want)
+        with self._qos_lock:
+            if self.cfg is None or self._image_sub is None or self.cfg.image_reliability != "auto":
+                return
+            pubs = ["best_effort" if p.qos_profile.reliability == QoSReliabilityPolicy.BEST_EFFORT else "reliable"
+                    for p in self.get_publishers_info_by_topic(self._image_sub.topic_name)]
+            want = follow("auto", self._reliability, pubs)
+            if want != self._reliability:
+                self.get_logger().info(f"image QoS: {self._reliability} -> {want} to match the publishers "
+                                       f"on {self._image_sub.topic_name} ({', '.join(pubs)})")
+                self._subscribe_image(want)
 
     def _stop_io(self) -> None:
-        if self._image_sub is not None:
-            self.destroy_subscription(self._image_sub)
-            self._image_sub = None
+        with self._qos_lock:
+            if self._image_sub is not None:
+                self.destroy_subscription(self._image_sub)
+                self._image_sub = None
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
