@@ -107,3 +107,37 @@ def test_node_ends_cleanly_when_its_parent_dies(test_zoo: Path, tmp_path: Path) 
     assert "NODE_EXIT 0" in out, out[-2000:] + node_out[-3000:]
     assert "parent process ended" in node_out and "shut down" in node_out, node_out[-3000:]
     assert "Traceback" not in node_out, node_out[-3000:]
+
+
+@pytest.mark.slow
+def test_sigint_while_frames_flow_leaves_no_unretrieved_task_error(test_zoo: Path) -> None:
+    """Issue 24: 2 of 5 SIGINTs while frames flowed printed "The following exception was never retrieved:
+    cannot use Destroyable because destruction was requested"; five runs must print none."""
+    import threading
+
+    for run in range(5):
+        ns = f"sig_flow_{run}"
+        with managed_process(_node(ns, f"engine_manifest:={test_zoo}", "autostart:=true")) as proc:
+            assert proc.wait_for_output("active: subscribed", 90), proc.output()[-3000:]
+            client = DetectorClient(namespace=ns, name=f"{ns}_client", subscribe_status=False)
+            stop = threading.Event()
+
+            def stream() -> None:
+                i = 0
+                while not stop.is_set():
+                    client.publish(image_msg(frame(i % 4), 8_000 + i))
+                    i += 1
+                    stop.wait(0.01)
+
+            try:
+                assert client.wait_ready(60), "node answered no frame"
+                pub = threading.Thread(target=stream, daemon=True)
+                pub.start()
+                stop.wait(1.0)
+                code = _signal_and_wait(proc, signal.SIGINT)
+            finally:
+                stop.set()
+                client.close()
+            out = proc.output()
+        assert code == 0, out[-3000:]
+        assert "never retrieved" not in out and "Traceback" not in out, f"run {run}:\n{out[-3000:]}"

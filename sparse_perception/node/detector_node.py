@@ -288,6 +288,21 @@ class DetectorNode(LifecycleNode):
             DiagnosticStatus.WARN if warn else DiagnosticStatus.OK, f"level {values['active_level']}"))
 
 
+def _retrieve_late_errors(executor: MultiThreadedExecutor, node: DetectorNode) -> None:
+    """Fetch the errors of callback tasks the stopped spin loop never looked at.
+
+    rclpy raises a finished task's error on the *next* ``spin_once``; the last ones (an entity used
+    while the executor shut down: "cannot use Destroyable because destruction was requested") would
+    otherwise print "The following exception was never retrieved" when the task is collected. They
+    are logged at debug level: the node is stopping and nothing they did is lost. Reads the
+    executor's task lists (``_futures``, ``_tasks``; absent: nothing to do).
+    """
+    pending = list(getattr(executor, "_futures", ())) + [t[0] for t in getattr(executor, "_tasks", ())]
+    for task in pending:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            node.get_logger().debug(f"callback error at shutdown: {task.exception()}")
+
+
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``detector_node`` / ``sparse-perception node``.
 
@@ -322,6 +337,7 @@ def main(args: list[str] | None = None) -> int:
             pass
         finally:
             executor.shutdown()
+            _retrieve_late_errors(executor, node)
             if not node.finalized:
                 if node.context.ok():
                     node.trigger_shutdown()  # on_shutdown: waits for a frame in flight, frees engines
