@@ -14,10 +14,14 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     install_requires=["setuptools"],
+    # `colcon test` runs pytest only for a package declaring it as a test dependency (colcon-core reads
+    # extras_require["test"]; without it colcon falls back to unittest and runs 0 tests). Pinned as
+    # requirements/lock.txt has it; package.xml declares python3-pytest for rosdep.
     extras_require={
+        "test": ["pytest>=8,<9"],
         # NVIDIA GPU machines only; never installed by `make setup` or CI.
         "gpu": ["tensorrt>=10.0,<12", "pycuda>=2024.1"],
     },

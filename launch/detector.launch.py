@@ -19,11 +19,12 @@ import os
 
 from ament_index_python.packages import get_package_prefix, get_package_share_directory
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
-from sparse_perception.node.launch_args import ARGUMENTS, node_overrides
+from sparse_perception.node.dds_profile import profile_env
+from sparse_perception.node.launch_args import ARGUMENTS, node_overrides, remappings, undeclared
 
 PACKAGE = "sparse_perception"
 
@@ -34,18 +35,19 @@ def _entities(context: LaunchContext) -> list:
     params_file = arg["params_file"] or os.path.join(get_package_share_directory(PACKAGE), "config",
                                                      "detector.yaml")
     overrides, condition_topic = node_overrides(arg)
-    remappings = [("driving_condition", condition_topic)] if condition_topic else []
-    entities: list = [LifecycleNode(
+    dds = profile_env()  # the shipped FastDDS profile for the node and the bag player, unless one is set
+    entities: list = [LogInfo(msg=f"WARNING: {m}") for m in undeclared(context.launch_configurations)]
+    entities.append(LifecycleNode(
         package=PACKAGE, executable="detector_node", name="detector", namespace=arg["namespace"],
-        parameters=[params_file, overrides], remappings=remappings, output="screen",
-        ros_arguments=["--log-level", arg["log_level"]],
-    )]
+        parameters=[params_file, overrides], remappings=remappings(arg, condition_topic), output="screen",
+        ros_arguments=["--log-level", arg["log_level"]], additional_env=dds,
+    ))
     if arg["bag"]:
         if arg["bag_player"] == "ros2":
             cmd = ["ros2", "bag", "play", arg["bag"]]
         else:  # replay (node_overrides checked the value)
             cmd = [os.path.join(get_package_prefix(PACKAGE), "lib", PACKAGE, "replay"), arg["bag"]]
-        entities.append(ExecuteProcess(cmd=cmd, name="bag_player", output="screen"))
+        entities.append(ExecuteProcess(cmd=cmd, name="bag_player", output="screen", additional_env=dds))
     return entities
 
 

@@ -134,3 +134,18 @@ def test_tool_rejects_a_prefix_that_is_not_a_venv(tmp_path: Path) -> None:
     code = tool.main(["--prefix", str(tmp_path)])
     assert code == 1
     assert sorted(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_activation_applies_the_shipped_dds_profile_unless_one_is_set(scratch_venv: Path) -> None:
+    tool.install(scratch_venv, REPO)
+    script = (f'. "{scratch_venv}/bin/activate"; echo "$FASTRTPS_DEFAULT_PROFILES_FILE|$FASTDDS_DEFAULT_PROFILES_FILE"; '
+              'deactivate; echo "${FASTRTPS_DEFAULT_PROFILES_FILE-<unset>}|${FASTDDS_DEFAULT_PROFILES_FILE-<unset>}"')
+    base = {k: v for k, v in os.environ.items() if not k.endswith("_DEFAULT_PROFILES_FILE")}
+    out = subprocess.run(["bash", "-c", script], env=base, capture_output=True, text=True, timeout=30)
+    active, after = out.stdout.splitlines()
+    shipped = scratch_venv / "share/sparse_perception/config/fastdds_profile.xml"
+    assert active == f"{shipped}|{shipped}" and shipped.resolve().is_file(), out
+    assert after == "<unset>|<unset>"
+    out = subprocess.run(["bash", "-c", script], env={**base, "FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"},
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout.splitlines() == ["/mine.xml|", "/mine.xml|<unset>"]  # the user's choice stays

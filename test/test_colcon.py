@@ -60,3 +60,34 @@ def test_colcon_build_of_a_workspace_clone(tmp_path: Path) -> None:
     assert (share / "sparse_perception/package.xml").is_file()
     for exe in ("detector_node", "pruning-tools", "replay"):
         assert (install / "sparse_perception/lib/sparse_perception" / exe).is_file(), exe
+
+
+def _setup_keywords() -> dict:
+    """The keyword arguments setup.py passes to setup(), read without running it."""
+    import ast
+
+    tree = ast.parse((REPO / "setup.py").read_text())
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    return {k.arg: k.value for k in call.keywords}
+
+
+def test_pytest_is_a_declared_test_dependency() -> None:
+    """colcon test runs pytest only where setup.py declares it (extras_require 'test'); package.xml for rosdep."""
+    import ast
+    import xml.etree.ElementTree as ET
+
+    extras = ast.literal_eval(_setup_keywords()["extras_require"])
+    assert any(d.split("<")[0].split(">")[0].split("=")[0].strip() == "pytest" for d in extras.get("test", [])), extras
+    assert all("<9" in d for d in extras["test"] if d.startswith("pytest")), "pytest pinned below 9 (house rule)"
+    root = ET.parse(REPO / "package.xml").getroot()
+    assert "python3-pytest" in {e.text for e in root.findall("test_depend")}
+
+
+def test_colcon_core_selects_pytest_for_the_package() -> None:
+    """What colcon-core itself decides from the declaration (skips where colcon-core is not importable)."""
+    augmentation = pytest.importorskip("colcon_core.package_augmentation.python")
+    import ast
+
+    extras = ast.literal_eval(_setup_keywords()["extras_require"])
+    deps = augmentation.extract_dependencies({"extras_require": extras})
+    assert "pytest" in {d.name for d in deps["test"]}

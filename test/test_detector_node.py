@@ -429,3 +429,28 @@ def test_configure_fails_when_the_policy_names_levels_not_preloaded(test_zoo: Pa
             assert client.state() == "unconfigured"
         finally:
             client.close()
+
+
+def test_latched_status_carries_live_inference_mean_and_every_swap_is_logged(active_node: ManagedProcess) -> None:
+    """Honest status (issue 24 item 4): mean_inference_ms moves while frames flow; a parameter swap is logged."""
+    client = DetectorClient(name="honest_status_client")
+    try:
+        assert client.wait_ready(), _fail(active_node, "node answered no frame")
+        for i in range(5):
+            client.publish(image_msg(frame(i, 32, 96), 11_000_000_000 + i))
+            client.wait_for_stamp(11_000_000_000 + i)
+        assert wait_for(lambda: client.latest_status() is not None and client.latest_status().mean_inference_ms > 0,
+                        10), _fail(active_node, f"latched status kept {client.latest_status()}")
+        late = DetectorClient(name="honest_status_late")  # a late subscriber gets the live mean too
+        try:
+            assert wait_for(lambda: late.latest_status() is not None, 10)
+            assert late.latest_status().mean_inference_ms > 0
+        finally:
+            late.close()
+        for level in ("s50", "dense"):
+            ok, reason = client.set_parameter("sparsity_level", level)
+            assert ok, reason
+            assert active_node.wait_for_output(f"sparsity_level parameter: active level {level!r}", 10), \
+                _fail(active_node, f"no log line for the parameter swap to {level}")
+    finally:
+        client.close()

@@ -17,7 +17,9 @@ then look for executables in ``<prefix>/lib/<pkg>/``; ``ros2 launch`` walks
 * ``lib/<pkg>/<name>`` for every ``console_scripts`` entry point: a script running
   ``--python`` (default: this interpreter) on the entry point, like pip's;
 * an ``AMENT_PREFIX_PATH`` hook in ``bin/activate`` (bash/zsh): activation prepends the prefix,
-  ``deactivate`` restores the previous value.
+  ``deactivate`` restores the previous value. Where neither ``FASTDDS_DEFAULT_PROFILES_FILE`` nor
+  ``FASTRTPS_DEFAULT_PROFILES_FILE`` is set, activation also points both at the shipped FastDDS profile
+  (``share/<pkg>/config/fastdds_profile.xml``, docs/node.md) and ``deactivate`` unsets them again.
 
 Folders it owns (``share/<pkg>``, ``lib/<pkg>``) are rebuilt on each run, so removed files do not
 linger. Rerunning is idempotent.
@@ -77,14 +79,24 @@ def _script(python: str, entry: str) -> tuple[str, str]:
 
 def activation_hook(prefix: Path) -> tuple[str, str]:
     """(block appended to ``bin/activate``, block inserted at the top of its ``deactivate``)."""
+    profile = prefix / "share" / "sparse_perception" / "config" / "fastdds_profile.xml"
     activate = (f'{HOOK_BEGIN}\n_SP_OLD_AMENT_PREFIX_PATH="${{AMENT_PREFIX_PATH-}}"\n'
                 f'AMENT_PREFIX_PATH="{prefix}${{AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}}"\n'
-                f"export AMENT_PREFIX_PATH\n{HOOK_END}\n")
+                f"export AMENT_PREFIX_PATH\n"
+                # the shipped FastDDS profile, only where the user set none (sparse_perception/node/dds_profile.py)
+                f'if [ -z "${{FASTDDS_DEFAULT_PROFILES_FILE+_}}${{FASTRTPS_DEFAULT_PROFILES_FILE+_}}" ] ; then\n'
+                f'    FASTDDS_DEFAULT_PROFILES_FILE="{profile}"\n'
+                f'    FASTRTPS_DEFAULT_PROFILES_FILE="{profile}"\n'
+                f"    export FASTDDS_DEFAULT_PROFILES_FILE FASTRTPS_DEFAULT_PROFILES_FILE\n"
+                f"    _SP_SET_DDS_PROFILE=1\nfi\n{HOOK_END}\n")
     deactivate = (f'{DEACTIVATE_BEGIN}\n    if [ -n "${{_SP_OLD_AMENT_PREFIX_PATH+_}}" ] ; then\n'
                   f'        if [ -n "$_SP_OLD_AMENT_PREFIX_PATH" ] ; then\n'
                   f'            AMENT_PREFIX_PATH="$_SP_OLD_AMENT_PREFIX_PATH"\n            export AMENT_PREFIX_PATH\n'
                   f"        else\n            unset AMENT_PREFIX_PATH\n        fi\n"
-                  f"        unset _SP_OLD_AMENT_PREFIX_PATH\n    fi\n{DEACTIVATE_END}\n")
+                  f"        unset _SP_OLD_AMENT_PREFIX_PATH\n    fi\n"
+                  f'    if [ -n "${{_SP_SET_DDS_PROFILE-}}" ] ; then\n'
+                  f"        unset FASTDDS_DEFAULT_PROFILES_FILE FASTRTPS_DEFAULT_PROFILES_FILE _SP_SET_DDS_PROFILE\n"
+                  f"    fi\n{DEACTIVATE_END}\n")
     return activate, deactivate
 
 

@@ -7,7 +7,9 @@ stats) and publish. Interface, QoS and semantics: docs/node.md.
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import threading
 import time
 import traceback
 from typing import Any, Callable, TypeVar
@@ -16,6 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -23,8 +26,10 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos
 from sensor_msgs.msg import CompressedImage, Image
 
 from sparse_perception.node import ros_convert as rc
+from sparse_perception.node.adaptive_qos import follow
+from sparse_perception.node.dds_profile import profile_env
 from sparse_perception.node.node_config import DYNAMIC_TYPED, NodeConfig, build_runtime
-from sparse_perception.node.ros_session import ros_session
+from sparse_perception.node.ros_session import parent_watch, ros_session
 from sparse_perception.runtime.detector_core import DetectorCore
 from sparse_perception.runtime.frame_stats import FrameStats
 
@@ -88,6 +93,9 @@ class DetectorNode(LifecycleNode):
         self.cfg: NodeConfig | None = None
         self.finalized = False
         self._subs: list[Any] = []
+        self._image_sub: Any = None
+        self._reliability = "reliable"
+        self._qos_lock = threading.Lock()  # the QoS event and the diagnostics tick may both re-create
         self._timer: Any = None
         self._status_pub: Any = None
         self._pubs: dict[str, Any] = {}
@@ -129,7 +137,8 @@ class DetectorNode(LifecycleNode):
             self._stop_io()
             self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"active: subscribed to {self._subs[0].topic_name}")
+        self.get_logger().info(f"active: subscribed to {self._image_sub.topic_name} ({self._reliability}, "
+                               f"image_reliability {self.cfg.image_reliability})")
         return super().on_activate(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -141,14 +150,10 @@ class DetectorNode(LifecycleNode):
 
     def _start_io(self) -> None:
         assert self.cfg is not None
-        msg_type = CompressedImage if self.cfg.compressed else Image
-        self._subs = [
-            self.create_subscription(msg_type, self.cfg.image_topic, self._on_image,
-                                     image_qos(self.cfg.image_reliability),
-                                     callback_group=self._image_group),
-            self.create_subscription(DrivingCondition, "driving_condition", self._on_condition, 10,
-                                     callback_group=self._control_group),
-        ]
+        self._subscribe_image(follow(self.cfg.image_reliability, "reliable", ()))
+        self._follow_publishers()  # auto: the publishers already there decide
+        self._subs = [self.create_subscription(DrivingCondition, "driving_condition", self._on_condition, 10,
+                                               callback_group=self._control_group)]
         self._timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics,
                                         callback_group=self._timer_group)
 
@@ -176,7 +181,36 @@ class DetectorNode(LifecycleNode):
         except ParameterUninitializedException:  # typed parameter left unset (allowed_levels)
             return []
 
+    def _subscribe_image(self, reliability: str) -> None:
+        """(Re-)create the image subscription with ``reliability``; its incompatible-QoS event re-checks."""
+        assert self.cfg is not None
+        if self._image_sub is not None:
+            self.destroy_subscription(self._image_sub)
+        self._reliability = reliability
+        self._image_sub = self.create_subscription(
+            CompressedImage if self.cfg.compressed else Image, self.cfg.image_topic, self._on_image,
+            image_qos(reliability), callback_group=self._image_group,
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=lambda _event: self._follow_publishers()))
+
+    @contained("image QoS check")
+    def _follow_publishers(self) -> None:
+        """``image_reliability: auto``: match the publishers now on the topic (adaptive_qos.follow)."""
+        with self._qos_lock:
+            if self.cfg is None or self._image_sub is None or self.cfg.image_reliability != "auto":
+                return
+            pubs = ["best_effort" if p.qos_profile.reliability == QoSReliabilityPolicy.BEST_EFFORT else "reliable"
+                    for p in self.get_publishers_info_by_topic(self._image_sub.topic_name)]
+            want = follow("auto", self._reliability, pubs)
+            if want != self._reliability:
+                self.get_logger().info(f"image QoS: {self._reliability} -> {want} to match the publishers "
+                                       f"on {self._image_sub.topic_name} ({', '.join(pubs)})")
+                self._subscribe_image(want)
+
     def _stop_io(self) -> None:
+        with self._qos_lock:
+            if self._image_sub is not None:
+                self.destroy_subscription(self._image_sub)
+                self._image_sub = None
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
@@ -256,6 +290,8 @@ class DetectorNode(LifecycleNode):
 
     @contained("diagnostics timer")
     def _publish_diagnostics(self) -> None:
+        self._follow_publishers()
+        self.core.refresh_status()  # the latched status carries the live inference mean
         diag = self.core.diagnostics()
         if diag is None:
             return
@@ -265,18 +301,40 @@ class DetectorNode(LifecycleNode):
             DiagnosticStatus.WARN if warn else DiagnosticStatus.OK, f"level {values['active_level']}"))
 
 
+def _retrieve_late_errors(executor: MultiThreadedExecutor, node: DetectorNode) -> None:
+    """Fetch the errors of callback tasks the stopped spin loop never looked at.
+
+    rclpy raises a finished task's error on the *next* ``spin_once``; the last ones (an entity used
+    while the executor shut down: "cannot use Destroyable because destruction was requested") would
+    otherwise print "The following exception was never retrieved" when the task is collected. They
+    are logged at debug level: the node is stopping and nothing they did is lost. Reads the
+    executor's task lists (``_futures``, ``_tasks``; absent: nothing to do).
+    """
+    pending = list(getattr(executor, "_futures", ())) + [t[0] for t in getattr(executor, "_tasks", ())]
+    for task in pending:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            node.get_logger().debug(f"callback error at shutdown: {task.exception()}")
+
+
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``detector_node`` / ``sparse-perception node``.
 
     SIGINT and SIGTERM (``kill``, ``docker stop``, ``systemctl stop``, launch) end the node the
     same way: the spin loop stops, the lifecycle ``shutdown`` transition frees the engines, and
     the process exits with 0. rclpy's own handlers are not installed: they would invalidate the
-    context under the spin loop. A second signal ends the process at once.
+    context under the spin loop. A second signal ends the process at once. The parent's end
+    (``ros2 launch`` killed or SIGTERMed, ros2/launch#666) ends the node the same way unless
+    ``exit_with_parent`` is false.
     """
     if args is not None:  # `sparse-perception node ARGS`: rcl expects the program name first
         args = ["detector_node", *args]
+    dds = profile_env()  # the shipped FastDDS profile where the user set none (before rclpy.init)
+    os.environ.update(dds)
     with ros_session(args, second_signal_kills=True) as stop:
         node = DetectorNode()
+        if dds:
+            node.get_logger().info(f"FastDDS profile {dds['FASTDDS_DEFAULT_PROFILES_FILE']} (none was set)")
+        orphaned = parent_watch(node.get_parameter("exit_with_parent").value)
         executor = MultiThreadedExecutor(num_threads=4)
         try:
             if node.get_parameter("autostart").value and not stop.is_set():
@@ -285,10 +343,14 @@ def main(args: list[str] | None = None) -> int:
             executor.add_node(node)
             while not node.finalized and not stop.is_set():
                 executor.spin_once(timeout_sec=0.1)
+                if orphaned():
+                    node.get_logger().warning("parent process ended (ros2/launch#666): shutting down")
+                    break
         except ExternalShutdownException:  # the context was shut down from elsewhere
             pass
         finally:
             executor.shutdown()
+            _retrieve_late_errors(executor, node)
             if not node.finalized:
                 if node.context.ok():
                     node.trigger_shutdown()  # on_shutdown: waits for a frame in flight, frees engines

@@ -44,8 +44,12 @@ DESCRIPTIONS: dict[str, str] = {
     "max_detections": "maximum detections per image",
     "image_topic": "input topic (relative, remappable)",
     "compressed": "subscribe to sensor_msgs/CompressedImage instead of Image",
-    "image_reliability": "reliable (default: full-size frames arrive) | best_effort (only for best-effort cameras; FastDDS loses most large best-effort frames); both keep only the newest frame",
+    "image_reliability": "auto (default: follows the publishers met, reliable with reliable cameras, best effort "
+                         "with best-effort ones, also when the camera starts later) | reliable | best_effort "
+                         "(forced); every choice keeps only the newest frame",
     "autostart": "configure and activate on start",
+    "exit_with_parent": "shut down cleanly when the parent process (ros2 launch) ends without stopping the node "
+                        "(ros2/launch#666); false for a node meant to outlive its starter (nohup)",
     "policy_mode": "manual | auto (the condition-driven policy chooses the level)",
     "policy_path": "policy trained by `pruning-tools train-policy`",
     "hysteresis": "consecutive agreeing policy decisions needed before a switch (int or double; < 1 counts as 1)",
@@ -75,8 +79,9 @@ class NodeConfig:
     max_detections: int = 300
     image_topic: str = "image_raw"
     compressed: bool = False
-    image_reliability: str = "reliable"
+    image_reliability: str = "auto"
     autostart: bool = False
+    exit_with_parent: bool = True
     policy_mode: str = "manual"
     policy_path: str = ""
     hysteresis: float = 3.0
@@ -103,8 +108,8 @@ class NodeConfig:
             raise ValueError(f"parameter 'max_detections' must be >= 1, got {self.max_detections}")
         if not self.image_topic:
             raise ValueError("parameter 'image_topic' must not be empty")
-        if self.image_reliability not in ("best_effort", "reliable"):
-            raise ValueError("parameter 'image_reliability' must be best_effort or reliable, "
+        if self.image_reliability not in ("auto", "best_effort", "reliable"):
+            raise ValueError("parameter 'image_reliability' must be auto, best_effort or reliable, "
                              f"got {self.image_reliability!r}")
         if self.policy_mode not in POLICY_MODES:
             raise ValueError(f"parameter 'policy_mode' must be one of {POLICY_MODES}, got {self.policy_mode!r}")

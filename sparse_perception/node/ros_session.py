@@ -2,9 +2,10 @@
 SIGTERM setting a stop event that the process polls (the node, ``replay``, ``recorder``)."""
 from __future__ import annotations
 
+import os
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 
@@ -34,3 +35,18 @@ def ros_session(args: Sequence[str] | None = None, second_signal_kills: bool = F
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def parent_watch(enabled: bool = True) -> Callable[[], bool]:
+    """A check that turns true once the process that started this one has ended.
+
+    ``ros2 launch`` ends at once on SIGTERM and leaves its children running without a parent
+    (upstream https://github.com/ros2/launch/issues/666); the node polls this check in its spin
+    loop and shuts down as on SIGTERM. A parent that ends makes the kernel reparent the process
+    (``getppid()`` changes to init or a subreaper). A process started by init or as PID 1 (a
+    container's entry point, ``getppid()`` 0 or 1) has no parent to follow: the check stays false.
+    """
+    parent = os.getppid()
+    if not enabled or parent <= 1:
+        return lambda: False
+    return lambda: os.getppid() != parent

@@ -38,6 +38,7 @@ class DetectorCore:
         self.last_condition: Condition | None = None
         self.last_swap_ns, self.last_swap_ms = 0, 0.0
         self.stats = FrameStats()
+        self._published_inference_ms = 0.0
 
     def load(self, pool: EnginePool, controller: PolicyController | None, mode: str) -> None:
         """Take a preloaded pool (and policy controller) into service; frame statistics start over."""
@@ -126,6 +127,8 @@ class DetectorCore:
                     ok, message = self.set_auto() if value == "auto" else self.swap(str(value), None, "manual")[:2]
                     if not ok:
                         return message
+                    # every swap leaves a log line, whatever its path (service: the node; policy: apply_policy)
+                    self.log.info(f"sparsity_level parameter: {message}")
         return None
 
     def on_condition(self, condition: Condition) -> None:
@@ -152,13 +155,20 @@ class DetectorCore:
                     self.log.error(f"policy ({self.last_condition.key}) proposal failed: {message}")
 
     # ------------------------------------------------------------------ status
+    def refresh_status(self) -> None:
+        """Republish the latched status when the live inference mean moved (frames flowed since the last one)."""
+        with self.swap_lock:
+            mean = self.stats.mean_inference_ms()
+            if self.pool is not None and mean != self._published_inference_ms:
+                self.on_status()
+
     def engine_status(self) -> tuple[dict[str, Any], str, list[str], int, float] | None:
         """(pool status + mean inference ms, mode, levels, last swap ns, last swap ms); None unconfigured."""
         pool = self.pool
         if pool is None:
             return None
         status = dict(pool.status())
-        status["mean_inference_ms"] = self.stats.mean_inference_ms()
+        status["mean_inference_ms"] = self._published_inference_ms = self.stats.mean_inference_ms()
         return status, self.mode, pool.levels(), self.last_swap_ns, self.last_swap_ms
 
     def diagnostics(self) -> tuple[dict[str, Any], bool] | None:

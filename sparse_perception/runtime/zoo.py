@@ -218,28 +218,16 @@ def artifact_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-#: operators only a quantised (INT8) ONNX has
-_INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-                       "MatMulInteger", "DynamicQuantizeLinear"})
-
-
 def onnx_precision(path: str | Path) -> str | None:
-    """``int8`` (quantise/dequantise or integer ops), ``fp16`` (float16 weights or input) or ``fp32``: what the
-    file is, to compare with a manifest's ``precision`` field; None when it does not parse as ONNX (the
-    backend then says what is wrong)."""
-    import onnx
+    """``int8`` / ``fp16`` / ``fp32``: what the file is (:func:`sparse_perception.runtime.backends.onnx_precision`),
+    to compare with a manifest's ``precision`` field; None when it does not parse as ONNX (the backend then
+    says what is wrong)."""
+    from sparse_perception.runtime.backends.onnx_precision import onnx_precision as file_precision
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        return file_precision(path)
     except Exception:  # noqa: BLE001 - protobuf DecodeError and friends
         return None
-    if any(n.op_type in _INT8_OPS for n in model.graph.node):
-        return "int8"
-    f16 = onnx.TensorProto.FLOAT16
-    if any(t.data_type == f16 for t in model.graph.initializer) or any(
-            i.type.tensor_type.elem_type == f16 for i in model.graph.input):
-        return "fp16"
-    return "fp32"
 
 
 def _field_path(error: jsonschema.ValidationError) -> str:

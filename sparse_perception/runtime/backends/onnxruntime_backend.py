@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sparse_perception.runtime.backends.onnx_precision import onnx_precision
 from sparse_perception.runtime.zoo import capped
 
 __all__ = ["SUPPORTED_LAYOUTS", "OnnxRuntimeBackend", "check_output_layout", "parse_names"]
@@ -113,7 +114,8 @@ class OnnxRuntimeBackend:
             hw = DEFAULT_HW
         self.input_shape = (1, 3, int(hw[0]), int(hw[1]))
         self._fp16 = inp[0].type == "tensor(float16)"
-        self.precision = str(expected.get("precision") or ("fp16" if self._fp16 else "fp32"))
+        # what the file holds, not what a manifest or name says (engine_status reports it)
+        self.precision = onnx_precision(path, inp[0].type)
         outs = self.session.get_outputs()
         self._output = outs[0].name
         oshape = outs[0].shape
