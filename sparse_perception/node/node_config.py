@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from sparse_perception.node.launch_args import CONDITION_SOURCES
 from sparse_perception.runtime.engine_pool import EnginePool, RuntimeConfig
 from sparse_perception.runtime.policy import PolicyController, SparsityPolicy
 
@@ -36,6 +37,8 @@ DESCRIPTIONS: dict[str, str] = {
     "image_reliability": "reliable (default: full-size frames arrive) | best_effort (only for best-effort cameras; FastDDS loses most large best-effort frames); both keep only the newest frame",
     "autostart": "configure and activate on start",
     "policy_mode": "manual | auto (the condition-driven policy chooses the level)",
+    "condition_source": "topic (driving_condition subscription) | estimator (estimated from each image, "
+                        "published on ~/estimated_condition; for drives with no condition topic)",
     "policy_path": "policy trained by `pruning-tools train-policy`",
     "hysteresis": "consecutive agreeing policy decisions needed before a switch (int or double; < 1 counts as 1)",
     "cooldown_s": "minimum seconds between two policy switches",
@@ -67,6 +70,7 @@ class NodeConfig:
     image_reliability: str = "reliable"
     autostart: bool = False
     policy_mode: str = "manual"
+    condition_source: str = "topic"
     policy_path: str = ""
     hysteresis: float = 3.0
     cooldown_s: float = 2.0
@@ -97,6 +101,9 @@ class NodeConfig:
                              f"got {self.image_reliability!r}")
         if self.policy_mode not in POLICY_MODES:
             raise ValueError(f"parameter 'policy_mode' must be one of {POLICY_MODES}, got {self.policy_mode!r}")
+        if self.condition_source not in CONDITION_SOURCES:
+            raise ValueError(f"parameter 'condition_source' must be one of {CONDITION_SOURCES}, "
+                             f"got {self.condition_source!r}")
         if self.policy_mode == "auto" and not self.policy_path:
             raise ValueError("parameter 'policy_path' is required when policy_mode is 'auto'")
         if self.policy_mode == "auto" and self.model_path:
