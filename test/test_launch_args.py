@@ -68,3 +68,9 @@ def test_launch_file_declares_launch_args_arguments() -> None:
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "sparse_perception.node.launch_args"
                 for a in n.names}
     assert {"ARGUMENTS", "node_overrides"} <= imported
+
+
+def test_condition_source_argument_sets_the_parameter() -> None:
+    assert node_overrides(_args(condition_source="estimator"))[0] == {"condition_source": "estimator"}
+    with pytest.raises(ValueError, match="condition_source"):
+        node_overrides(_args(condition_source="camera"))
