@@ -46,7 +46,7 @@ def test_quant_bench_does_not_judge_the_drop_of_a_model_that_detects_nothing() -
 
 def test_every_bench_writes_its_json_through_the_shared_writer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     benches = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
-    assert len(benches) == 10
+    assert len(benches) == 11
     for name in benches:
         assert _bench(name).write_result.__module__ == "_report", name
     report = _bench("_report")
@@ -170,3 +170,19 @@ def test_the_benches_spearman_uses_average_ranks() -> None:
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, rel=1e-6)  # the tie shares rank 2.5
     assert spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_condition_estimator_bench_writes_confusions_and_refuses_fit_seeds(tmp_path: Path) -> None:
+    bench = _bench("condition_estimator")
+    out = tmp_path / "c.json"
+    assert bench.main(["--json", str(out), "--frames", "9", "--runs", "3", "--seed", "5", "--shared", str(tmp_path),
+                       "--no-progress"]) == 0
+    data = json.loads(out.read_text())
+    gen = data["generated_held_out"]
+    assert gen["frames"] == 9 and sum(map(sum, gen["lighting_confusion"])) == 9
+    assert gen["lighting_accuracy"] == round(sum(gen["lighting_confusion"][i][i] for i in range(3)) / 9, 4)
+    assert data["real_kitti"] == {} and data["real_kitti_day"] is None and data["ms_per_frame"]["runs"] == 3
+    assert out.with_suffix(".png").stat().st_size > 1000
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--json", str(out), "--seed", "101"])
+    assert exc.value.code == 2

@@ -454,3 +454,63 @@ def test_latched_status_carries_live_inference_mean_and_every_swap_is_logged(act
                 _fail(active_node, f"no log line for the parameter swap to {level}")
     finally:
         client.close()
+
+
+#: Score table covering every condition: s75 by day, s50 at dusk, dense at night (any weather).
+LIGHT_SCORES = {f"{light}_{w}": {"dense": d, "s50": 0.6, "s75": s}
+                for light, d, s in (("day", 0.5, 0.9), ("dusk", 0.55, 0.3), ("night", 0.9, 0.2))
+                for w in ("clear", "rain", "fog")}
+
+
+def test_auto_mode_with_the_condition_estimator_and_no_condition_topic(test_zoo: Path, tmp_path: Path) -> None:
+    """``condition_source: estimator``: nothing publishes driving_condition; the node estimates the condition
+    from generated day and night frames, publishes it on ``~/estimated_condition`` and the policy follows it."""
+    import cv2
+
+    from pruning_tools.data.generator import generate_dataset
+    from sparse_perception_msgs.msg import DrivingCondition
+
+    imgs = {}
+    for light in ("day", "night"):
+        generate_dataset(tmp_path / light, 1, seed=7, conditions=[f"{light}_clear"], progress=False)
+        imgs[light] = cv2.imread(str(next((tmp_path / light / "training" / "image_2").glob("*.png"))))
+    policy = write_score_table(tmp_path / "policy.json", checks.LEVELS, LIGHT_SCORES)
+    with managed_process(node_cmd(f"engine_manifest:={test_zoo}", "autostart:=true", "policy_mode:=auto",
+                                  f"policy_path:={policy}", "cooldown_s:=0.0", "hysteresis:=1",
+                                  "initial_level:=s50", "condition_source:=estimator", namespace="/est")) as node:
+        client = DetectorClient(namespace="/est", name="est_client")
+        got: list[DrivingCondition] = []
+        client.node.create_subscription(DrivingCondition, "/est/detector/estimated_condition", got.append, 10)
+        try:
+            assert wait_for(lambda: client.latest_status() is not None, 20), _fail(node, "no engine_status")
+            assert client.latest_status().level == "s50"
+            assert client.condition_pub.get_subscription_count() == 0, "estimator mode still subscribes"
+            ns = [1_000]
+
+            def drive(light: str, level: str, code: int) -> None:
+                def step() -> bool:
+                    ns[0] += 1_000
+                    client.publish(image_msg(imgs[light], ns[0]))
+                    return bool(got) and got[-1].illumination == code and client.latest_status().level == level
+                assert wait_for(step, 30, period=0.2), \
+                    _fail(node, f"{light}: estimates {[m.illumination for m in got[-5:]]}, "
+                                f"level {client.latest_status().level}")
+
+            drive("day", "s75", DrivingCondition.ILLUMINATION_DAY)
+            drive("night", "dense", DrivingCondition.ILLUMINATION_NIGHT)
+            assert got[-1].header.stamp.sec == 0 and got[-1].header.stamp.nanosec > 1_000  # the image's stamp
+            assert 0.0 <= got[-1].ambient_light < 0.5 and client.latest_status().mode == "auto"
+        finally:
+            client.close()
+
+
+def test_unknown_condition_source_fails_configure(test_zoo: Path) -> None:
+    with managed_process(node_cmd(f"engine_manifest:={test_zoo}", "condition_source:=camera",
+                                  namespace="/badsrc")) as proc:
+        client = DetectorClient(namespace="/badsrc", name="badsrc_client")
+        try:
+            assert not client.change_state("configure")
+            assert proc.wait_for_output("configure failed", 10), _fail(proc, "no configure error logged")
+            assert "parameter 'condition_source' must be one of ('topic', 'estimator'), got 'camera'" in proc.output()
+        finally:
+            client.close()

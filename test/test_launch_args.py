@@ -136,3 +136,9 @@ def test_launch_file_passes_overrides_remappings_and_reports_undeclared() -> Non
     assert {"node_overrides", "remappings", "undeclared", "LogInfo", "DeclareLaunchArgument"} <= calls
     assert "undeclared(context.launch_configurations)" in src
     assert "for name, _, _ in ARGUMENTS" in src  # every declared argument is resolved and passed
+
+
+def test_condition_source_argument_sets_the_parameter() -> None:
+    assert node_overrides(_args(condition_source="estimator"))[0] == {"condition_source": "estimator"}
+    with pytest.raises(ValueError, match="condition_source"):
+        node_overrides(_args(condition_source="camera"))

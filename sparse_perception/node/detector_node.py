@@ -30,6 +30,7 @@ from sparse_perception.node.adaptive_qos import follow
 from sparse_perception.node.dds_profile import profile_env
 from sparse_perception.node.node_config import DYNAMIC_TYPED, NodeConfig, build_runtime
 from sparse_perception.node.ros_session import parent_watch, ros_session
+from sparse_perception.runtime.condition_estimator import ConditionEstimator
 from sparse_perception.runtime.detector_core import DetectorCore
 from sparse_perception.runtime.frame_stats import FrameStats
 
@@ -114,8 +115,16 @@ class DetectorNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - any failure is a FAILURE transition with its reason
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
+        estimator = None
+        if cfg.condition_source == "estimator":
+            try:
+                estimator = ConditionEstimator.load()
+            except ValueError as exc:
+                pool.close()
+                self.get_logger().error(f"configure failed: {exc}")
+                return TransitionCallbackReturn.FAILURE
         self.cfg = cfg
-        self.core.load(pool, controller, cfg.policy_mode)
+        self.core.load(pool, controller, cfg.policy_mode, estimator)
         self._pubs["detections"] = self.create_lifecycle_publisher(Detection2DArray, "detections", 10)
         if rc.VISION_MSGS is not None:
             self._pubs["vision"] = self.create_lifecycle_publisher(rc.VISION_MSGS.Detection2DArray,
@@ -123,6 +132,8 @@ class DetectorNode(LifecycleNode):
         if cfg.publish_debug_image:
             self._pubs["debug"] = self.create_lifecycle_publisher(Image, "debug_image", qos_profile_sensor_data)
         self._pubs["diagnostics"] = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+        if estimator is not None:
+            self._pubs["condition"] = self.create_lifecycle_publisher(DrivingCondition, "~/estimated_condition", 10)
         self._status_pub = self.create_publisher(EngineStatus, "engine_status", LATCHED)
         self._publish_status()
         self.get_logger().info(f"configured: levels {pool.levels()}, active {pool.active_level!r}, "
@@ -152,8 +163,10 @@ class DetectorNode(LifecycleNode):
         assert self.cfg is not None
         self._subscribe_image(follow(self.cfg.image_reliability, "reliable", ()))
         self._follow_publishers()  # auto: the publishers already there decide
-        self._subs = [self.create_subscription(DrivingCondition, "driving_condition", self._on_condition, 10,
-                                               callback_group=self._control_group)]
+        self._subs = []
+        if self.cfg.condition_source == "topic":  # estimator: the condition comes from the frames
+            self._subs.append(self.create_subscription(DrivingCondition, "driving_condition", self._on_condition,
+                                                       10, callback_group=self._control_group))
         self._timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics,
                                         callback_group=self._timer_group)
 
@@ -255,6 +268,10 @@ class DetectorNode(LifecycleNode):
                 self._pubs["vision"].publish(rc.to_vision_detections(result, msg.header))
             if "debug" in self._pubs:
                 self._pubs["debug"].publish(rc.bgr_to_image(rc.draw_boxes(img, result), msg.header))
+            if "condition" in self._pubs:
+                condition = self.core.estimate_condition(img)
+                if condition is not None:
+                    self._pubs["condition"].publish(rc.condition_to_msg(condition, msg.header.stamp))
         # engine time = letterbox + inference + decode/NMS (runtime.DetectionResult.timing)
         self.stats.on_processed((time.perf_counter() - t0) * 1e3, float(result.timing["total_ms"]))
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sparse_perception.node.adaptive_qos import RELIABILITIES
-from sparse_perception.node.node_config import NodeConfig
+from sparse_perception.node.node_config import CONDITION_SOURCES, NodeConfig
 
 #: Topic the KITTI bags written by `pruning-tools kitti to-bag` carry the left colour camera on.
 BAG_IMAGE_TOPIC = "/kitti/camera_color_left/image_raw"
@@ -31,6 +31,8 @@ ARGUMENTS: tuple[tuple[str, str, str], ...] = (
                               "follows the camera's publisher; the other two force it)"),
     ("condition_topic", "", "topic remapped onto the node's driving_condition (empty = no remap; "
                             "/driving_condition when bag is set)"),
+    ("condition_source", "", "topic | estimator: where the policy's condition comes from (empty = params file, "
+                             "topic; estimator where no condition topic is wired)"),
     ("bag", "", "rosbag2 folder to replay alongside the node (empty = none)"),
     ("bag_player", "replay", "replay (sparse-perception replay) | ros2 (ros2 bag play)"),
     ("log_level", "info", "node log level"),
@@ -116,6 +118,11 @@ def node_overrides(arg: dict[str, str]) -> tuple[dict[str, object], str]:
         raise ValueError(f"launch argument 'image_reliability' must be one of {RELIABILITIES}, got {reliability!r}")
     if reliability:
         overrides["image_reliability"] = reliability
+    source = arg.get("condition_source", "")
+    if source and source not in CONDITION_SOURCES:
+        raise ValueError(f"launch argument 'condition_source' must be one of {CONDITION_SOURCES}, got {source!r}")
+    if source:
+        overrides["condition_source"] = source
     if arg.get("bag_player", "replay") not in ("replay", "ros2"):
         raise ValueError(f"launch argument 'bag_player' must be replay or ros2, got {arg['bag_player']!r}")
     condition_topic = arg.get("condition_topic", "")

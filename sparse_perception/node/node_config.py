@@ -14,6 +14,9 @@ from typing import Any
 from sparse_perception.runtime.engine_pool import EnginePool, RuntimeConfig
 from sparse_perception.runtime.policy import PolicyController, SparsityPolicy
 
+#: values of the condition_source parameter (and launch argument)
+CONDITION_SOURCES = ("topic", "estimator")
+
 __all__ = ["NodeConfig", "build_controller", "build_pool", "build_runtime"]
 
 BACKENDS = ("onnxruntime", "tensorrt")
@@ -51,6 +54,8 @@ DESCRIPTIONS: dict[str, str] = {
     "exit_with_parent": "shut down cleanly when the parent process (ros2 launch) ends without stopping the node "
                         "(ros2/launch#666); false for a node meant to outlive its starter (nohup)",
     "policy_mode": "manual | auto (the condition-driven policy chooses the level)",
+    "condition_source": "topic (driving_condition subscription) | estimator (estimated from each image, "
+                        "published on ~/estimated_condition; for drives with no condition topic)",
     "policy_path": "policy trained by `pruning-tools train-policy`",
     "hysteresis": "consecutive agreeing policy decisions needed before a switch (int or double; < 1 counts as 1)",
     "cooldown_s": "minimum seconds between two policy switches",
@@ -83,6 +88,7 @@ class NodeConfig:
     autostart: bool = False
     exit_with_parent: bool = True
     policy_mode: str = "manual"
+    condition_source: str = "topic"
     policy_path: str = ""
     hysteresis: float = 3.0
     cooldown_s: float = 2.0
@@ -113,6 +119,9 @@ class NodeConfig:
                              f"got {self.image_reliability!r}")
         if self.policy_mode not in POLICY_MODES:
             raise ValueError(f"parameter 'policy_mode' must be one of {POLICY_MODES}, got {self.policy_mode!r}")
+        if self.condition_source not in CONDITION_SOURCES:
+            raise ValueError(f"parameter 'condition_source' must be one of {CONDITION_SOURCES}, "
+                             f"got {self.condition_source!r}")
         if self.policy_mode == "auto" and not self.policy_path:
             raise ValueError("parameter 'policy_path' is required when policy_mode is 'auto'")
         if self.policy_mode == "auto" and self.model_path:

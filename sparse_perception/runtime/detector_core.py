@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from sparse_perception.runtime.condition_estimator import ConditionEstimator
 from sparse_perception.runtime.conditions import Condition
 from sparse_perception.runtime.engine_pool import EnginePool, UnknownLevelError
 from sparse_perception.runtime.frame_stats import FrameStats
@@ -36,13 +37,16 @@ class DetectorCore:
         self.controller: PolicyController | None = None  # while configured with a policy_path
         self.mode = "manual"
         self.last_condition: Condition | None = None
+        self.estimator: ConditionEstimator | None = None  # condition_source 'estimator'
         self.last_swap_ns, self.last_swap_ms = 0, 0.0
         self.stats = FrameStats()
         self._published_inference_ms = 0.0
 
-    def load(self, pool: EnginePool, controller: PolicyController | None, mode: str) -> None:
-        """Take a preloaded pool (and policy controller) into service; frame statistics start over."""
+    def load(self, pool: EnginePool, controller: PolicyController | None, mode: str,
+             estimator: ConditionEstimator | None = None) -> None:
+        """Take a preloaded pool (and policy controller, condition estimator) into service; stats start over."""
         self.pool, self.controller, self.mode, self.stats = pool, controller, mode, FrameStats()
+        self.estimator = estimator
 
     def release(self) -> None:
         """Free the engines; waits for a frame in flight."""
@@ -136,6 +140,16 @@ class DetectorCore:
         self.last_condition = condition
         if self.mode == "auto":
             self.apply_policy()
+
+    def estimate_condition(self, bgr: Any) -> Condition | None:
+        """Estimate the condition of one frame (condition_source 'estimator') and feed it to the policy
+        exactly like a received ``DrivingCondition``; None when no estimator is configured."""
+        estimator = self.estimator
+        if estimator is None:
+            return None
+        condition = estimator.update(bgr)
+        self.on_condition(condition)
+        return condition
 
     def apply_policy(self) -> None:
         """Feed the latest condition to the controller (auto mode) and swap when it proposes a level."""
