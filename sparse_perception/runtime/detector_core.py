@@ -14,7 +14,7 @@ from typing import Any, Callable
 from sparse_perception.runtime.conditions import Condition
 from sparse_perception.runtime.engine_pool import EnginePool, UnknownLevelError
 from sparse_perception.runtime.frame_stats import FrameStats
-from sparse_perception.runtime.policy import PolicyController
+from sparse_perception.runtime.policy import Load, PolicyController
 
 __all__ = ["DetectorCore", "NOT_CONFIGURED"]
 
@@ -120,7 +120,8 @@ class DetectorCore:
         with self.swap_lock:
             if self.controller is None or self.last_condition is None or self.pool is None or self.mode != "auto":
                 return
-            level = self.controller.update(self.last_condition, time.monotonic(), self.stats.mean_inference_ms())
+            period = float(self.controller.policy.meta.get("frame_period_ms", 100.0))
+            level = self.controller.update(self.last_condition, time.monotonic(), Load(**self.stats.load(period)))
             if level and level != self.pool.active_level:
                 ok, message, _ = self.swap(level, None, "auto")
                 if ok:
