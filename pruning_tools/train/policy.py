@@ -39,7 +39,8 @@ from sparse_perception.runtime.policy import OBS_VERSION, SPEED_NORM_MPS, VIS_NO
 from sparse_perception.runtime.zoo import load_manifest, sha256_file
 
 __all__ = ["DriveEnv", "LevelTable", "Budget", "evaluate_modes", "level_table", "main", "train_policy",
-           "TRAIN_DRIVES", "TEST_DRIVES"]
+           "TRAIN_DRIVES", "TEST_DRIVES", "gap_closed", "plot_comparison", "standard_choosers",
+           "trace_drive"]
 
 _VIS = {"clear": (800.0, 1000.0), "rain": (200.0, 600.0), "fog": (30.0, 200.0)}
 _LIGHT = {"day": (0.7, 1.0), "dusk": (0.3, 0.6), "night": (0.0, 0.25)}
@@ -135,7 +136,9 @@ class DriveEnv(gym.Env):
     def __init__(self, table: LevelTable, budget: Budget = Budget(), episode_len: int = 60,
                  window_s: float = 1.0, segment_len: tuple[int, int] = (6, 20),
                  load_segment_len: tuple[int, int] = (4, 15), switch_cost: float = 0.005,
-                 drives: int = TRAIN_DRIVES) -> None:
+                 drives: int = TRAIN_DRIVES, shaped: float = 0.0) -> None:
+        """:param shaped: > 0: step rewards are ``shaped x (reward - the most accurate level's score in the
+        same window)`` (training); 0: the plain reward (evaluation)."""
         super().__init__()
         if budget.cameras < 1 or budget.rate_hz <= 0 or not budget.loads or min(budget.loads) <= 0:
             raise ValueError(f"budget needs cameras >= 1, rate_hz > 0 and loads > 0, got {budget}")
@@ -148,6 +151,9 @@ class DriveEnv(gym.Env):
         self.load_segment_len = load_segment_len
         self.switch_cost = float(switch_cost)
         self.drives = int(drives)
+        self.shaped = float(shaped)
+        overall = [float(np.mean(list(row.values()))) for row in table.map_by_condition]
+        self._ref = int(np.argmax(overall))
         self.lat = np.asarray(table.latency_ms, np.float64)
         self.sigma = np.asarray([lognormal_sigma(m, p) for m, p in zip(table.latency_ms, table.latency_p95_ms)])
         self.acc = {k: np.asarray([row[k] for row in table.map_by_condition]) for k in CONDITION_KEYS}
@@ -206,6 +212,7 @@ class DriveEnv(gym.Env):
                                self.budget.rate_hz, self.budget.cameras, rng)
 
     def reward_of(self, level: int, result: Any) -> float:
+        """The window's streaming score minus the switch cost (what the comparison reports)."""
         return float(result.score - (self.switch_cost if level != self._level else 0.0))
 
     def oracle_action(self) -> int:
@@ -216,14 +223,20 @@ class DriveEnv(gym.Env):
         a = int(action)
         if not 0 <= a < self.n:
             raise ValueError(f"action {a} outside [0, {self.n})")
+        # the learning signal: the gain over the most accurate level replayed from the same queue state and
+        # draws (a counterfactual baseline: the condition's own accuracy, which no action changes, cancels)
+        base = self.simulate(self._ref, self._state.copy()).score if self.shaped else 0.0
         res = self.simulate(a)
         r = self.reward_of(a, res)
+        info = {"score": res.score, "reward": r}
+        if self.shaped:
+            r = self.shaped * (r - base)
         self.last = res
         self._load = Load(res.mean_service_ms, res.dropped / res.arrived if res.arrived else 0.0,
                           res.late / res.processed if res.processed else 0.0)
         self._level = a
         self._step += 1
-        return self._obs(), r, False, self._step >= self.episode_len, {"score": res.score}
+        return self._obs(), r, False, self._step >= self.episode_len, info
 
 
 def evaluate_modes(env: DriveEnv, choosers: dict[str, Callable[[DriveEnv, np.ndarray], int]],
@@ -241,9 +254,9 @@ def evaluate_modes(env: DriveEnv, choosers: dict[str, Callable[[DriveEnv, np.nda
                 a = int(choose(env, obs))
                 switches += a != prev
                 prev = a
-                obs, r, term, trunc, _ = env.step(a)
+                obs, _, term, trunc, info = env.step(a)
                 res = env.last
-                reward += r
+                reward += info["reward"]
                 score += res.score * res.instants
                 stale += res.mean_staleness_ms * res.answered_instants
                 inst, ans = inst + res.instants, ans + res.answered_instants
@@ -253,6 +266,55 @@ def evaluate_modes(env: DriveEnv, choosers: dict[str, Callable[[DriveEnv, np.nda
                      "answered_fraction": ans / max(inst, 1), "dropped_fraction": drop / max(arr, 1),
                      "mean_staleness_ms": stale / max(ans, 1), "switches_per_drive": switches / len(drive_ids)}
     return out
+
+
+def trace_drive(env: DriveEnv, choose: Callable[[DriveEnv, np.ndarray], int], drive_id: int) -> list[dict[str, Any]]:
+    """One drive step by step: ``{"t_s", "condition", "load", "level", "score", "dropped"}`` per window."""
+    obs, _ = env.reset(options={"drive_id": int(drive_id)})
+    rows, done = [], False
+    while not done:
+        cond, load = env.condition.key, env._loads[env._step]
+        a = int(choose(env, obs))
+        obs, _, term, trunc, _ = env.step(a)
+        rows.append({"t_s": (env._step - 1) * env.window_s, "condition": cond, "load": load,
+                     "level": env.t.levels[a], "score": env.last.score, "dropped": env.last.dropped})
+        done = term or trunc
+    return rows
+
+
+def plot_comparison(path: str | Path, results: dict[str, dict[str, float]], trace: list[dict[str, Any]],
+                    levels: Sequence[str]) -> Path:
+    """PNG: streaming score per mode (held-out drives) and one drive's level over time against its
+    condition (shading) and competing load."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, (a0, a1) = plt.subplots(2, 1, figsize=(10, 7))
+    names = list(results)
+    a0.bar(names, [results[n]["streaming_score"] for n in names],
+           color=["tab:blue" if n == "policy" else "tab:green" if n == "oracle" else "tab:gray" for n in names])
+    a0.set_ylabel("streaming score")
+    a0.set_title("condition policy vs fixed levels vs oracle (held-out simulated drives)")
+    t = [r["t_s"] for r in trace]
+    a1.step(t, [list(levels).index(r["level"]) for r in trace], where="post", label="policy level")
+    a1.set_yticks(range(len(levels)), list(levels))
+    a2 = a1.twinx()
+    a2.step(t, [r["load"] for r in trace], where="post", color="tab:red", alpha=0.6, label="competing load")
+    a2.set_ylabel("load factor")
+    keys = sorted({r["condition"] for r in trace})
+    for r in trace:
+        a1.axvspan(r["t_s"], r["t_s"] + 1, color=plt.cm.tab10(keys.index(r["condition"]) % 10), alpha=0.15, lw=0)
+    a1.set_xlabel("time (s) of one held-out drive; shading = condition: " + ", ".join(keys))
+    a1.legend(loc="upper left")
+    a2.legend(loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def standard_choosers(env: DriveEnv, model: Any = None) -> dict[str, Callable[[DriveEnv, np.ndarray], int]]:
@@ -289,7 +351,7 @@ def train_policy(manifest: str | Path, out: str | Path, budget: Budget = Budget(
         out = out.with_suffix(".zip")
     out.parent.mkdir(parents=True, exist_ok=True)
     table = level_table(manifest, backend, latency_json)
-    env = DriveEnv(table, budget, drives=TRAIN_DRIVES)
+    env = DriveEnv(table, budget, drives=TRAIN_DRIVES, shaped=10.0)
     model = PPO("MlpPolicy", env, learning_rate=3e-4, seed=seed, verbose=0, n_steps=240, batch_size=60,
                 gamma=0.9, tensorboard_log=str(out.parent / "tensorboard"), device="cpu")
     model.learn(total_timesteps=int(timesteps), progress_bar=progress)
@@ -299,6 +361,8 @@ def train_policy(manifest: str | Path, out: str | Path, budget: Budget = Budget(
     ev = DriveEnv(table, budget, drives=TEST_DRIVES)
     held_out = [TEST_DRIVES + seed * 1000 + i for i in range(eval_drives)]
     results = evaluate_modes(ev, standard_choosers(ev, model), held_out)
+    trace = trace_drive(ev, lambda e, o: int(model.predict(o, deterministic=True)[0]), held_out[0])
+    png = plot_comparison(out.with_suffix(".png"), results, trace, table.levels)
     dense = table.levels[int(np.argmin(table.sparsity))]
     side = {"kind": "ppo", "obs_version": OBS_VERSION, "zip": out.name, "sha256": sha256_file(out),
             "levels": list(table.levels), "sparsity": dict(zip(table.levels, table.sparsity)),
@@ -315,7 +379,8 @@ def train_policy(manifest: str | Path, out: str | Path, budget: Budget = Budget(
             "norm": {"visibility_m": VIS_NORM_M, "ego_speed_mps": SPEED_NORM_MPS},
             "reward": {"kind": "streaming", "switch_cost": env.switch_cost, "window_s": env.window_s,
                        "staleness_tau_s": "1 / (1 + 0.1 * ego_speed_mps)"},
-            "held_out": {"drives": held_out, "results": results, "gap_closed": gap_closed(results, dense)},
+            "held_out": {"drives": held_out, "results": results, "gap_closed": gap_closed(results, dense),
+                         "trace": trace, "png": png.name},
             "mean_reward_per_step": {k: v["reward_per_step"] for k, v in results.items()},
             "timesteps": int(timesteps), "seed": int(seed), "fallbacks": list(table.fallbacks),
             "manifest": str(Path(manifest).resolve())}
