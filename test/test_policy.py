@@ -102,6 +102,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]
 POLICY_TIMESTEPS = 3000
 
 
+@pytest.mark.slow  # the module's PPO training (~30 s on 2 cores)
 def test_trained_policy_beats_a_bad_fixed_level_on_held_out_drives(trained: tuple[Path, Path, dict]) -> None:
     """On held-out drives the policy beats always-s90 by far and stays below the oracle; the sidecar
     holds the comparison of every fixed level."""
@@ -118,6 +119,7 @@ def test_trained_policy_beats_a_bad_fixed_level_on_held_out_drives(trained: tupl
     assert pol.decide(Condition.from_key("day_clear"), "dense", Load(40.0, 0.0, 0.0)) in pol.levels
 
 
+@pytest.mark.slow  # the module's PPO training (~30 s on 2 cores)
 def test_policy_file_of_old_observation_version_is_refused(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
     _, out, side = trained
     copy = tmp_path / "policy.zip"
@@ -129,6 +131,7 @@ def test_policy_file_of_old_observation_version_is_refused(trained: tuple[Path, 
         SparsityPolicy.load(copy)
 
 
+@pytest.mark.slow  # the module's PPO training (~30 s on 2 cores)
 def test_policy_file_is_sha256_checked(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
     _, out, _ = trained
     copy = tmp_path / "policy.zip"

@@ -204,7 +204,8 @@ class Demo:
         manifest = r.result("export")["manifest"]
         out = self.run_dir / "policy" / "policy.zip"
         r.sh(self.cli("train-policy", "--zoo", manifest, "--out", str(out), "--timesteps",
-                      str(self.profile.policy_timesteps), "--seed", str(self.seed), "--no-progress"), "policy")
+                      str(self.profile.policy_timesteps), "--seed", str(self.seed), "--eval-drives", "6",
+                      "--no-progress"), "policy")
         side = json.loads(out.with_suffix(".json").read_text())
         return {"policy": str(out), "mean_reward_per_step": side.get("mean_reward_per_step"),
                 "budget": side.get("budget"), "gap_closed": (side.get("held_out") or {}).get("gap_closed"),
