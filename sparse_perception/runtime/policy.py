@@ -5,7 +5,7 @@
 
     {"kind": "ppo", "obs_version": 2, "zip": "policy.zip", "sha256": "<zip sha256>", "levels": ["dense", ...],
      "frame_budget_ms": 50.0, ...
-     "sparsity": {"dense": 0.0, ...}, "condition_keys": [...], "latency_budget_ms": 50.0,
+     "sparsity": {"dense": 0.0, ...}, "condition_keys": [...], "budget": {...}, "held_out": {...},
      "obs_layout": [...], "norm": {"visibility_m": 1000.0, "ego_speed_mps": 30.0}, "baselines": {...}}
 
 A score-table file ``{"kind": "score_table", "levels": [...], "scores": {key: {level: score}}}``
