@@ -19,3 +19,21 @@ def test_ladder_lines_show_speedups_and_excluded_levels() -> None:
     assert next(ln for ln in lines if ln.startswith("| s50 ")).endswith("| no: not faster than dense |")
     assert any("20 rounds" in ln for ln in lines)
     assert ladder_lines({"artifacts": []}) == []  # a zoo from before the ladder: no section
+
+
+def test_streaming_table_has_every_mode_answered_and_staleness() -> None:
+    from pruning_tools.demo.report import streaming_lines
+
+    row = {"streaming_score": 0.42, "answered_fraction": 0.995, "dropped_fraction": 0.25, "mean_staleness_ms": 216.8}
+    pol = {"held_out": {"drives": [10_000_000, 10_000_001],
+                        "results": {"policy": {**row, "streaming_score": 0.47},
+                                    "fixed:dense": row, "fixed:x2": {**row, "dropped_fraction": 0.0},
+                                    "oracle": {**row, "streaming_score": 0.48}},
+                        "gap_closed": 0.833}}
+    lines = streaming_lines(pol)
+    assert lines[0].startswith("| Mode | Streaming score") and "Instants answered" in lines[0]
+    assert "Mean staleness (ms)" in lines[0]
+    assert any(ln.startswith("| auto (policy) | 47.0 | 99.5 % | 25.0 % | 217 |") for ln in lines), lines
+    assert any(ln.startswith("| fixed:x2 | 42.0 | 99.5 % | 0.0 % |") for ln in lines)
+    assert lines[-1].endswith("closes 83 % of the always-dense → oracle gap.") and "2 (ids never trained on)" in lines[-1]
+    assert "no held-out comparison" in streaming_lines({"mean_reward_per_step": {}})[0]

@@ -1,117 +1,155 @@
-"""Policy env checks, a short PPO training, loading with sha256, controller hysteresis/cooldown."""
+"""Streaming drive simulator (queue, drops, staleness), the condition + load policy: training on
+training drives, comparison on held-out drives, versioned files, sha256, controller hysteresis/cooldown."""
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from runtime_models import tiny_zoo  # noqa: E402
 
 from sparse_perception.runtime.conditions import Condition  # noqa: E402
-from sparse_perception.runtime.policy import PolicyController, SparsityPolicy  # noqa: E402
+from sparse_perception.runtime.frame_stats import FrameStats  # noqa: E402
+from sparse_perception.runtime.policy import Load, PolicyController, SparsityPolicy  # noqa: E402
 
 
-def _measured_zoo(root: Path) -> Path:
-    m = tiny_zoo(root, {"dense": (0.0, 4), "s75": (0.75, 2)})
-    data = json.loads(m.read_text())
-    for art, (mp, lat) in zip(data["artifacts"], ((0.5, 40.0), (0.4, 10.0))):
-        art["map50_95"], art["map50"] = mp, mp + 0.2
-        art["latency_ms"] = {"median": lat, "p95": lat, "backend": "onnxruntime", "device": "cpu", "threads": 2}
-        art["map_by_condition"] = {"night_fog": {"map50_95": mp * (1.6 if art["level"] == "dense" else 0.5),
-                                                 "map50": None}}
-    m.write_text(json.dumps(data))
-    return m
+def test_queue_drops_and_staleness_with_hand_made_latencies() -> None:
+    """One 10 Hz camera: 30 ms keeps up (every instant answered by its own frame, no staleness);
+    150 ms cannot: frames are overwritten in the keep-newest queue, answers come late and stale."""
+    from pruning_tools.train.drive_sim import ServerState, simulate_window
+
+    lat, sig, acc = np.array([30.0, 150.0]), np.zeros(2), np.array([0.5, 0.9])
+    fast, slow = ServerState(), ServerState()
+    f = [simulate_window(fast, k, 1.0, 0, lat, sig, acc, 1.0, 1.0, 10.0, 1, None) for k in range(3)]
+    s = [simulate_window(slow, k, 1.0, 1, lat, sig, acc, 1.0, 1.0, 10.0, 1, None) for k in range(3)]
+    assert [r.dropped for r in f] == [0, 0, 0] and f[2].late == 0 and f[2].mean_staleness_ms == 0.0
+    assert f[2].score == pytest.approx(0.5) and f[2].answered_instants == f[2].instants == 10
+    # 150 ms service at 100 ms frames: t=0 served 0-150, t=100 waits, t=200 overwrites it ... 2 of 3 frames served
+    assert s[2].processed in (6, 7) and s[2].dropped >= 3 and s[2].late == s[2].processed
+    assert s[2].mean_staleness_ms == pytest.approx(170.0)
+    # the stale answers cost: 0.9 x exp(-staleness / 1 s) on average < 0.9
+    assert s[2].score < 0.9 * np.exp(-0.1)
+    # a competing load of x2 makes the 30 ms level late at 2 cameras (60 ms > 50 ms per frame): drops appear
+    busy = ServerState()
+    b = [simulate_window(busy, k, 1.0, 0, lat, sig, acc, 2.0, 1.0, 10.0, 2, None) for k in range(3)]
+    assert b[2].dropped > 0 and b[2].arrived == 20
 
 
-def test_env_checks(tmp_path: Path) -> None:
-    from gymnasium.utils.env_checker import check_env
-    from stable_baselines3.common.env_checker import check_env as sb3_check
+def _zoo(root: Path) -> Path:
+    """dense: accurate (0.6 day / 0.5 night) but 40 ms; s75: 0.45 / 0.2 at 12 ms; s90: 0.1 at 8 ms (a bad choice).
 
-    from pruning_tools.train.policy import DriveEnv, level_table
-
-    table = level_table(_measured_zoo(tmp_path))
-    assert "dense:day_clear" in table.fallbacks and "dense:night_fog" not in table.fallbacks
-    env = DriveEnv(table, 30.0)
-    check_env(env, skip_render_check=True)
-    sb3_check(DriveEnv(table, 30.0))
-    fast = Condition.from_key("day_clear", ego_speed_mps=30.0)
-    assert env.budget_for(fast) == pytest.approx(15.0)
-    assert env.reward_for(fast, 0, 0) < env.reward_for(fast, 1, 1)
-
-
-def _contrast_zoo(root: Path) -> Path:
-    """dense wins at night (0.9 vs 0.1) but is slow (28 ms); s75 ties it by day/dusk (0.5) at 5 ms.
-
-    With a 30 ms budget that tightens with speed, the best choice depends on the condition and on
-    the speed: neither fixed level is optimal, so a policy must read its observation to beat them.
+    Latencies marked interleaved (as the export ladder writes them). With two 10 Hz cameras (50 ms a
+    frame) dense keeps up only without the competing load: the best level depends on the load.
     """
-    m = tiny_zoo(root, {"dense": (0.0, 4), "s75": (0.75, 2)})
+    m = tiny_zoo(root, {"dense": (0.0, 4), "s75": (0.75, 2), "s90": (0.9, 2)})
     data = json.loads(m.read_text())
+    figures = {"dense": (0.6, 0.5, 40.0), "s75": (0.45, 0.2, 12.0), "s90": (0.1, 0.1, 8.0)}
     for art in data["artifacts"]:
-        dense = art["level"] == "dense"
-        art["map50_95"], art["map50"] = 0.5, 0.7
-        art["latency_ms"] = {"median": 28.0 if dense else 5.0, "backend": "onnxruntime", "device": "cpu"}
-        art["map_by_condition"] = {f"{i}_{w}": {"map50_95": (0.9 if dense else 0.1) if i == "night" else 0.5,
-                                                "map50": None}
+        day, night, lat = figures[art["level"]]
+        art["map50_95"], art["map50"] = day, day + 0.2
+        art["latency_ms"] = {"median": lat, "p95": lat * 1.1, "backend": "onnxruntime", "device": "cpu",
+                             "interleaved": True, "runs": 20}
+        art["map_by_condition"] = {f"{i}_{w}": {"map50_95": night if i == "night" else day, "map50": None}
                                    for i in ("day", "dusk", "night") for w in ("clear", "rain", "fog")}
     m.write_text(json.dumps(data))
     return m
 
 
+def test_probe_latencies_are_refused(tmp_path: Path) -> None:
+    from pruning_tools.train.policy import level_table, main
+
+    m = _zoo(tmp_path)
+    data = json.loads(m.read_text())
+    data["artifacts"][1]["latency_ms"].pop("interleaved")
+    m.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="'s75' has no interleaved latency"):
+        level_table(m)
+    live = tmp_path / "live.json"
+    live.write_text(json.dumps({lv: {"median": 10.0} for lv in ("dense", "s75", "s90")}))
+    assert level_table(m, latency_json=live).latency_ms == (10.0, 10.0, 10.0)
+    assert main(["--zoo", str(m), "--out", str(tmp_path / "p.zip"), "--timesteps", "10"]) == 2
+
+
+def test_env_checks_and_disjoint_drives(tmp_path: Path) -> None:
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check
+
+    from pruning_tools.train.policy import TEST_DRIVES, DriveEnv, level_table
+
+    table = level_table(_zoo(tmp_path))
+    check_env(DriveEnv(table), skip_render_check=True)
+    sb3_check(DriveEnv(table))
+    env = DriveEnv(table)
+    ids = {env.reset(seed=i)[1]["drive_id"] for i in range(50)}
+    assert max(ids) < TEST_DRIVES
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     from pruning_tools.train.policy import main
 
     root = tmp_path_factory.mktemp("policy")
-    zoo = _contrast_zoo(root / "zoo")
+    zoo = _zoo(root / "zoo")
     out = root / "pol" / "policy.zip"
-    assert main(["--zoo", str(zoo), "--out", str(out), "--timesteps", str(POLICY_TIMESTEPS),
-                 "--latency-budget-ms", "30", "--seed", "3"]) == 0
-    return zoo, out
+    assert main(["--zoo", str(zoo), "--out", str(out), "--timesteps", str(POLICY_TIMESTEPS), "--seed", "3",
+                 "--eval-drives", "4", "--no-progress"]) == 0
+    return zoo, out, json.loads(out.with_suffix(".json").read_text())
 
 
-#: PPO steps of the test policy: enough to learn the night/day split on 2 cores in ~30 s
-POLICY_TIMESTEPS = 4096
+#: PPO steps of the test policy: a tiny budget (~20 s on 2 cores)
+POLICY_TIMESTEPS = 3000
 
 
-def test_trained_policy_beats_fixed_levels_on_held_out_episodes(trained: tuple[Path, Path]) -> None:
-    """On episodes it never saw, PPO beats always-dense and always-sparsest and closes most of the gap to the oracle."""
-    import numpy as np
-
-    from pruning_tools.train.policy import DriveEnv, _evaluate, level_table
-
-    zoo, out = trained
+@pytest.mark.slow  # the module's PPO training (~30 s on 2 cores)
+def test_trained_policy_beats_a_bad_fixed_level_on_held_out_drives(trained: tuple[Path, Path, dict]) -> None:
+    """On held-out drives the policy beats always-s90 by far and stays below the oracle; the sidecar
+    holds the comparison of every fixed level."""
+    _, out, side = trained
+    res = side["held_out"]["results"]
+    assert set(res) == {"policy", "fixed:dense", "fixed:s75", "fixed:s90", "oracle"}
+    assert all(d >= 10_000_000 for d in side["held_out"]["drives"])
+    assert res["policy"]["streaming_score"] > res["fixed:s90"]["streaming_score"] + 0.1, res
+    assert res["policy"]["streaming_score"] <= res["oracle"]["streaming_score"] + 1e-9, res
+    # dense drops frames under load: the simulator sees it
+    assert res["fixed:dense"]["dropped_fraction"] > res["fixed:s75"]["dropped_fraction"]
+    assert side["obs_version"] == 2 and side["frame_budget_ms"] == pytest.approx(50.0)
     pol = SparsityPolicy.load(out)
-    env = DriveEnv(level_table(zoo), 30.0)
-    held_out = 900_000  # training used seed 3, the sidecar's evaluation seed 1003
-    episodes = 30
-    ppo = _evaluate(env, lambda e, o: int(pol.model.predict(o, deterministic=True)[0]), episodes, held_out)
-    dense = _evaluate(env, lambda e, o: 0, episodes, held_out)
-    sparsest = _evaluate(env, lambda e, o: 1, episodes, held_out)
-    oracle = _evaluate(env, lambda e, o: int(np.argmax([e.reward_for(e._cond, a, e._level) for a in range(e.n)])),
-                       episodes, held_out)
-    best_fixed = max(dense, sparsest)
-    figures = {"ppo": ppo, "always_dense": dense, "always_sparsest": sparsest, "oracle": oracle}
-    assert oracle - best_fixed > 0.05, figures  # the zoo leaves room to beat fixed levels
-    assert ppo > best_fixed + 0.5 * (oracle - best_fixed), figures
-    assert ppo <= oracle + 1e-9, figures
-    # the decisions behind it: dense at night, s75 by day at speed (dense's 28 ms breaks the 15 ms budget)
-    assert pol.decide(Condition.from_key("night_fog", ego_speed_mps=5.0), "dense") == "dense"
-    assert pol.decide(Condition.from_key("day_clear", ego_speed_mps=28.0), "dense") == "s75"
-    side = json.loads(out.with_suffix(".json").read_text())
-    assert side["levels"] == ["dense", "s75"] and side["mean_reward_per_step"]["ppo"] > max(
-        side["mean_reward_per_step"]["always_dense"], side["mean_reward_per_step"]["always_sparsest"])
+    assert pol.decide(Condition.from_key("day_clear"), "dense", Load(40.0, 0.0, 0.0)) in pol.levels
 
 
-def test_policy_file_is_sha256_checked(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    _, out = trained
+@pytest.mark.slow  # the module's PPO training (~30 s on 2 cores)
+def test_policy_file_of_old_observation_version_is_refused(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    _, out, side = trained
+    copy = tmp_path / "policy.zip"
+    copy.write_bytes(out.read_bytes())
+    old = dict(side)
+    old.pop("obs_version")
+    copy.with_suffix(".json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="observation version 1.*retrain"):
+        SparsityPolicy.load(copy)
+
+
+@pytest.mark.slow  # the module's PPO training (~30 s on 2 cores)
+def test_policy_file_is_sha256_checked(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    _, out, _ = trained
     copy = tmp_path / "policy.zip"
     copy.write_bytes(out.read_bytes() + b"x")
-    side = out.with_suffix(".json").read_text()
-    copy.with_suffix(".json").write_text(side)
+    copy.with_suffix(".json").write_text(out.with_suffix(".json").read_text())
     with pytest.raises(ValueError, match="sha256"):
         SparsityPolicy.load(copy)
+
+
+def test_frame_stats_feed_the_load() -> None:
+    """The node's live figures give the observation's load: drops from sequence gaps, late from latency."""
+    st = FrameStats()
+    for seq in (1, 2, 5, 6):  # 3 and 4 overwritten
+        st.on_received("cam", seq)
+        st.on_processed(latency_ms=120.0 if seq == 6 else 30.0, inference_ms=25.0)
+    load = Load(**st.load(period_ms=100.0))
+    assert load.inference_ms == pytest.approx(25.0)
+    assert load.drop_fraction == pytest.approx(2 / 6) and load.late_fraction == pytest.approx(0.25)
 
 
 def test_controller_hysteresis_cooldown(tmp_path: Path) -> None:
@@ -132,9 +170,9 @@ def test_controller_hysteresis_cooldown(tmp_path: Path) -> None:
     assert [ctl.update(day, 200.0 + t) for t in range(3)] == [None, None, "s75"]
 
 
-def test_non_finite_condition_values_reach_the_ppo_policy_as_unknown(trained: tuple[Path, Path]) -> None:
+def test_non_finite_condition_values_reach_the_ppo_policy_as_unknown(trained: tuple[Path, Path, dict]) -> None:
     """Issue 24 item 6: NaN/inf in DrivingCondition fields made PPO raise ('invalid values' in its logits)."""
-    _, out = trained
+    _, out, _ = trained
     ctl = PolicyController(SparsityPolicy.load(out), hysteresis=1, cooldown_s=0.0, current="dense")
     nan, inf = float("nan"), float("inf")
     for t, values in enumerate([{"visibility_m": nan}, {"ego_speed_mps": nan, "ambient_light": inf},

@@ -204,10 +204,12 @@ class Demo:
         manifest = r.result("export")["manifest"]
         out = self.run_dir / "policy" / "policy.zip"
         r.sh(self.cli("train-policy", "--zoo", manifest, "--out", str(out), "--timesteps",
-                      str(self.profile.policy_timesteps), "--seed", str(self.seed)), "policy")
+                      str(self.profile.policy_timesteps), "--seed", str(self.seed), "--eval-drives", "6",
+                      "--no-progress"), "policy")
         side = json.loads(out.with_suffix(".json").read_text())
         return {"policy": str(out), "mean_reward_per_step": side.get("mean_reward_per_step"),
-                "latency_budget_ms": side.get("latency_budget_ms"), "timesteps": side.get("timesteps")}
+                "budget": side.get("budget"), "gap_closed": (side.get("held_out") or {}).get("gap_closed"),
+                "timesteps": side.get("timesteps")}
 
     def stage_live(self, r: StageRunner) -> dict[str, Any]:
         from sparse_perception.tools.testing import apply_ros_isolation

@@ -15,7 +15,7 @@ from sparse_perception.runtime.condition_estimator import ConditionEstimator
 from sparse_perception.runtime.conditions import Condition
 from sparse_perception.runtime.engine_pool import EnginePool, UnknownLevelError
 from sparse_perception.runtime.frame_stats import FrameStats
-from sparse_perception.runtime.policy import PolicyController
+from sparse_perception.runtime.policy import Load, PolicyController
 
 __all__ = ["DetectorCore", "NOT_CONFIGURED"]
 
@@ -156,8 +156,9 @@ class DetectorCore:
         with self.swap_lock:
             if self.controller is None or self.last_condition is None or self.pool is None or self.mode != "auto":
                 return
+            period = float(self.controller.policy.meta.get("frame_period_ms", 100.0))
             try:
-                level = self.controller.update(self.last_condition, time.monotonic(), self.stats.mean_inference_ms())
+                level = self.controller.update(self.last_condition, time.monotonic(), Load(**self.stats.load(period)))
             except Exception as exc:  # noqa: BLE001 - a policy failure keeps the level (and auto mode) as is
                 self.log.error(f"policy ({self.last_condition.key}) failed, level kept: {type(exc).__name__}: {exc}")
                 return

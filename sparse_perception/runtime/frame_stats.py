@@ -27,6 +27,7 @@ class FrameStats:
         self._latency: deque[float] = deque(maxlen=window)
         self._infer: deque[float] = deque(maxlen=window)
         self._done: deque[float] = deque(maxlen=window)
+        self._gaps: deque[int] = deque(maxlen=window)  # per received frame: frames dropped before it
         self.received = 0
         self.processed = 0
         self.dropped = 0
@@ -40,8 +41,9 @@ class FrameStats:
             if sequence is None or sequence <= 0:
                 return
             last = self._last_seq.get(publisher)
-            if last is not None and sequence > last + 1:
-                self.dropped += sequence - last - 1
+            gap = sequence - last - 1 if last is not None and sequence > last + 1 else 0
+            self._gaps.append(gap)
+            self.dropped += gap
             if last is None or sequence > last:
                 self._last_seq[publisher] = sequence
 
@@ -66,6 +68,20 @@ class FrameStats:
     def mean_inference_ms(self) -> float:
         with self._lock:
             return float(np.mean(self._infer)) if self._infer else 0.0
+
+    def load(self, period_ms: float, recent: int = 20) -> dict[str, float]:
+        """The load of the last ``recent`` frames as the condition policy observes it (the fields of
+        :class:`sparse_perception.runtime.policy.Load`): mean inference ms, share of frames dropped,
+        share answered later than ``period_ms``."""
+        with self._lock:
+            g = list(self._gaps)[-recent:]
+            gaps = sum(g)
+            seen = len(g) + gaps
+            lat = np.asarray(list(self._latency)[-recent:], dtype=np.float64)
+            inf = list(self._infer)[-recent:]
+            return {"inference_ms": float(np.mean(inf)) if inf else 0.0,
+                    "drop_fraction": gaps / seen if seen else 0.0,
+                    "late_fraction": float(np.mean(lat > period_ms)) if lat.size else 0.0}
 
     def snapshot(self) -> dict[str, float | int]:
         """Current figures (latency = callback entry to publish, ms)."""

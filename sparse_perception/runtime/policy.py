@@ -3,12 +3,16 @@
 ``pruning-tools train-policy`` writes ``<out>.zip`` (stable-baselines3 PPO) and a JSON sidecar
 ``<out>.json``::
 
-    {"kind": "ppo", "zip": "policy.zip", "sha256": "<zip sha256>", "levels": ["dense", ...],
-     "sparsity": {"dense": 0.0, ...}, "condition_keys": [...], "latency_budget_ms": 50.0,
+    {"kind": "ppo", "obs_version": 2, "zip": "policy.zip", "sha256": "<zip sha256>", "levels": ["dense", ...],
+     "frame_budget_ms": 50.0, ...
+     "sparsity": {"dense": 0.0, ...}, "condition_keys": [...], "budget": {...}, "held_out": {...},
      "obs_layout": [...], "norm": {"visibility_m": 1000.0, "ego_speed_mps": 30.0}, "baselines": {...}}
 
 A score-table file ``{"kind": "score_table", "levels": [...], "scores": {key: {level: score}}}``
-is accepted too (hand-written policies, tests). The observation is :func:`observation`.
+is accepted too (hand-written policies, tests). The observation is :func:`observation`
+(version :data:`OBS_VERSION`): the condition and the node's measured load (:class:`Load`, from
+:meth:`sparse_perception.runtime.frame_stats.FrameStats.load`). A PPO file of another observation
+version is refused (retrain it with ``pruning-tools train-policy``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +29,28 @@ import numpy as np
 from sparse_perception.runtime.conditions import CONDITION_KEYS, Condition
 from sparse_perception.runtime.zoo import sha256_file
 
-__all__ = ["PolicyController", "SparsityPolicy", "observation", "VIS_NORM_M", "SPEED_NORM_MPS"]
+__all__ = ["Load", "OBS_VERSION", "PolicyController", "SparsityPolicy", "observation", "VIS_NORM_M",
+           "SPEED_NORM_MPS"]
 
 VIS_NORM_M = 1000.0
 SPEED_NORM_MPS = 30.0
+#: observation layout version written by ``train-policy`` and required by :meth:`SparsityPolicy.load`
+#: (1: condition + level; 2: + measured load)
+OBS_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Load:
+    """The node's measured load over a recent window.
+
+    :param inference_ms: mean inference time of the recent frames (ms; 0 = none yet).
+    :param drop_fraction: share of the recent frames dropped (overwritten in the queue).
+    :param late_fraction: share of the recent processed frames answered later than one frame period.
+    """
+
+    inference_ms: float = 0.0
+    drop_fraction: float = 0.0
+    late_fraction: float = 0.0
 
 
 def _unit(v: float, norm: float) -> float:
@@ -35,16 +58,21 @@ def _unit(v: float, norm: float) -> float:
     return 0.5 if v is None or not math.isfinite(v) or v < 0 else float(min(v / norm, 1.0))
 
 
-def observation(condition: Condition, level_index: int, n_levels: int,
-                keys: Sequence[str] = CONDITION_KEYS) -> np.ndarray:
-    """Observation vector: condition one-hot, (visibility, light, speed, density) in [0,1], level one-hot."""
-    obs = np.zeros(len(keys) + 4 + n_levels, np.float32)
+def observation(condition: Condition, level_index: int, n_levels: int, load: Load | None = None,
+                frame_budget_ms: float = 100.0, keys: Sequence[str] = CONDITION_KEYS) -> np.ndarray:
+    """Observation vector (version 2): condition one-hot, (visibility, light, speed, density) in [0,1],
+    level one-hot, then the load: inference time / ``frame_budget_ms`` (clipped at 2, halved), drop
+    and late fractions."""
+    load = load or Load()
+    obs = np.zeros(len(keys) + 4 + n_levels + 3, np.float32)
     if condition.key in keys:
         obs[list(keys).index(condition.key)] = 1.0
     k = len(keys)
     obs[k:k + 4] = [_unit(condition.visibility_m, VIS_NORM_M), _unit(condition.ambient_light, 1.0),
                     _unit(condition.ego_speed_mps, SPEED_NORM_MPS), _unit(condition.scene_density, 1.0)]
     obs[k + 4 + int(level_index)] = 1.0
+    obs[k + 4 + n_levels:] = [min(max(load.inference_ms, 0.0) / frame_budget_ms, 2.0) / 2.0,
+                              min(max(load.drop_fraction, 0.0), 1.0), min(max(load.late_fraction, 0.0), 1.0)]
     return obs
 
 
@@ -86,6 +114,9 @@ class SparsityPolicy:
             return cls(levels, "score_table", scores=scores, meta=data)
         if kind != "ppo":
             raise ValueError(f"{path}: kind must be 'ppo' or 'score_table', got {kind!r}")
+        if data.get("obs_version") != OBS_VERSION:
+            raise ValueError(f"{path}: policy observation version {data.get('obs_version', 1)!r}, this node needs "
+                             f"{OBS_VERSION} (condition + measured load): retrain it with pruning-tools train-policy")
         for f in ("zip", "sha256", "levels"):
             if f not in data:
                 raise ValueError(f"{path}: missing field {f!r}")
@@ -100,16 +131,16 @@ class SparsityPolicy:
         model = PPO.load(str(zp), device="cpu")
         return cls(data["levels"], "ppo", model=model, meta=data)
 
-    def decide(self, condition: Condition, current_level: str | None = None,
-               recent_latency_ms: float | None = None) -> str:
-        """The level the policy wants under ``condition`` (``current_level`` feeds the observation)."""
+    def decide(self, condition: Condition, current_level: str | None = None, load: Load | None = None) -> str:
+        """The level the policy wants under ``condition`` and ``load`` (``current_level`` feeds the observation)."""
         if self.kind == "score_table":
             row = self.scores.get(condition.key)
             if not row:
                 return current_level if current_level in self.levels else self.levels[0]
             return max(row, key=lambda lv: row[lv])
         idx = self.levels.index(current_level) if current_level in self.levels else 0
-        obs = observation(condition, idx, len(self.levels), self.condition_keys)
+        obs = observation(condition, idx, len(self.levels), load, float(self.meta.get("frame_budget_ms", 100.0)),
+                          self.condition_keys)
         action, _ = self.model.predict(obs, deterministic=True)
         return self.levels[int(action)]
 
@@ -148,11 +179,11 @@ class PolicyController:
             self.current = current
         self._candidate, self._count = None, 0
 
-    def update(self, condition: Condition, now: float, recent_latency_ms: float | None = None) -> str | None:
-        """Feed one condition; :return: the level to switch to, or None."""
+    def update(self, condition: Condition, now: float, load: Load | None = None) -> str | None:
+        """Feed one condition and the node's load; :return: the level to switch to, or None."""
         if self.mode != "auto":
             return None
-        want = self.policy.decide(condition, self.current, recent_latency_ms)
+        want = self.policy.decide(condition, self.current, load)
         if want == self.current:
             self._candidate, self._count = None, 0
             return None

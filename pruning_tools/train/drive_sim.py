@@ -1,0 +1,160 @@
+"""Streaming drive simulator: cameras, a keep-newest frame queue, per-level latency distributions.
+
+The model behind the condition policy's reward (``pruning-tools train-policy``). It follows the
+streaming-perception idea of Li, Wang and Ramanan ("Towards Streaming Perception", ECCV 2020):
+every camera instant is scored with the *latest output available then* — a level that cannot keep
+up answers late (stale boxes) or has its frames overwritten in the queue (dropped), and both cost
+accuracy. The scoring rule is the one of :mod:`pruning_tools.train.streaming` (one frame period of
+grace; staleness = instant - input stamp of the output used), here on simulated time.
+
+The compute budget: ``cameras`` cameras at ``rate_hz`` share one inference server (the node
+processes one frame at a time); each camera's subscription keeps only its newest frame (depth 1:
+a frame not taken before the next one arrives is dropped); the server takes the oldest waiting
+frame. Service time of a frame at a level = the level's interleaved median latency x ``load`` (a
+competing process: 1 = the node alone) x a log-normal spread fitted to the level's p95/median.
+
+An instant's score = (the per-condition mAP50-95 of the level that produced the output used) x
+``exp(-staleness_s / tau_s)`` (stale boxes miss moving objects; ``tau_s`` shrinks with ego speed),
+0 with no output yet. :func:`simulate_window` is a pure function of its inputs and an RNG, so the
+oracle can replay one window under every level.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+__all__ = ["ServerState", "WindowResult", "simulate_window", "staleness_tau_s", "lognormal_sigma"]
+
+
+def lognormal_sigma(median_ms: float, p95_ms: float | None) -> float:
+    """Spread of the log-normal service time whose median and 95th percentile are given (>= 0.03)."""
+    if not p95_ms or p95_ms <= median_ms:
+        return 0.03
+    return max(0.03, math.log(p95_ms / median_ms) / 1.645)
+
+
+def staleness_tau_s(ego_speed_mps: float) -> float:
+    """Time constant of the staleness penalty: 1 s standing still, 0.25 s at 30 m/s."""
+    v = max(0.0, float(ego_speed_mps))
+    return 1.0 / (1.0 + 0.1 * v)
+
+
+@dataclass
+class ServerState:
+    """What carries over between windows: the server's busy time, the frame in service, the waiting
+    frames (camera -> stamp), recent outputs per camera ``(input stamp, available at, level)`` and the
+    instants whose grace (one period) ends in a later window."""
+
+    busy_until: float = 0.0
+    in_service: tuple[int, float, int] | None = None  # (camera, stamp, level)
+    waiting: dict[int, float] = field(default_factory=dict)
+    outputs: dict[int, list[tuple[float, float, int]]] = field(default_factory=dict)
+    unscored: list[tuple[float, int]] = field(default_factory=list)
+
+    def copy(self) -> "ServerState":
+        return replace(self, waiting=dict(self.waiting), outputs={c: list(v) for c, v in self.outputs.items()},
+                       unscored=list(self.unscored))
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One decision window: mean instant score, frames arrived/processed/dropped/late, staleness."""
+
+    score: float
+    arrived: int
+    processed: int
+    dropped: int
+    late: int
+    answered_instants: int
+    instants: int
+    mean_staleness_ms: float
+    mean_service_ms: float
+
+
+def simulate_window(state: ServerState, t0: float, duration_s: float, level: int, latency_ms: np.ndarray,
+                    sigma: np.ndarray, accuracy: np.ndarray, load: float, tau_s: float, rate_hz: float,
+                    cameras: int, rng: np.random.Generator | None) -> WindowResult:
+    """Advance ``state`` (in place) over ``[t0, t0 + duration_s)`` with ``level`` active.
+
+    Frames arriving in the window are queued; instants whose grace ends in the window are scored.
+
+    :param latency_ms: per level median service time (ms) on the node alone.
+    :param sigma: per level log-normal spread (used when ``rng`` is given).
+    :param accuracy: per level accuracy under the current condition.
+    :param load: service-time multiplier of the competing load (>= 1 slows the server).
+    :param rng: draws the spread; ``None``: every service takes its median x load.
+    """
+    period = 1.0 / rate_hz
+    end = t0 + duration_s
+    timeline: list[tuple[float, int, int]] = []  # (time, kind 0=score 1=arrival, camera); scores first on ties
+    for c in range(cameras):
+        off = c * period / cameras
+        t = math.ceil((t0 - off) / period - 1e-9) * period + off
+        while t < end - 1e-9:
+            timeline.append((t, 1, c))
+            if t + period < end - 1e-9:
+                timeline.append((t + period, 0, c))
+            else:
+                state.unscored.append((t, c))
+            t += period
+    carried = [u for u in state.unscored if u[0] + period < end - 1e-9 and u[0] < t0 - 1e-9]
+    state.unscored = [u for u in state.unscored if u not in carried]
+    timeline += [(t + period, 0, c) for t, c in carried]
+    timeline.sort()
+    arrived = processed = dropped = late = answered = scored = 0
+    score = 0.0
+    stale: list[float] = []
+    service: list[float] = []
+
+    def start_next(now: float) -> None:
+        # the server takes the oldest waiting frame as soon as it is free
+        if state.in_service is None and state.waiting:
+            cam = min(state.waiting, key=lambda c: state.waiting[c])
+            stamp = state.waiting.pop(cam)
+            s = latency_ms[level] * load
+            if rng is not None and sigma[level] > 0:
+                s *= float(np.exp(rng.normal(0.0, sigma[level])))
+            service.append(s)
+            state.busy_until = max(now, state.busy_until) + s / 1000.0
+            state.in_service = (cam, stamp, level)
+
+    def finish_until(now: float) -> None:
+        nonlocal processed, late
+        while state.in_service is not None and state.busy_until <= now + 1e-12:
+            cam, stamp, lv = state.in_service
+            done = state.busy_until
+            state.in_service = None
+            processed += 1
+            if done - stamp > period + 1e-12:
+                late += 1
+            hist = state.outputs.setdefault(cam, [])
+            hist.append((stamp, done, lv))
+            del hist[:-16]
+            start_next(done)
+
+    for t, kind, cam in timeline:
+        finish_until(t)
+        if kind == 1:
+            arrived += 1
+            if cam in state.waiting:
+                dropped += 1  # keep-newest: the waiting frame is overwritten
+            state.waiting[cam] = t
+            start_next(t)
+            continue
+        instant = t - period
+        scored += 1
+        # the output available last by t among this camera's outputs of input stamp <= instant
+        used = None
+        for stamp, done, lv in state.outputs.get(cam, []):
+            if stamp <= instant + 1e-12 and done <= t + 1e-12 and (used is None or done >= used[1]):
+                used = (stamp, done, lv)
+        if used is not None:
+            st = instant - used[0]
+            score += float(accuracy[used[2]]) * math.exp(-st / tau_s)
+            stale.append(st)
+            answered += 1
+    return WindowResult(score / scored if scored else 0.0, arrived, processed, dropped, late, answered, scored,
+                        1000.0 * float(np.mean(stale)) if stale else 0.0,
+                        float(np.mean(service)) if service else 0.0)
