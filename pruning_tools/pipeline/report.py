@@ -248,6 +248,14 @@ def targets(dense_res: dict[str, Any], agg: list[dict[str, Any]],
     return out
 
 
+def _search_claim(c: Any) -> str:
+    """The reward-evaluation budget, claimed only for the searching methods that ran (PPO is ``full``)."""
+    ran = [label for m, label in (("full", "PPO"), ("random", "random search")) if m in tuple(c.methods)]
+    if not ran:
+        return ""
+    return f"; {' and '.join(ran)}: {reward_evaluations(c.rl)} reward evaluations{' each' if len(ran) > 1 else ''}"
+
+
 def table(cfg: Any, dense_res: dict[str, Any], agg: list[dict[str, Any]],
           pairs: list[dict[str, Any]] | None = None) -> str:
     """``table.md``: the caption (data, latency method, trials), Table 1 and the paired differences."""
@@ -260,7 +268,7 @@ def table(cfg: Any, dense_res: dict[str, Any], agg: list[dict[str, Any]],
              f"median of {c.latency.runs} runs each; {c.trials} trial(s) (mean ± std); sparsity = fraction of "
              f"{'conv FLOPs' if c.target_metric == 'flops' else 'parameters'} removed"
              f"{'; levels are speed-ups over dense solved on the latency model (' + c.latency.precision + ')' if c.target_metric == 'latency' else ''}; same fine-tuning for "
-             f"every method; PPO and random search: {reward_evaluations(c.rl)} reward evaluations each. "
+             f"every method{_search_claim(c)}. "
              "The seed's \"no RL\" column is `importance`, its \"RL\" column `full`.", "",
              *comparison_table(dense_res, agg)]
     speed = [r for r in agg if "speedup_measured" in r]

@@ -24,6 +24,7 @@ import numpy as np
 from sparse_perception.runtime.conditions import CONDITION_KEYS, Condition
 from sparse_perception.runtime.policy import SPEED_NORM_MPS, VIS_NORM_M, observation
 from sparse_perception.runtime.zoo import load_manifest, sha256_file
+from pruning_tools.data.files import strict_dumps
 
 __all__ = ["DriveEnv", "LevelTable", "level_table", "main", "train_policy"]
 
@@ -201,7 +202,7 @@ def train_policy(manifest: str | Path, out: str | Path, latency_budget_ms: float
             "fallbacks": list(table.fallbacks), "manifest": str(Path(manifest).resolve())}
     js = out.with_suffix(".json")
     tmpj = js.with_name(js.name + ".tmp")
-    tmpj.write_text(json.dumps(side, indent=2) + "\n")
+    tmpj.write_text(strict_dumps(side, indent=2) + "\n")
     tmpj.replace(js)
     return side
 
