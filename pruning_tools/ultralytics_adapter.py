@@ -54,12 +54,12 @@ DEFAULT_HYP = {"box": 7.5, "cls": 0.5, "dfl": 1.5}
 DEFAULT_CLASS_NAMES = ("Car", "Pedestrian", "Cyclist")
 
 
-class TrustPickleRequired(ValueError):
-    """A pickled (Ultralytics) checkpoint was given without ``trust_pickle``: CLI misuse (exit 2)."""
-
-
 class AdapterError(RuntimeError):
     """A model or checkpoint cannot be handled; the message says why and what to do."""
+
+
+class TrustPickleRequired(AdapterError, ValueError):
+    """A pickled (Ultralytics) checkpoint was given without ``trust_pickle``: CLI misuse (exit 2)."""
 
 
 def ultralytics_version() -> str:
@@ -485,17 +485,6 @@ def model_family(model_or_yaml: Any) -> str:
     return "unknown"
 
 
-def file_sha256(path: str | Path) -> str:
-    """:return: the hex SHA-256 of a file's bytes."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def import_model(src: str | Path, dst: str | Path, trust_pickle: bool = False) -> dict[str, Any]:
     """Convert an Ultralytics ``.pt`` (YOLOv5u / YOLOv8 / YOLO11, any class count) once into this
     project's ``weights_only`` format, after which no unpickling is needed.
@@ -505,9 +494,11 @@ def import_model(src: str | Path, dst: str | Path, trust_pickle: bool = False) -
     :param trust_pickle: required for a pickled source (see :func:`load_user_checkpoint`).
     :return: the meta recorded: source, source_sha256, family, class_names, nc.
     """
+    from sparse_perception.runtime.zoo import sha256_file
+
     src = Path(src)
     model, _ = load_user_checkpoint(src, trust_pickle=trust_pickle)
-    meta = {"source": src.name, "source_sha256": file_sha256(src), "family": model_family(model),
+    meta = {"source": src.name, "source_sha256": sha256_file(src), "family": model_family(model),
             "class_names": class_names(model), "nc": int(detect_head(model).nc),
             "imported_with": {"ultralytics": ultralytics_version(), "torch": str(torch.__version__)}}
     save_checkpoint(model, dst, meta)

@@ -171,7 +171,7 @@ def write_report(run: Path, cfg: Any, dense_res: dict[str, Any], records: list[d
                "mix": [{"dataset": str(d), "repeats": r} for d, r in mix],
                "evaluator": evaluator, "dense": dense_res,
                "records": records, "aggregate": agg, "paired_differences": pairs, "latency": latency,
-               "selection_split": "val", "report_split": "test", "layers": list(layers),
+               "selection_split": "val", "report_split": dense_res.get("split", "test"), "layers": list(layers),
                "wall_s": wall_s, "targets": targets(dense_res, agg, pairs)}
     text = table(cfg, dense_res, agg, pairs)
     if resolution:
@@ -261,8 +261,10 @@ def table(cfg: Any, dense_res: dict[str, Any], agg: list[dict[str, Any]],
     """``table.md``: the caption (data, latency method, trials), Table 1 and the paired differences."""
     c = cfg
     real = (dense_res.get("real") or {}).get("data")
+    split = dense_res.get("split", "test")
+    on = "test split" if split == "test" else "val split (the dataset has no test split: the same frames the choices were made on)"
     lines = [f"# Pruning comparison — {c.name}", "",
-             f"mAP50-95 / mAP50: test split of `{c.data.dataset or 'generated scenes'}` at "
+             f"mAP50-95 / mAP50: {on} of `{c.data.dataset or 'generated scenes'}` at "
              f"{c.data.imgsz[0]}x{c.data.imgsz[1]} (every choice — re-ranking, search — used the val split); "
              f"latency: ONNX Runtime CPU, {c.latency.threads} threads, all models round-robin in one process, "
              f"median of {c.latency.runs} runs each; {c.trials} trial(s) (mean ± std); sparsity = fraction of "
