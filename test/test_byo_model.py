@@ -212,10 +212,39 @@ def test_train_baseline_init_from_takes_the_family_and_refuses_a_poor_fit(tmp_pa
                         "--cfg", "yolov5n.yaml"]) == 2
     err = capsys.readouterr().err
     assert "dropped" in err and "yolov8n.yaml" in err and not (tmp_path / "b.pt").exists()
-    # no --cfg: the checkpoint's own family; only the 80-class output convs (6 of ~400 tensors) do not fit
+    # no --cfg: the checkpoint's own family; only the classification branch (its width follows nc: 36 of 403
+    # tensors) does not fit
     assert main(base + ["--out", str(tmp_path / "c.pt"), "--init-from", str(src), "--trust-pickle"]) == 0
     model, meta = ua.load_checkpoint(tmp_path / "c.pt")
     assert ua.model_family(model) == "yolov8n" and meta["cfg"] == "yolov8n.yaml"
-    assert meta["init"]["skipped"] == 6 and ua.class_names(model) == ["Car", "Pedestrian", "Cyclist"]
+    assert meta["init"]["skipped"] == 36 and ua.class_names(model) == ["Car", "Pedestrian", "Cyclist"]
     side = (tmp_path / "c.json").read_text()
     assert "NaN" not in side and "Infinity" not in side
+
+
+def test_strict_json_writes_null_for_nan_and_inf(tmp_path: Path) -> None:
+    import numpy as np
+
+    from pruning_tools.data.files import strict_dumps, write_json
+
+    obj = {"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": np.array([np.nan, 2.0]), "d": Path("x")}
+    assert json.loads(strict_dumps(obj)) == {"a": None, "b": [None, 1.5], "c": [None, 2.0], "d": "x"}
+    write_json(tmp_path / "r.json", obj)
+    assert "NaN" not in (tmp_path / "r.json").read_text() and "Infinity" not in (tmp_path / "r.json").read_text()
+
+
+def test_export_method_defaults_to_the_best_present(tmp_path: Path) -> None:
+    from pruning_tools.quant.export import ExportError, default_method
+
+    (tmp_path / "summary.json").write_text(json.dumps({"checkpoints": [{"method": "uniform"}, {"method": "importance"}]}))
+    assert default_method(tmp_path) == "importance"
+    (tmp_path / "summary.json").write_text(json.dumps({"checkpoints": []}))
+    with pytest.raises(ExportError, match="methods present: none"):
+        default_method(tmp_path)
+
+
+def test_report_split_falls_back_to_val_without_a_test_split(tmp_path: Path) -> None:
+    from pruning_tools.data.yolo import report_split
+
+    assert report_split(make_yolo_dataset(tmp_path / "a", n_train=1, n_val=1, n_test=1, size=(32, 96))) == "test"
+    assert report_split(make_yolo_dataset(tmp_path / "b", n_train=1, n_val=1, n_test=0, size=(32, 96))) == "val"
