@@ -6,7 +6,6 @@ Not a bench (``make bench`` runs it as a no-op); every ``bench/*.py`` imports it
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import platform
 from importlib import metadata
@@ -46,11 +45,11 @@ def write_result(path: str | os.PathLike[str], result: dict[str, Any], summary: 
 
     :return: the path written.
     """
-    from pruning_tools.data.files import atomic_write_text
+    from pruning_tools.data.files import atomic_write_text, strict_dumps
 
     path = Path(path)
     result.setdefault("machine", machine_block())
-    text = json.dumps(result, indent=2) + "\n"
+    text = strict_dumps(result, indent=2) + "\n"  # strict JSON: NaN/inf written as null
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
     print(text.rstrip("\n") if summary is None else summary, flush=True)

@@ -14,6 +14,7 @@ from sparse_perception.cli import dispatch
 COMMANDS: dict[str, tuple[str, str]] = {
     "kitti": ("pruning_tools.data.cli", "KITTI I/O: generate scenes, convert to YOLO, write rosbag2"),
     "train-baseline": ("pruning_tools.train.baseline", "train/fine-tune the dense baseline on a KITTI-format dataset"),
+    "import-model": ("pruning_tools.train.import_model", "convert an Ultralytics .pt (v5u/v8/11) into the project's weights-only format"),
     "evaluate": ("pruning_tools.train.evaluate", "KITTI-aware AP of a checkpoint, ONNX model or zoo level on real/generated frames"),
     "prune": ("pruning_tools.pipeline.cli", "three-stage structured pruning (--config FILE)"),
     "export": ("pruning_tools.quant.export", "quantise and export a prune run into an engine zoo"),

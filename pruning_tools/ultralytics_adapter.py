@@ -58,6 +58,10 @@ class AdapterError(RuntimeError):
     """A model or checkpoint cannot be handled; the message says why and what to do."""
 
 
+class TrustPickleRequired(AdapterError, ValueError):
+    """A pickled (Ultralytics) checkpoint was given without ``trust_pickle``: CLI misuse (exit 2)."""
+
+
 def ultralytics_version() -> str:
     """:return: the installed Ultralytics version string."""
     return str(ultralytics.__version__)
@@ -436,9 +440,9 @@ def load_user_checkpoint(path: str | Path, trust_pickle: bool = False,
         model, meta = load_checkpoint(path)
     except AdapterError:
         if not trust_pickle:
-            raise AdapterError(f"{path} is not loadable with torch.load(weights_only=True): it looks like a pickled "
-                               f"Ultralytics checkpoint. Unpickling can execute code; if you trust the file, pass "
-                               f"trust_pickle=True (CLI: --trust-pickle).") from None
+            raise TrustPickleRequired(f"{path} is a pickled (Ultralytics) checkpoint; unpickling can run code: "
+                                      f"pass --trust-pickle if you trust the file (or convert it once with "
+                                      f"`pruning-tools import-model {path.name} --out DST.pt --trust-pickle`)") from None
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         obj = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
         if not isinstance(obj, DetectionModel):
@@ -449,11 +453,56 @@ def load_user_checkpoint(path: str | Path, trust_pickle: bool = False,
             raise AdapterError(f"{path}: head {type(model.model[-1]).__name__} is not a plain Detect head")
         replace_c2f(model)
         _prepare(model, [str(v) for _, v in sorted(dict(getattr(model, "names", {}) or {}).items())] or None)
-        meta = {"source": str(path)}
+        meta = {"source": str(path), "family": model_family(model)}
         model.eval()
     if nc is not None and int(detect_head(model).nc) != nc:
         raise AdapterError(f"{path}: model has nc={detect_head(model).nc}, expected {nc}")
     return model, meta
+
+
+def model_family(model_or_yaml: Any) -> str:
+    """The Ultralytics family and scale of a model (or its YAML dict), read from its layers.
+
+    :return: e.g. ``"yolo11n"``, ``"yolov8n"``, ``"yolov5nu"``; ``"unknown"`` when not recognised.
+    """
+    y = model_or_yaml if isinstance(model_or_yaml, dict) else getattr(model_or_yaml, "yaml", None)
+    if not isinstance(y, dict):
+        return "unknown"
+    blocks = {str(layer[2]).rsplit(".", 1)[-1] for part in ("backbone", "head") for layer in (y.get(part) or [])
+              if isinstance(layer, (list, tuple)) and len(layer) > 2}
+    scale = str(y.get("scale") or "")
+    if not scale:  # the YAML name carries it (yolov8n.yaml), as Ultralytics' guess_model_scale reads it
+        import re
+
+        m = re.search(r"yolo(?:v?\d+)([nslmx])", str(y.get("yaml_file") or ""))
+        scale = m.group(1) if m else ""
+    if blocks & {"C3k2", "C2PSA"}:
+        return f"yolo11{scale}"
+    if "C2f" in blocks:
+        return f"yolov8{scale}"
+    if "C3" in blocks:
+        return f"yolov5{scale}u"
+    return "unknown"
+
+
+def import_model(src: str | Path, dst: str | Path, trust_pickle: bool = False) -> dict[str, Any]:
+    """Convert an Ultralytics ``.pt`` (YOLOv5u / YOLOv8 / YOLO11, any class count) once into this
+    project's ``weights_only`` format, after which no unpickling is needed.
+
+    :param src: the Ultralytics checkpoint (e.g. ``runs/detect/train/weights/best.pt``).
+    :param dst: the project checkpoint to write.
+    :param trust_pickle: required for a pickled source (see :func:`load_user_checkpoint`).
+    :return: the meta recorded: source, source_sha256, family, class_names, nc.
+    """
+    from sparse_perception.runtime.zoo import sha256_file
+
+    src = Path(src)
+    model, _ = load_user_checkpoint(src, trust_pickle=trust_pickle)
+    meta = {"source": src.name, "source_sha256": sha256_file(src), "family": model_family(model),
+            "class_names": class_names(model), "nc": int(detect_head(model).nc),
+            "imported_with": {"ultralytics": ultralytics_version(), "torch": str(torch.__version__)}}
+    save_checkpoint(model, dst, meta)
+    return meta
 
 
 # --------------------------------------------------------------------------------------- export

@@ -104,7 +104,7 @@ def test_user_checkpoint_needs_opt_in_for_pickles(tmp_path: Path) -> None:
     model = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
     path = tmp_path / "user.pt"
     torch.save({"model": model}, path)  # an Ultralytics-style pickled checkpoint
-    with pytest.raises(ua.AdapterError, match="trust_pickle"):
+    with pytest.raises(ua.TrustPickleRequired, match="--trust-pickle"):
         ua.load_user_checkpoint(path)
     loaded, _ = ua.load_user_checkpoint(path, trust_pickle=True, nc=3)
     assert any(isinstance(m, ua.C2fSplit) for m in loaded.modules())

@@ -32,11 +32,29 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """``obj`` as indented JSON via :func:`atomic_write_text` (the folder is created); numpy arrays and
-    scalars become lists and numbers, anything else unknown (paths) its ``str``."""
+    """``obj`` as indented strict JSON via :func:`atomic_write_text` (the folder is created); numpy arrays
+    and scalars become lists and numbers, NaN/inf ``null``, anything else unknown (paths) its ``str``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    atomic_write_text(path, strict_dumps(obj, indent=2) + "\n")
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf; numpy ones too) replaced by ``None`` — JSON has no NaN."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict_json(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+def strict_dumps(obj: Any, **kw: Any) -> str:
+    """``json.dumps`` of :func:`strict_json` (``obj``) with ``allow_nan=False`` (numpy and paths converted)."""
+    return json.dumps(strict_json(obj), allow_nan=False, default=_json_default, **kw)
 
 
 def _json_default(o: Any) -> Any:

@@ -39,6 +39,16 @@ def letterbox_np(img: np.ndarray, new_shape: tuple[int, int] = (384, 1248), colo
     return img, r, float(left), float(top)
 
 
+def report_split(data: str | Path) -> str:
+    """The split accuracy is reported on: ``test`` where the dataset has one, else ``val`` (a user's
+    Ultralytics dataset often has no test split; reports then say they are on val)."""
+    try:
+        resolve_split_dir(data, "test")
+        return "test"
+    except DatasetError:
+        return "val"
+
+
 def resolve_split_dir(data: str | Path, split: str) -> tuple[Path, Path]:
     """Locate ``images/<split>`` and ``labels/<split>`` of a dataset root or its ``data.yaml``.
 

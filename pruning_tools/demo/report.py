@@ -14,6 +14,7 @@ from typing import Any
 
 from pruning_tools.pipeline.report import METHOD_LABELS, aggregate_row, comparison_table, paired_lines
 from sparse_perception.runtime.conditions import CONDITION_KEYS
+from pruning_tools.data.files import strict_dumps
 
 #: Table 1 in the seed's vocabulary: its "no RL" column is the stage-1 budgets (`importance`), its
 #: "RL" column the full pipeline (`full`); the other rows are baselines the seed did not report.
@@ -297,5 +298,5 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], profile: dict
               | {"held_out": {k: v for k, v in (policy.get("held_out") or {}).items() if k != "trace"}},
               "live": {k: v for k, v in (live or {}).items() if k != "per_frame"},
               "wall_s": wall_times, "plots": {k: str(v) for k, v in plots.items()}}
-    js_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    js_path.write_text(strict_dumps(report, indent=2) + "\n")
     return {"markdown": md_path, "json": js_path, **plots}

@@ -17,12 +17,33 @@ from pruning_tools.train.evaluate import add_real_eval_args
 DESCRIPTION = "``pruning-tools prune --config FILE``: the three-stage pruning pipeline and its comparison table."
 
 
+def _project_baseline(path: Path, run: Path, trust_pickle: bool) -> Path:
+    """``path`` itself when it is a project checkpoint; an Ultralytics ``.pt`` (only with ``trust_pickle``)
+    converted once into ``run/baseline_imported.pt``."""
+    from pruning_tools.ultralytics_adapter import AdapterError, import_model, load_checkpoint
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--baseline {path}: not found")
+    try:
+        load_checkpoint(path)
+        return path
+    except AdapterError:
+        dst = run / "baseline_imported.pt"
+        meta = import_model(path, dst, trust_pickle=trust_pickle)
+        print(f"imported {path} ({meta['family']}, {meta['nc']} classes) -> {dst}", flush=True)
+        return dst
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pruning-tools prune", description=DESCRIPTION)
     p.add_argument("--config", type=Path, required=True, help="YAML config (pruning_tools/configs/quick.yaml)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: config run_dir or runs/prune_<name>_<n>)")
     p.add_argument("--data", type=Path, default=None, help="override data.dataset")
-    p.add_argument("--baseline", type=Path, default=None, help="override the baseline checkpoint")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="override the baseline checkpoint (project format, or an Ultralytics .pt with --trust-pickle)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow unpickling an Ultralytics --baseline .pt (trusted files only); it is converted once "
+                        "into the run folder (as `pruning-tools import-model` does)")
     add_real_eval_args(p, "columns")
     p.add_argument("--mix", nargs=2, action="append", default=[], metavar=("DIR", "REPEATS"),
                    help="also fine-tune on this YOLO dataset's train split, repeated REPEATS times per epoch "
@@ -40,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             if a.baseline is not None:
                 cfg = dataclasses.replace(cfg, baseline=str(a.baseline))
         run = a.out or (Path(cfg.run_dir) if cfg.run_dir else next_run_dir(Path("runs"), f"prune_{cfg.name}"))
+        if a.baseline is not None:
+            cfg = dataclasses.replace(cfg, baseline=str(_project_baseline(a.baseline, run, a.trust_pickle)))
         mix = [(Path(d), int(r)) for d, r in a.mix]
         if any(r < 1 for _, r in mix):
             raise ValueError("--mix REPEATS must be >= 1")

@@ -117,7 +117,7 @@ class Pipeline:
     # ------------------------------------------------------------------ inputs
     def dataset(self) -> Path:
         """The YOLO dataset: configured, or generated scenes converted into ``<run>/data``."""
-        from pruning_tools.data.yolo import resolve_split_dir
+        from pruning_tools.data.yolo import report_split, resolve_split_dir
 
         c = self.cfg.data
         if c.dataset:
@@ -133,8 +133,10 @@ class Pipeline:
                 raw = self.run / "data" / "kitti"
                 generate_dataset(raw, frames=c.generate_frames, seed=c.generate_seed, progress=self.progress)
                 convert_kitti(raw, root, progress=self.progress)
-        for split in ("train", "val", "test"):
+        for split in ("train", "val"):
             resolve_split_dir(root, split)  # clear error on missing / empty splits
+        if report_split(root) != "test":
+            self.log(f"{root} has no test split: accuracy is reported on val (the split choices are made on)")
         return root
 
     def baseline(self) -> torch.nn.Module:
@@ -147,17 +149,20 @@ class Pipeline:
 
     # ------------------------------------------------------------------ measurements
     def measure(self, model: torch.nn.Module, data: Path, onnx_path: Path | None = None) -> dict[str, Any]:
+        from pruning_tools.data.yolo import report_split
         from pruning_tools.train.evaluate import evaluate_model
         from pruning_tools.train.measure import count_flops, model_latency
 
         c = self.cfg
-        m = evaluate_model(model, data, "test", c.data.imgsz, max_images=c.data.test_images, progress=self.progress)
+        split = report_split(data)
+        m = evaluate_model(model, data, split, c.data.imgsz, max_images=c.data.test_images, progress=self.progress)
         self.evaluator = m.get("evaluator", "?")
         gflops, params = count_flops(model, c.data.imgsz)
         # one timed run here (the ONNX file and its size); Table 1's latencies come from the interleaved
         # round-robin of every model in report()
         lat = model_latency(model, c.data.imgsz, c.latency.threads, 1, 1, keep=onnx_path)
         out = {"map50_95": float(m["map50_95"]), "map50": float(m["map50"]), "evaluator": self.evaluator,
+               "split": split,
                "latency_ms": lat["median_ms"],
                "latency": lat, "gflops": round(gflops, 4), "params": params,
                "size_mb": round(lat["onnx_bytes"] / 1e6, 3)}

@@ -77,9 +77,11 @@ def _is_loopback(host: str | None) -> bool:
 def pack_dataset(data: Path, cfg: PruneConfig) -> dict[str, bytes]:
     """The files the units read: first ``train_images`` training images, the whole val split, the
     first ``test_images`` test images, their labels and the class names (``data.yaml``)."""
-    from pruning_tools.data.yolo import IMG_EXTS, resolve_split_dir
+    from pruning_tools.data.yolo import IMG_EXTS, report_split, resolve_split_dir
 
     caps = {"train": cfg.data.train_images, "val": None, "test": cfg.data.test_images}
+    if report_split(data) != "test":
+        del caps["test"]  # no test split: the units report on val (Pipeline.measure)
     files: dict[str, bytes] = {}
     for split, cap in caps.items():
         img_dir, lbl_dir = resolve_split_dir(data, split)

@@ -171,7 +171,7 @@ def write_report(run: Path, cfg: Any, dense_res: dict[str, Any], records: list[d
                "mix": [{"dataset": str(d), "repeats": r} for d, r in mix],
                "evaluator": evaluator, "dense": dense_res,
                "records": records, "aggregate": agg, "paired_differences": pairs, "latency": latency,
-               "selection_split": "val", "report_split": "test", "layers": list(layers),
+               "selection_split": "val", "report_split": dense_res.get("split", "test"), "layers": list(layers),
                "wall_s": wall_s, "targets": targets(dense_res, agg, pairs)}
     text = table(cfg, dense_res, agg, pairs)
     if resolution:
@@ -248,19 +248,29 @@ def targets(dense_res: dict[str, Any], agg: list[dict[str, Any]],
     return out
 
 
+def _search_claim(c: Any) -> str:
+    """The reward-evaluation budget, claimed only for the searching methods that ran (PPO is ``full``)."""
+    ran = [label for m, label in (("full", "PPO"), ("random", "random search")) if m in tuple(c.methods)]
+    if not ran:
+        return ""
+    return f"; {' and '.join(ran)}: {reward_evaluations(c.rl)} reward evaluations{' each' if len(ran) > 1 else ''}"
+
+
 def table(cfg: Any, dense_res: dict[str, Any], agg: list[dict[str, Any]],
           pairs: list[dict[str, Any]] | None = None) -> str:
     """``table.md``: the caption (data, latency method, trials), Table 1 and the paired differences."""
     c = cfg
     real = (dense_res.get("real") or {}).get("data")
+    split = dense_res.get("split", "test")
+    on = "test split" if split == "test" else "val split (the dataset has no test split: the same frames the choices were made on)"
     lines = [f"# Pruning comparison — {c.name}", "",
-             f"mAP50-95 / mAP50: test split of `{c.data.dataset or 'generated scenes'}` at "
+             f"mAP50-95 / mAP50: {on} of `{c.data.dataset or 'generated scenes'}` at "
              f"{c.data.imgsz[0]}x{c.data.imgsz[1]} (every choice — re-ranking, search — used the val split); "
              f"latency: ONNX Runtime CPU, {c.latency.threads} threads, all models round-robin in one process, "
              f"median of {c.latency.runs} runs each; {c.trials} trial(s) (mean ± std); sparsity = fraction of "
              f"{'conv FLOPs' if c.target_metric == 'flops' else 'parameters'} removed"
              f"{'; levels are speed-ups over dense solved on the latency model (' + c.latency.precision + ')' if c.target_metric == 'latency' else ''}; same fine-tuning for "
-             f"every method; PPO and random search: {reward_evaluations(c.rl)} reward evaluations each. "
+             f"every method{_search_claim(c)}. "
              "The seed's \"no RL\" column is `importance`, its \"RL\" column `full`.", "",
              *comparison_table(dense_res, agg)]
     speed = [r for r in agg if "speedup_measured" in r]

@@ -118,14 +118,17 @@ def _measure_size(pipe: Any, dense: Any, hw: tuple[int, int]) -> dict[str, Any]:
 
     c = pipe.cfg
     t0 = time.monotonic()
-    m = evaluate_model(dense, pipe.prepare().data, "test", hw, max_images=c.data.test_images, progress=pipe.progress)
+    from pruning_tools.data.yolo import report_split
+
+    split = report_split(pipe.prepare().data)
+    m = evaluate_model(dense, pipe.prepare().data, split, hw, max_images=c.data.test_images, progress=pipe.progress)
     gflops, params = count_flops(dense, hw)
     onnx = size_dir(pipe.run, hw) / "model.onnx"
     _export(dense, onnx, hw)
     rec = {"method": METHOD, "name": size_name(hw), "imgsz": list(hw), "map50_95": float(m["map50_95"]),
            "map50": float(m["map50"]), "evaluator": m.get("evaluator"), "gflops": round(gflops, 4), "params": params,
            "size_mb": round(onnx.stat().st_size / 1e6, 3), "onnx": str(onnx.relative_to(pipe.run)),
-           "split": "test", "n_images": m.get("n_images")}
+           "split": split, "n_images": m.get("n_images")}
     rec["wall_s"] = round(time.monotonic() - t0, 1)
     pipe.log(f"resolution {size_name(hw)}: mAP50-95 {rec['map50_95']:.4f} mAP50 {rec['map50']:.4f} "
              f"GFLOPs {rec['gflops']:.2f}")

@@ -43,6 +43,7 @@ from pruning_tools.quant.bisection import SEARCH_PRECISIONS, OrtMeasurer, Search
 from pruning_tools.quant.ladder import LadderLevel, monotone_ladder
 from pruning_tools.quant.quantize import Int8Builder, QuantConfig, QuantizeError, select_calibration_files, split_images
 from sparse_perception.runtime.zoo import LEVEL_RE, RESERVED_LEVELS
+from pruning_tools.data.files import strict_dumps
 
 DEFAULT_IMGSZ = (384, 1248)
 #: the latency fields an artifact keeps (``interleaved``/``runs``/``models``: how it was timed)
@@ -74,7 +75,7 @@ class ExportConfig:
     run: Path
     zoo: Path
     levels: tuple[str, ...] | None = None
-    method: str = "full"
+    method: str | None = "full"  # None: the best method the run has (default_method)
     delta: float = 1.0
     imgsz: tuple[int, int] | None = None
     calib_images: int = 500
@@ -118,12 +119,36 @@ def _read_json(path: Path) -> Any:
         raise ExportError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from exc
 
 
-def discover_levels(run: Path, method: str = "full") -> tuple[list[LevelSource], dict[str, Any]]:
-    """The dense baseline and the method's trial-0 checkpoints of a prune run.
+#: ``export --method`` default: the first of these the run has (the search's best first).
+METHOD_PREFERENCE = ("full", "importance", "global", "uniform", "random")
+
+
+def default_method(run: Path) -> str:
+    """The best pruning method present in ``run`` (:data:`METHOD_PREFERENCE`).
+
+    :raises ExportError: when the run has no pruned checkpoints (naming what it has).
+    """
+    summary_path = run / "summary.json"
+    if not summary_path.is_file():
+        raise ExportError(f"{run} is not a prune run: {summary_path} not found (run `pruning-tools prune` first)")
+    summary = _read_json(summary_path)
+    have = {str(c.get("method")) for c in (summary.get("checkpoints") or []) if isinstance(c, dict)} \
+        if isinstance(summary, dict) else set()
+    for m in METHOD_PREFERENCE:
+        if m in have:
+            return m
+    raise ExportError(f"{summary_path}: no pruned checkpoints to export (methods present: {sorted(have) or 'none'})")
+
+
+def discover_levels(run: Path, method: str | None = "full") -> tuple[list[LevelSource], dict[str, Any]]:
+    """The dense baseline and the method's trial-0 checkpoints of a prune run (``method=None``: the
+    best method present, :func:`default_method`).
 
     :return: ``(levels sorted by sparsity, summary dict)``.
     :raises ExportError: naming the missing file or field.
     """
+    if method is None:
+        method = default_method(run)
     summary_path = run / "summary.json"
     if not summary_path.is_file():
         raise ExportError(f"{run} is not a prune run: {summary_path} not found (run `pruning-tools prune` first)")
@@ -266,13 +291,15 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
     import torch
 
     from pruning_tools.ultralytics_adapter import class_names as model_class_names
-    from pruning_tools.ultralytics_adapter import load_checkpoint
+    from pruning_tools.ultralytics_adapter import load_checkpoint, model_family
     from pruning_tools.quant.quantize import export_fp32
     from sparse_perception.runtime.zoo import write_manifest
 
     torch.set_num_threads(max(1, cfg.threads))
     t0 = time.monotonic()
-    levels, summary = discover_levels(cfg.run, cfg.method)
+    method = cfg.method or default_method(cfg.run)
+    log(f"exporting method {method!r}")
+    levels, summary = discover_levels(cfg.run, method)
     if cfg.levels:
         known = {s.level for s in levels}
         missing = [lv for lv in cfg.levels if lv not in known]
@@ -324,6 +351,7 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
     artifacts: list[dict[str, Any]] = []
     log_entries: list[dict[str, Any]] = []
     names: list[str] = []
+    family = "unknown"
     from tqdm import tqdm
 
     bar = tqdm(levels, desc="export", unit="level", disable=not cfg.progress)
@@ -331,6 +359,7 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
         bar.set_postfix_str(src.level)
         model, _meta = load_checkpoint(src.checkpoint)
         names = list(model_class_names(model))
+        family = model_family(model)
         level_dir = work / src.level
         scratch = work / ".search" / src.level
         scratch.mkdir(parents=True, exist_ok=True)
@@ -390,8 +419,8 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
                                   "round; medians", "runs": runs, "warmup": warmup, "threads": cfg.threads,
                         "bisection": "each level's candidates timed the same way, before its choice"}
     manifest = {
-        "schema_version": 1, "created": _now(), "model_family": "yolov5n", "class_names": names,
-        "data": {"source": "prune run", "run": str(cfg.run), "method": cfg.method, "dataset": str(dataset),
+        "schema_version": 1, "created": _now(), "model_family": family, "class_names": names,
+        "data": {"source": "prune run", "run": str(cfg.run), "method": method, "dataset": str(dataset),
                  **({"weights_licence": lic} if (lic := _baseline_licence(cfg.run)) else {}),
                  "split": cfg.split, "eval_images": cfg.eval_images, "calibration_split": "train",
                  "calibration_images": len(calib), "delta_points": cfg.delta, "quick": cfg.quick,
@@ -499,7 +528,7 @@ def apply_ladders(artifacts: list[dict[str, Any]], ladders: list[dict[str, Any]]
 
 def _write_log(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(strict_dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
 
 
@@ -549,7 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, type=Path, help="prune run folder (with summary.json)")
     p.add_argument("--zoo", required=True, type=Path, help="output zoo folder")
     p.add_argument("--levels", help="comma list of levels, e.g. dense,s50,s75,s90 (default: all in the run)")
-    p.add_argument("--method", default="full", help="pruning method whose checkpoints to export (default full)")
+    p.add_argument("--method", default=None,
+                   help="pruning method whose checkpoints to export (default: the best the run has, in the order "
+                        f"{', '.join(METHOD_PREFERENCE)})")
     p.add_argument("--delta", type=float, default=1.0, help="admissible mAP50-95 drop in points (default 1.0)")
     p.add_argument("--input-shape", type=_shape, help="network input HxW (default: the run's, else 384x1248)")
     p.add_argument("--calib-images", type=int, help="INT8 calibration images from the train split (default 500; "

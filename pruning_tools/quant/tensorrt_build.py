@@ -35,6 +35,7 @@ from sparse_perception.runtime.backends.tensorrt_backend import (
     sidecar_path,
 )
 from sparse_perception.runtime.zoo import sha256_file
+from pruning_tools.data.files import strict_dumps
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def build_engine(spec: EngineSpec, extra_record: dict[str, Any] | None = None) -
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra_record or {})}
     side = sidecar_path(spec.engine)
     tmp_side = side.with_name(f".{side.name}.tmp{os.getpid()}")
-    tmp_side.write_text(json.dumps(record, indent=2) + "\n")
+    tmp_side.write_text(strict_dumps(record, indent=2) + "\n")
     os.replace(tmp_side, side)
     return record
 

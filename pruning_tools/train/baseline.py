@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from pruning_tools.data.files import strict_dumps
 
 
 class _InertModule(nn.Module):
@@ -70,33 +71,49 @@ def load_yolov5_repo_state(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in model.state_dict().items()}
 
 
-def init_from(model: nn.Module, path: str | Path, trust_pickle: bool = False) -> dict[str, int]:
-    """Copy matching tensors (same name and shape) from ``path`` into ``model``.
+def init_source(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """The tensors of an ``--init-from`` checkpoint and, where it records one, its model YAML.
 
     Sources tried in order: this project's checkpoint (``weights_only``), a YOLOv5-repository
     checkpoint (restricted unpickler), and — only with ``trust_pickle`` — an Ultralytics ``.pt``.
 
-    :return: counts ``{"copied": n, "skipped": m}``.
-    :raises pickle.UnpicklingError: for a file that needs full unpickling without ``trust_pickle``.
+    :return: (state dict, model YAML dict or None for a YOLOv5-repository file).
+    :raises ValueError: (TrustPickleRequired) for a file that needs full unpickling without ``trust_pickle``.
     """
-    from pruning_tools.ultralytics_adapter import AdapterError, load_checkpoint, load_user_checkpoint
+    from pruning_tools.ultralytics_adapter import AdapterError, TrustPickleRequired, load_checkpoint, \
+        load_user_checkpoint
 
     try:
         src_model, _ = load_checkpoint(path)
-        src = src_model.state_dict()
+        return src_model.state_dict(), src_model.yaml
     except AdapterError:
         try:
-            src = load_yolov5_repo_state(path)
+            return load_yolov5_repo_state(path), None
         except pickle.UnpicklingError as exc:
             if not trust_pickle:
-                raise pickle.UnpicklingError(
-                    f"{path}: {exc}. If it is an Ultralytics checkpoint you trust, pass --trust-pickle") from None
-            src = load_user_checkpoint(path, trust_pickle=True)[0].state_dict()
+                raise TrustPickleRequired(f"{path}: {str(exc).splitlines()[0][:160]}. If it is an Ultralytics "
+                                          f"checkpoint you trust, pass --trust-pickle") from None
+            src_model = load_user_checkpoint(path, trust_pickle=True)[0]
+            return src_model.state_dict(), src_model.yaml
+
+
+def init_from(model: nn.Module, path: str | Path, trust_pickle: bool = False,
+              src: dict[str, torch.Tensor] | None = None) -> dict[str, int]:
+    """Copy matching tensors (same name and shape) from ``path`` (or the already read ``src``) into ``model``.
+
+    :return: counts ``{"copied": n, "skipped": m}``.
+    """
+    if src is None:
+        src = init_source(path, trust_pickle)[0]
     dst = model.state_dict()
     copied = {k: v for k, v in src.items() if k in dst and dst[k].shape == v.shape}
     dst.update(copied)
     model.load_state_dict(dst)
     return {"copied": len(copied), "skipped": len(src) - len(copied)}
+
+
+#: ``--init-from`` refuses a source of which fewer tensors than this fraction fit the model.
+MIN_INIT_FIT = 0.9
 
 
 def sha256_file(path: str | Path) -> str:
@@ -124,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-eval", type=Path, default=None,
                    help="real KITTI object root: also measure KITTI AP on the val and test frames of --splits "
                         "(recorded in the JSON as real_metrics)")
-    p.add_argument("--cfg", default="yolov5n.yaml", help="model YAML (yolov5n.yaml, yolov8n.yaml, yolo11n.yaml)")
+    p.add_argument("--cfg", default=None,
+                   help="model YAML (yolov5n.yaml, yolov8n.yaml, yolo11n.yaml); default: the --init-from "
+                        "checkpoint's own architecture, else yolov5n.yaml")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from this checkpoint (this project's format or a YOLOv5-repository .pt)")
     p.add_argument("--trust-pickle", action="store_true",
@@ -182,11 +201,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.data_command:
             meta["data_command"] = args.data_command
     else:
-        model = ua.build_model(args.cfg, nc=len(names), class_names=names)
         init = None
-        if args.init_from is not None:
-            init = init_from(model, args.init_from, trust_pickle=args.trust_pickle)
-            print(f"initialised from {args.init_from}: {init}", flush=True)
+        try:
+            src, src_yaml = init_source(args.init_from, args.trust_pickle) if args.init_from else ({}, None)
+            if args.cfg is None:  # the family comes from the checkpoint, never assumed
+                args.cfg = ua.model_family(src_yaml) + ".yaml" if src_yaml else "yolov5n.yaml"
+            model = ua.build_model(src_yaml if src_yaml and args.cfg == ua.model_family(src_yaml) + ".yaml"
+                                   else args.cfg, nc=len(names), class_names=names)
+            if args.init_from is not None:
+                init = init_from(model, args.init_from, src=src)
+                print(f"initialised from {args.init_from}: {init}", flush=True)
+                if init["copied"] < MIN_INIT_FIT * max(1, len(src)):
+                    raise ValueError(f"--init-from {args.init_from}: only {init['copied']} of {len(src)} tensors fit "
+                                     f"{args.cfg} ({init['skipped']} dropped, < {MIN_INIT_FIT:.0%}); give the "
+                                     f"checkpoint's own --cfg ({ua.model_family(src_yaml) if src_yaml else 'yolov5n'}.yaml)")
+        except (OSError, ValueError, ua.AdapterError) as exc:
+            print(f"train-baseline: {exc}", file=sys.stderr)
+            return 2
         cfg = TrainConfig(epochs=args.epochs, steps=args.steps, imgsz=tuple(args.imgsz),
                           crop_width=args.crop_width or None, batch=args.batch, lr0=args.lr0, seed=args.seed,
                           max_images=args.max_images)
@@ -224,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.eval_split:
         from pruning_tools.train.evaluate import evaluate_model
 
-        metrics = evaluate_model(model, args.data, args.eval_split, tuple(args.imgsz))
+        metrics = evaluate_model(model, args.data, args.eval_split, tuple(args.imgsz), progress=not args.no_progress)
         keep = {k: v for k, v in metrics.items() if k in ("map50_95", "map50", "per_class", "images", "n_images", "evaluator")}
         meta["metrics"] = {"split": args.eval_split, "imgsz": list(args.imgsz), **keep}
         print(f"{args.eval_split}: mAP50-95 {metrics['map50_95']:.4f} mAP50 {metrics['map50']:.4f}", flush=True)
@@ -250,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta,
                "versions": {"torch": str(torch.__version__), "ultralytics": ua.ultralytics_version()}}
     tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+    tmp.write_text(strict_dumps(sidecar, indent=2) + "\n")
     os.replace(tmp, args.out.with_suffix(".json"))
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
     return 0

@@ -29,6 +29,7 @@ import yaml
 
 from sparse_perception.runtime.metrics import MapAccumulator
 from sparse_perception.runtime.postprocess import LetterboxInfo, decode, letterbox
+from pruning_tools.data.files import strict_dumps
 
 __all__ = ["Detector", "EvalSet", "RealFrames", "evaluate_detector", "evaluate_model", "load_detector", "read_labels",
            "resolve_class_map", "torch_detector", "torch_infer_fn"]
@@ -177,7 +178,7 @@ class EvalSet:
 
 def evaluate_detector(infer_fn: InferFn, dataset_dir: str | Path, split: str = "val",
                       imgsz: tuple[int, int] = (384, 1248), conf_thres: float = 0.001, iou_thres: float = 0.6,
-                      max_det: int = 300, limit: int | None = None, progress: bool = True,
+                      max_det: int = 300, limit: int | None = None, progress: bool = False,
                       max_images: int | None = None) -> dict[str, Any]:
     """Evaluate ``infer_fn`` once on a dataset split (loads the split, then :meth:`EvalSet.evaluate`).
 
@@ -259,9 +260,10 @@ def torch_detector(model: Any, class_names: Sequence[str], imgsz: tuple[int, int
 
 
 def load_detector(model: str | Path | None = None, level: str | None = None, imgsz: tuple[int, int] = (384, 1248),
-                  threads: int = 2) -> Detector:
-    """Load a detector from a project checkpoint (``.pt``), an Ultralytics-layout ``.onnx`` or a zoo
-    manifest (``.json``, with ``level``); ``None`` loads the shipped baseline.
+                  threads: int = 2, trust_pickle: bool = False) -> Detector:
+    """Load a detector from a project checkpoint or (with ``trust_pickle``) an Ultralytics ``.pt``, an
+    Ultralytics-layout ``.onnx`` or a zoo manifest (``.json``, with ``level``); ``None`` loads the shipped
+    baseline.
 
     :param imgsz: input size for a ``.pt`` (ONNX models and zoo artifacts carry their own).
     :raises FileNotFoundError: missing file.
@@ -278,9 +280,9 @@ def load_detector(model: str | Path | None = None, level: str | None = None, img
         raise FileNotFoundError(f"{path}: model not found")
     suffix = path.suffix.lower()
     if suffix == ".pt":
-        from pruning_tools.ultralytics_adapter import load_checkpoint
+        from pruning_tools.ultralytics_adapter import load_user_checkpoint
 
-        net, meta = load_checkpoint(path)
+        net, meta = load_user_checkpoint(path, trust_pickle=trust_pickle)
         names = meta.get("class_names") or list(getattr(net, "names", {}).values())
         if not names:
             raise ValueError(f"{path}: checkpoint records no class names")
@@ -518,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, nargs=2, default=(384, 1248), metavar=("H", "W"),
                    help="input size for a .pt (ONNX/zoo models use their own)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow unpickling an Ultralytics .pt given to --model (it can run code: trusted files only)")
     p.add_argument("--json", type=Path, default=None, help="write the result here")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -553,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             frames = RealFrames.from_kitti_root(args.kitti_root, ids, progress=not args.no_progress)
             if ids is not None:
                 frames.description = f"{frames.description} [{args.split} of {args.split_file}]"
-        det = load_detector(args.model, args.level, tuple(args.imgsz), args.threads)
+        det = load_detector(args.model, args.level, tuple(args.imgsz), args.threads, args.trust_pickle)
         try:
             res = frames.evaluate(det, args.class_map, progress=not args.no_progress)
         finally:
@@ -580,12 +584,11 @@ def _frame_range(text: str | None) -> tuple[int, int] | None:
 
 
 def _write_json(path: Path, res: dict[str, Any]) -> None:
-    import os
+    """Strict JSON (NaN -> null) through a temporary file and a rename."""
+    from pruning_tools.data.files import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(res, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, strict_dumps(res, indent=2) + "\n")
     print(f"wrote {path}")
 
 

@@ -37,6 +37,7 @@ from pruning_tools.train.drive_sim import ServerState, lognormal_sigma, simulate
 from sparse_perception.runtime.conditions import CONDITION_KEYS, Condition
 from sparse_perception.runtime.policy import OBS_VERSION, SPEED_NORM_MPS, VIS_NORM_M, Load, observation
 from sparse_perception.runtime.zoo import load_manifest, sha256_file
+from pruning_tools.data.files import strict_dumps
 
 __all__ = ["DriveEnv", "LevelTable", "Budget", "evaluate_modes", "level_table", "main", "train_policy",
            "TRAIN_DRIVES", "TEST_DRIVES", "gap_closed", "plot_comparison", "standard_choosers",
@@ -386,7 +387,7 @@ def train_policy(manifest: str | Path, out: str | Path, budget: Budget = Budget(
             "manifest": str(Path(manifest).resolve())}
     js = out.with_suffix(".json")
     tmpj = js.with_name(js.name + ".tmp")
-    tmpj.write_text(json.dumps(side, indent=2) + "\n")
+    tmpj.write_text(strict_dumps(side, indent=2) + "\n")
     tmpj.replace(js)
     return side
 
