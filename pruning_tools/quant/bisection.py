@@ -439,7 +439,7 @@ class TensorRTMeasurer(OrtMeasurer):
         onnx_path = Path(onnx_path)
         engine = onnx_path.with_suffix(".engine")
         if not engine.is_file():
-            build_engine(EngineSpec(onnx_path, engine, onnx_precision(onnx_path)))
+            build_engine(EngineSpec(onnx_path, engine, declared_precision(onnx_path)))
         return TensorRTBackend(engine)
 
     def accuracy(self, onnx_path: Path) -> dict[str, Any]:
@@ -471,8 +471,10 @@ class TensorRTMeasurer(OrtMeasurer):
                 e.close()
 
 
-def onnx_precision(path: str | Path) -> str:
-    """The ``precision`` metadata written by :mod:`pruning_tools.quant.quantize` (``fp32`` when absent)."""
+def declared_precision(path: str | Path) -> str:
+    """The ``precision`` metadata written by :mod:`pruning_tools.quant.quantize` (``fp32`` when absent) — what
+    the file says it is; :func:`sparse_perception.runtime.backends.onnx_precision.onnx_precision` reads what the
+    graph is."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)

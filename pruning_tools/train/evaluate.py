@@ -29,7 +29,6 @@ import yaml
 
 from sparse_perception.runtime.metrics import MapAccumulator
 from sparse_perception.runtime.postprocess import LetterboxInfo, decode, letterbox
-from pruning_tools.data.files import strict_dumps
 
 __all__ = ["Detector", "EvalSet", "RealFrames", "evaluate_detector", "evaluate_model", "load_detector", "read_labels",
            "resolve_class_map", "torch_detector", "torch_infer_fn"]
@@ -584,11 +583,10 @@ def _frame_range(text: str | None) -> tuple[int, int] | None:
 
 
 def _write_json(path: Path, res: dict[str, Any]) -> None:
-    """Strict JSON (NaN -> null) through a temporary file and a rename."""
-    from pruning_tools.data.files import atomic_write_text
+    """Strict JSON (NaN -> null) through a temporary file and a rename (:func:`pruning_tools.data.files.write_json`)."""
+    from pruning_tools.data.files import write_json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, strict_dumps(res, indent=2) + "\n")
+    write_json(path, res)
     print(f"wrote {path}")
 
 
