@@ -166,6 +166,12 @@ def test_trained_policy_beats_a_bad_fixed_level_on_held_out_drives(trained: tupl
     # dense drops frames under load: the simulator sees it
     assert res["fixed:dense"]["dropped_fraction"] > res["fixed:s75"]["dropped_fraction"]
     assert side["obs_version"] == 2 and side["frame_budget_ms"] == pytest.approx(50.0)
+    # the reward states its measured staleness curve and the oracle's definition
+    from pruning_tools.train.drive_sim import KITTI_STALENESS
+
+    assert side["reward"]["staleness"]["curve_ms"] == [list(x) for x in KITTI_STALENESS]
+    assert "real KITTI tracking" in side["reward"]["staleness"]["source"] and "hindsight" in side["reward"]["oracle"]
+    assert side["budget"]["text"].startswith("2 camera(s) at 10 Hz")
     pol = SparsityPolicy.load(out)
     assert pol.decide(Condition.from_key("day_clear"), "dense", Load(40.0, 0.0, 0.0)) in pol.levels
 

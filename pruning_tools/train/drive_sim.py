@@ -23,7 +23,7 @@ keep 24 %: objects move a box width in 100-200 ms on a city street, so a stale b
 (Before, an ``exp(-staleness / tau)`` with ``tau`` 0.25-1 s kept 80-90 % after 100 ms and made the
 always-dense level, stale by 160 ms on average under load, look best.) The same ratio is applied to every
 level: the sparse levels' ONNX files of the bench zoo were not at hand to measure their own curves, and the
-ground truth used as a perfect detector falls as fast (0.39 after one frame), so the fall is the scene's
+ground truth used as a perfect detector falls even faster (0.39 after one frame), so the fall is the scene's
 motion, not the detector's. Between measured points the curve is linear; past the last it holds.
 :func:`simulate_window` is a pure function of its inputs and an RNG, so the oracle can replay a window or
 a segment under every level.

@@ -6,8 +6,9 @@ server, each behind a keep-newest queue; a competing process slows every inferen
 that changes in segments (``loads``); driving conditions change in segments too. Each step (one
 ``window_s`` decision window) the agent picks a level; the reward is the window's streaming
 accuracy — every camera instant scored with the latest output available then (Li, Wang, Ramanan,
-ECCV 2020), i.e. the per-condition mAP50-95 of the level that produced it x a staleness decay, 0
-before any output — minus ``switch_cost`` when the level changes. Dropped and late frames cost
+ECCV 2020), i.e. the per-condition mAP50-95 of the level that produced it x the accuracy a box keeps
+that stale (measured on the real KITTI tracking drive: :data:`~pruning_tools.train.drive_sim.KITTI_STALENESS`),
+0 before any output — minus ``switch_cost`` when the level changes. Dropped and late frames cost
 through staleness. Observation (:func:`sparse_perception.runtime.policy.observation`, version 2):
 the condition and the measured load of the previous window (mean inference ms, drop and late
 fractions) — the figures the node's :class:`~sparse_perception.runtime.frame_stats.FrameStats` gives live.
@@ -374,7 +375,7 @@ def gap_closed(results: dict[str, dict[str, float]], dense: str, key: str = "str
     return None if gap <= 1e-9 else (results["policy"][key] - results[f"fixed:{dense}"][key]) / gap
 
 
-def train_policy(manifest: str | Path, out: str | Path, budget: Budget = Budget(), timesteps: int = 20000,
+def train_policy(manifest: str | Path, out: str | Path, budget: Budget = Budget(), timesteps: int = 60000,
                  seed: int = 0, backend: str = "onnxruntime", eval_drives: int = 10, progress: bool = True,
                  latency_json: str | Path | None = None) -> dict[str, Any]:
     """Train PPO on :class:`DriveEnv` (training drives) and write ``out`` (.zip) + ``out`` .json sidecar
@@ -418,8 +419,7 @@ def train_policy(manifest: str | Path, out: str | Path, budget: Budget = Budget(
                           + ["load:inference_ms/frame_budget_ms/2", "load:drop_fraction", "load:late_fraction"],
             "norm": {"visibility_m": VIS_NORM_M, "ego_speed_mps": SPEED_NORM_MPS},
             "reward": {"kind": "streaming", "switch_cost": env.switch_cost, "window_s": env.window_s,
-                       "staleness": {"source": STALENESS_SOURCE,
-                                                                  "curve_ms": [list(x) for x in KITTI_STALENESS]},
+                       "staleness": {"source": STALENESS_SOURCE, "curve_ms": [list(x) for x in KITTI_STALENESS]},
                        "oracle": "per segment (constant condition and load) the best fixed level under hindsight"},
             "held_out": {"drives": held_out, "results": results, "gap_closed": gap_closed(results, dense),
                          "trace": trace, "png": png.name},
@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loads", type=_loads, default=(1.0, 1.6, 2.4),
                     help="competing-process slow-down factors, drawn in segments (default 1,1.6,2.4)")
     ap.add_argument("--latency-json", help="{level: {median, p95}} ms (the node's live figures) instead of the manifest's")
-    ap.add_argument("--timesteps", type=int, default=20000)
+    ap.add_argument("--timesteps", type=int, default=60000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-drives", type=int, default=10, help="held-out drives of the comparison")
     ap.add_argument("--backend", default="onnxruntime")
