@@ -6,8 +6,9 @@ server, each behind a keep-newest queue; a competing process slows every inferen
 that changes in segments (``loads``); driving conditions change in segments too. Each step (one
 ``window_s`` decision window) the agent picks a level; the reward is the window's streaming
 accuracy — every camera instant scored with the latest output available then (Li, Wang, Ramanan,
-ECCV 2020), i.e. the per-condition mAP50-95 of the level that produced it x a staleness decay, 0
-before any output — minus ``switch_cost`` when the level changes. Dropped and late frames cost
+ECCV 2020), i.e. the per-condition mAP50-95 of the level that produced it x the accuracy a box keeps
+that stale (measured on the real KITTI tracking drive: :data:`~pruning_tools.train.drive_sim.KITTI_STALENESS`),
+0 before any output — minus ``switch_cost`` when the level changes. Dropped and late frames cost
 through staleness. Observation (:func:`sparse_perception.runtime.policy.observation`, version 2):
 the condition and the measured load of the previous window (mean inference ms, drop and late
 fractions) — the figures the node's :class:`~sparse_perception.runtime.frame_stats.FrameStats` gives live.
@@ -33,7 +34,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from pruning_tools.train.drive_sim import ServerState, lognormal_sigma, simulate_window, staleness_tau_s
+from pruning_tools.train.drive_sim import (KITTI_STALENESS, STALENESS_SOURCE, ServerState, lognormal_sigma,
+                                          simulate_window)
 from sparse_perception.runtime.conditions import CONDITION_KEYS, Condition
 from sparse_perception.runtime.policy import OBS_VERSION, SPEED_NORM_MPS, VIS_NORM_M, Load, observation
 from sparse_perception.runtime.zoo import load_manifest, sha256_file
@@ -203,21 +205,59 @@ class DriveEnv(gym.Env):
         self._level, self._step, self._load, self._state = 0, 0, Load(), ServerState()
         return self._obs(), {"drive_id": self.drive_id}
 
-    def simulate(self, level: int, state: ServerState | None = None) -> Any:
-        """The current window under ``level`` from ``state`` (default: the env's own, advanced in place)."""
+    def simulate(self, level: int, state: ServerState | None = None, step: int | None = None) -> Any:
+        """Window ``step`` (default: the current one) under ``level`` from ``state`` (default: the env's own,
+        advanced in place). The service-time draws depend on (drive, step) only, so replays are exact."""
         st = self._state if state is None else state
-        cond = self.condition
-        rng = np.random.default_rng((self.drive_id, self._step))
-        return simulate_window(st, self._step * self.window_s, self.window_s, level, self.lat, self.sigma,
-                               self.acc[cond.key], self._loads[self._step], staleness_tau_s(cond.ego_speed_mps),
-                               self.budget.rate_hz, self.budget.cameras, rng)
+        k = self._step if step is None else int(step)
+        cond = self._conds[k]
+        rng = np.random.default_rng((self.drive_id, k))
+        return simulate_window(st, k * self.window_s, self.window_s, level, self.lat, self.sigma,
+                               self.acc[cond.key], self._loads[k], self.budget.rate_hz, self.budget.cameras, rng)
 
-    def reward_of(self, level: int, result: Any) -> float:
+    def reward_of(self, level: int, result: Any, previous: int | None = None) -> float:
         """The window's streaming score minus the switch cost (what the comparison reports)."""
-        return float(result.score - (self.switch_cost if level != self._level else 0.0))
+        prev = self._level if previous is None else previous
+        return float(result.score - (self.switch_cost if level != prev else 0.0))
+
+    def segments(self) -> list[tuple[int, int]]:
+        """``[start, end)`` windows of the current drive over which condition and competing load stay constant."""
+        out, start = [], 0
+        for k in range(1, self.episode_len + 1):
+            if k == self.episode_len or self._conds[k] != self._conds[start] or self._loads[k] != self._loads[start]:
+                out.append((start, k))
+                start = k
+        return out
+
+    def oracle_plan(self) -> list[int]:
+        """The oracle: per segment (constant condition and load), the best fixed level under hindsight — every
+        level is replayed over the whole segment from the queue state the plan reached, the one with the highest
+        summed reward (switch cost included) kept. Call right after :meth:`reset`."""
+        state, prev, plan = self._state.copy(), self._level, []
+        for a, b in self.segments():
+            best = None
+            for lv in range(self.n):
+                st, total, p = state.copy(), 0.0, prev
+                for k in range(a, b):
+                    total += self.reward_of(lv, self.simulate(lv, st, k), p)
+                    p = lv
+                if best is None or total > best[0] + 1e-12:
+                    best = (total, lv, st)
+            plan += [best[1]] * (b - a)
+            state, prev = best[2], best[1]
+        return plan
 
     def oracle_action(self) -> int:
-        """Best level of this window knowing its condition and load (greedy, replayed under every level)."""
+        """The oracle's level for the current window (:meth:`oracle_plan`, computed once per drive)."""
+        if getattr(self, "_plan_for", None) != (self.drive_id, id(self._conds)):
+            self._plan = self.oracle_plan() if self._step == 0 else None
+            self._plan_for = (self.drive_id, id(self._conds))
+        if self._plan is None:
+            raise RuntimeError("oracle_action must be called from the start of a drive")
+        return int(self._plan[self._step])
+
+    def greedy_action(self) -> int:
+        """Best level of this window alone knowing its condition and load (a myopic oracle, for reference)."""
         return int(np.argmax([self.reward_of(a, self.simulate(a, self._state.copy())) for a in range(self.n)]))
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
@@ -335,7 +375,7 @@ def gap_closed(results: dict[str, dict[str, float]], dense: str, key: str = "str
     return None if gap <= 1e-9 else (results["policy"][key] - results[f"fixed:{dense}"][key]) / gap
 
 
-def train_policy(manifest: str | Path, out: str | Path, budget: Budget = Budget(), timesteps: int = 20000,
+def train_policy(manifest: str | Path, out: str | Path, budget: Budget = Budget(), timesteps: int = 60000,
                  seed: int = 0, backend: str = "onnxruntime", eval_drives: int = 10, progress: bool = True,
                  latency_json: str | Path | None = None) -> dict[str, Any]:
     """Train PPO on :class:`DriveEnv` (training drives) and write ``out`` (.zip) + ``out`` .json sidecar
@@ -346,7 +386,7 @@ def train_policy(manifest: str | Path, out: str | Path, budget: Budget = Budget(
     import torch
     from stable_baselines3 import PPO
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(1)
     out = Path(out)
     if out.suffix != ".zip":
         out = out.with_suffix(".zip")
@@ -354,7 +394,7 @@ def train_policy(manifest: str | Path, out: str | Path, budget: Budget = Budget(
     table = level_table(manifest, backend, latency_json)
     env = DriveEnv(table, budget, drives=TRAIN_DRIVES, shaped=10.0)
     model = PPO("MlpPolicy", env, learning_rate=3e-4, seed=seed, verbose=0, n_steps=240, batch_size=60,
-                gamma=0.9, tensorboard_log=str(out.parent / "tensorboard"), device="cpu")
+                gamma=0.9, ent_coef=0.01, tensorboard_log=str(out.parent / "tensorboard"), device="cpu")
     model.learn(total_timesteps=int(timesteps), progress_bar=progress)
     tmp = out.with_name(out.name + ".tmp.zip")
     model.save(str(tmp))
@@ -379,7 +419,8 @@ def train_policy(manifest: str | Path, out: str | Path, budget: Budget = Budget(
                           + ["load:inference_ms/frame_budget_ms/2", "load:drop_fraction", "load:late_fraction"],
             "norm": {"visibility_m": VIS_NORM_M, "ego_speed_mps": SPEED_NORM_MPS},
             "reward": {"kind": "streaming", "switch_cost": env.switch_cost, "window_s": env.window_s,
-                       "staleness_tau_s": "1 / (1 + 0.1 * ego_speed_mps)"},
+                       "staleness": {"source": STALENESS_SOURCE, "curve_ms": [list(x) for x in KITTI_STALENESS]},
+                       "oracle": "per segment (constant condition and load) the best fixed level under hindsight"},
             "held_out": {"drives": held_out, "results": results, "gap_closed": gap_closed(results, dense),
                          "trace": trace, "png": png.name},
             "mean_reward_per_step": {k: v["reward_per_step"] for k, v in results.items()},
@@ -412,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loads", type=_loads, default=(1.0, 1.6, 2.4),
                     help="competing-process slow-down factors, drawn in segments (default 1,1.6,2.4)")
     ap.add_argument("--latency-json", help="{level: {median, p95}} ms (the node's live figures) instead of the manifest's")
-    ap.add_argument("--timesteps", type=int, default=20000)
+    ap.add_argument("--timesteps", type=int, default=60000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-drives", type=int, default=10, help="held-out drives of the comparison")
     ap.add_argument("--backend", default="onnxruntime")
