@@ -61,41 +61,43 @@ def test_compare_applies_the_issue_targets() -> None:
 
 
 @pytest.fixture(scope="module")
-def tracking_bag(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tracking_root(shared_dir: Path) -> Path:
     root = shared_dir / "data" / "kitti_tracking"
     if not (root / "training" / "label_02" / "0000.txt").is_file():
         pytest.skip(f"no KITTI tracking sequence 0000 under {root}")
-    out = tmp_path_factory.mktemp("trk") / "bag"
-    subprocess.run([sys.executable, "-m", "pruning_tools.cli", "kitti", "to-bag", "--tracking", str(root),
-                    "--sequence", "0000", "--out", str(out)], check=True, capture_output=True, timeout=300)
-    return out
+    return root
 
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_tracking_drive_replays_through_the_node_per_mode_and_scores(test_zoo: Path, tracking_bag: Path,
+def test_tracking_drive_replays_through_the_node_per_mode_and_scores(test_zoo: Path, tracking_root: Path,
                                                                       tmp_path: Path) -> None:
-    from pruning_tools.train.streaming import read_ground_truth_bag
-    from pruning_tools.train.streaming_modes import plot_modes, score_passes
-    from sparse_perception.tools.streaming_replay import run_modes
+    """Through the demo's live-stage step (``Demo.live_tracking``): to-bag, node passes, scoring, JSON, PNG;
+    then `evaluate --streaming` on one recorded pass, and the report's section."""
+    from dataclasses import replace
 
-    gt, period = read_ground_truth_bag(tracking_bag)
-    assert len(gt) == 154 and 0.09 < period < 0.12  # the drive's real ~10 Hz camera stamps
-    assert gt[0].stamp_ns // 10**9 == 1317042272  # 2011-09-26 13:04:32 UTC, the raw drive's first camera time
+    from pruning_tools.demo.report import tracking_lines
+    from pruning_tools.demo.run import PROFILES, Demo
+    from pruning_tools.train.streaming import read_ground_truth_bag
 
     policy = tmp_path / "policy.json"  # real KITTI is daylight and clear: the estimator must lead auto to s75
     policy.write_text(json.dumps({"kind": "score_table", "levels": ["dense", "s50", "s75"],
                                   "scores": {c: {"dense": 0.2, "s50": 0.2, "s75": 0.9} for c in CONDS}}))
-    out = tmp_path / "modes"
-    passes = run_modes(ReplayModesConfig(test_zoo, tracking_bag, out, modes=("dense", "auto"), policy=policy,
-                                         load_rate=10.0, cooldown_s=0.0, hysteresis=2.0))
+    demo = Demo(tmp_path / "run", replace(PROFILES["quick"], tracking_modes=("dense", "auto")),
+                kitti_tracking=tracking_root)
+    res = demo.live_tracking(demo.runner, test_zoo, policy)
+    bag = Path(res["bag"])
+    gt, period = read_ground_truth_bag(bag)
+    assert len(gt) == 154 and 0.09 < period < 0.12  # the drive's real ~10 Hz camera stamps
+    assert gt[0].stamp_ns // 10**9 == 1317042272  # 2011-09-26 13:04:32 UTC, the raw drive's first camera time
+    passes = json.loads((tmp_path / "run" / "live" / "tracking" / "passes.json").read_text())
     assert passes["node_alive_at_end"] and [p["mode"] for p in passes["passes"]] == ["dense", "auto"]
     load = passes["competing_load"]
     assert load and load["frames"] > 100 and load["level"] == "dense"  # the competing process really ran
 
     # done-when 1: `evaluate --streaming` on a recorded run writes the issue's JSON
     js = tmp_path / "dense_streaming.json"
-    subprocess.run([sys.executable, "-m", "pruning_tools.cli", "evaluate", "--streaming", "--gt-bag", str(tracking_bag),
+    subprocess.run([sys.executable, "-m", "pruning_tools.cli", "evaluate", "--streaming", "--gt-bag", str(bag),
                     "--detections-bag", passes["passes"][0]["bag"], "--detections-topic", "/perception/detections",
                     "--json", str(js)], check=True, capture_output=True, timeout=300)
     rep = json.loads(js.read_text())
@@ -105,11 +107,14 @@ def test_tracking_drive_replays_through_the_node_per_mode_and_scores(test_zoo: P
     assert rep["clock"] == "clock"  # replay --clock aligned the recording with the camera clock
     assert 0 <= rep["mean_staleness_ms"] < 200 and rep["levels"] == {"dense": rep["detections"]}
 
-    scored = score_passes(tracking_bag, passes)
+    scored = json.loads(Path(res["json"]).read_text())
     auto = scored["modes"]["auto"]
     assert scored["modes"]["dense"]["answered"] == rep["answered"]
     assert auto["levels"].get("s75", 0) >= 0.8 * auto["answered"], auto["levels"]  # the policy followed the estimate
     tr = next(p for p in scored["passes"] if p["mode"] == "auto")["trace"]
-    assert len(tr["conditions"]) >= 0.8 * 154 and sum(c.startswith("day") for c in tr["conditions"]) >= 0.9 * len(tr["conditions"])
-    png = plot_modes(scored, tmp_path / "modes.png", passes["levels"])
-    assert png.stat().st_size > 5000
+    assert len(tr["conditions"]) >= 0.8 * 154
+    assert sum(c.startswith("day") for c in tr["conditions"]) >= 0.9 * len(tr["conditions"])
+    assert res["compare"]["best_fixed"] == "dense" and "auto_minus_dense_points" in res["compare"]
+    assert Path(res["png"]).stat().st_size > 5000
+    md = "\n".join(tracking_lines(scored))
+    assert "| dense |" in md and "| auto |" in md and f"/ 154 |" in md and "competing process" in md
