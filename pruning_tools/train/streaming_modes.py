@@ -133,7 +133,7 @@ def compare(scored: dict[str, Any], dense: str | None = None, target_points: flo
 def modes_lines(scored: dict[str, Any], cmp: dict[str, Any] | None = None) -> list[str]:
     """A markdown table: per mode sAP per class and mean (x100), answered, mean staleness, levels used."""
     lines = ["| Mode | " + " | ".join(f"sAP {c}" for c in CLASSES) + " | sAP mean | AP mean (own frame) | "
-             "Answered | Mean staleness (ms) | Levels that answered |", "|---" * (len(CLASSES) + 6) + "|"]
+             "Answered (mean per round) | Mean staleness (ms) | Answers by level (all rounds) |", "|---" * (len(CLASSES) + 6) + "|"]
 
     def f(v: float | None) -> str:
         return "–" if v is None else f"{100 * v:.1f}"
