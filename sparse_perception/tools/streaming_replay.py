@@ -32,7 +32,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,6 @@ class ReplayModesConfig:
     hysteresis: float = 2.0
     rate: float = 1.0
     settle_s: float = 1.5
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -130,8 +129,8 @@ def _load_cmd(cfg: ReplayModesConfig) -> list[str]:
     return python_cmd(*cmd)
 
 
-def run_modes(cfg: ReplayModesConfig, log: Any = print, progress: bool = True) -> dict[str, Any]:
-    """Run every pass (see the module docstring); :return: the ``passes.json`` dict.
+def run_modes(cfg: ReplayModesConfig, log: Any = print) -> dict[str, Any]:
+    """Run every pass (see the module docstring), logging each one as it ends; :return: the ``passes.json`` dict.
 
     :raises LiveSessionError: the node, the load, a replay or a recorder failed (named, with its output's end).
     """
