@@ -118,3 +118,15 @@ def test_tracking_drive_replays_through_the_node_per_mode_and_scores(test_zoo: P
     assert Path(res["png"]).stat().st_size > 5000
     md = "\n".join(tracking_lines(scored))
     assert "| dense |" in md and "| auto |" in md and f"/ 154 |" in md and "competing process" in md
+
+
+def test_competing_load_runs_the_zoo_artifact_at_its_rate(test_zoo: Path) -> None:
+    from sparse_perception.tools.competing_load import run_load
+
+    res = run_load(test_zoo, "dense", rate_hz=20.0, threads=1, duration_s=1.0)
+    assert res["level"] == "dense" and res["input_shape"] == [1, 3, 96, 320]
+    assert 8 <= res["frames"] <= 22 and res["mean_ms"] > 0, res  # ~20 in 1 s at 20 Hz; a loaded VM runs fewer
+    with pytest.raises(ValueError, match="no ONNX Runtime artifact"):
+        run_load(test_zoo, "s99", duration_s=0.1)
+    with pytest.raises(ValueError, match="rate must be"):
+        run_load(test_zoo, rate_hz=-1)
