@@ -17,7 +17,8 @@ What happens:
    (``load_rate: None`` leaves the node alone). That is the policy's stated budget (two 10 Hz cameras on one
    machine) as a real process; the simulator's x1.6 / x2.4 slow-downs are not imposed on top.
 3. For each round, the modes run one after the other (the order alternates between rounds, so drift of a
-   noisy shared machine falls on every mode): ``~/set_sparsity`` sets the mode (a level, or ``auto``),
+   noisy shared machine falls on every mode): ``~/set_sparsity`` sets the mode (a level, or ``auto``, which
+   starts each pass from the zoo's first level, dense, until the policy's first switch),
    a recorder starts writing ``detections``/``detector/estimated_condition``/``engine_status`` and ``/clock`` into
    ``DIR/passes/rRR_<mode>/``, the bag is replayed with its own timing (``--clock``, which aligns the
    recording's clock with the camera's: see :mod:`pruning_tools.train.streaming`), and the recorder stops.
@@ -170,6 +171,8 @@ def run_modes(cfg: ReplayModesConfig, log: Any = print) -> dict[str, Any]:
         log(f"streaming replay: {len(order)} passes ({', '.join(modes)} x {cfg.rounds} round(s)) of {cfg.bag}; "
             f"budget: {cfg.budget_text()}")
         for k, (rnd, mode) in enumerate(order, 1):
+            if mode == AUTO:  # auto starts every pass from the same level (the zoo's first, dense), not the last mode's
+                client.set_sparsity(levels[0])
             resp = client.set_sparsity(mode)
             if not resp.success:
                 raise LiveSessionError(f"set_sparsity({mode!r}) refused: {resp.message}")
