@@ -81,8 +81,11 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
+# The live stage also replays the real KITTI tracking drive per mode where ../shared holds it (KITTI_TRACKING= to skip).
+KITTI_TRACKING ?= $(wildcard ../shared/data/kitti_tracking)
+
 demo: setup
-	$(PY) -m pruning_tools.demo.run $(DEMO_ARGS)
+	$(PY) -m pruning_tools.demo.run $(if $(KITTI_TRACKING),--kitti-tracking $(KITTI_TRACKING)) $(DEMO_ARGS)
 
 table: setup
 	$(PY) -m pruning_tools.demo.run --profile full $(DEMO_ARGS)

@@ -37,3 +37,24 @@ def test_streaming_table_has_every_mode_answered_and_staleness() -> None:
     assert any(ln.startswith("| fixed:x2 | 42.0 | 99.5 % | 0.0 % |") for ln in lines)
     assert lines[-1].endswith("closes 83 % of the always-dense → oracle gap.") and "2 (ids never trained on)" in lines[-1]
     assert "no held-out comparison" in streaming_lines({"mean_reward_per_step": {}})[0]
+
+
+def test_real_drive_section_has_every_mode_answered_staleness_and_the_target() -> None:
+    from pruning_tools.demo.report import tracking_lines
+
+    def mode(sap: float, lv: str) -> dict:
+        return {"sap": {"Car": sap, "Pedestrian": None, "Cyclist": 0.1}, "ap": {}, "sap_mean": sap, "ap_mean": sap + 0.01,
+                "sap_mean_per_round": [sap], "answered": 140.0, "frames": 154, "mean_staleness_ms": 61.4,
+                "levels": {lv: 140}}
+
+    tr = {"data": "real KITTI tracking sequence 0000", "budget": "one camera ... + a competing process",
+          "competing_load": {"frames": 300, "achieved_hz": 9.9, "mean_ms": 40.2},
+          "modes": {"dense": mode(0.30, "dense"), "x2": mode(0.25, "x2"), "auto": mode(0.305, "x2")},
+          "compare": {"best_fixed": "dense", "dense": "dense", "auto_sap": 0.305, "target_points": 1.0,
+                      "auto_minus_best_fixed_points": 0.5, "auto_minus_dense_points": 0.5, "target_met": False,
+                      "why": "auto is +0.50 sAP points from the best fixed level dense (target +1)"}}
+    md = "\n".join(tracking_lines(tr))
+    assert "| dense | 30.0 | – | 10.0 | 30.0 | 31.0 | 140 / 154 | 61 | dense 140 |" in md, md
+    assert "| auto | 30.5 |" in md and "x2 140" in md
+    assert "300 frames at 9.9 Hz, 40.2 ms each" in md
+    assert "**not met**" in md and "+0.50 sAP points" in md

@@ -199,6 +199,21 @@ def streaming_lines(policy: dict[str, Any]) -> list[str]:
     return lines
 
 
+def tracking_lines(tr: dict[str, Any]) -> list[str]:
+    """The real drive's per-mode streaming section (``live/tracking/streaming_modes.json``)."""
+    from pruning_tools.train.streaming_modes import modes_lines
+
+    load = tr.get("competing_load") or {}
+    lines = [f"Data: {tr.get('data')}. Each mode replayed the drive once through the node (`condition_source: "
+             f"estimator`: no condition topic; modes one after the other), under the budget: {tr.get('budget')}"
+             + (f" — it ran {load['frames']} frames at {load['achieved_hz']:.1f} Hz, {load['mean_ms']:.1f} ms each"
+                if load.get("frames") and load.get("mean_ms") is not None else "") + ". "
+             "sAP: each ground-truth instant matched with the latest detections available by its camera time + "
+             "one frame period (KITTI AP|R40, Car IoU 0.7, Pedestrian/Cyclist 0.5, moderate), x100; AP (own "
+             "frame): each frame with its own detections whenever they came.", "", *modes_lines(tr, tr.get("compare"))]
+    return lines
+
+
 def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], profile: dict[str, Any],
                  wall_times: dict[str, float]) -> dict[str, Path]:
     """Write ``report.md``, ``report.json`` and the plots; return their paths.
@@ -216,7 +231,8 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], profile: dict
                       ("layer_sparsity", Path(stages["prune"]["run"]) / "layer_sparsity.png"),
                       ("bisection", Path(stages["export"]["zoo"]) / "bisection.png"),
                       ("live_timeline", run_dir / "live" / "timeline.png"),
-                      ("policy_levels", Path(stages["policy"]["policy"]).with_suffix(".png"))):
+                      ("policy_levels", Path(stages["policy"]["policy"]).with_suffix(".png")),
+                      ("tracking_modes", Path(((stages.get("live") or {}).get("tracking") or {}).get("png", "-")))):
         if src.is_file():
             dst = run_dir / f"{name}.png"
             if src.resolve() != dst.resolve():
@@ -288,6 +304,13 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], profile: dict
                "", *live_lines(live), "", "### Levels the policy chose, per condition", "", *policy_lines(live), ""]
         if "live_timeline" in plots:
             md += ["![live timeline](live_timeline.png)", ""]
+    tracking = None
+    if ((stages.get("live") or {}).get("tracking") or {}).get("json"):
+        tracking = json.loads(Path(stages["live"]["tracking"]["json"]).read_text())
+        md += ["## Real drive — streaming table per mode", "", *tracking_lines(tracking), ""]
+        if "tracking_modes" in plots:
+            md += ["![real drive: sAP per mode, auto's level over time against the estimated condition]"
+                   "(tracking_modes.png)", ""]
     md += ["## Stage wall times", "", "| Stage | Wall (s) |", "|---|---|",
            *(f"| {k} | {v:.0f} |" for k, v in wall_times.items()), ""]
     md_path, js_path = run_dir / "report.md", run_dir / "report.json"
@@ -297,6 +320,8 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], profile: dict
               "policy": {k: policy.get(k) for k in ("timesteps", "budget", "obs_version", "mean_reward_per_step")}
               | {"held_out": {k: v for k, v in (policy.get("held_out") or {}).items() if k != "trace"}},
               "live": {k: v for k, v in (live or {}).items() if k != "per_frame"},
+              "real_drive_streaming": None if tracking is None else
+              {k: v for k, v in tracking.items() if k != "passes"},
               "wall_s": wall_times, "plots": {k: str(v) for k, v in plots.items()}}
     js_path.write_text(strict_dumps(report, indent=2) + "\n")
     return {"markdown": md_path, "json": js_path, **plots}

@@ -9,10 +9,12 @@ the stage's name and the cause)::
     export   pruning-tools export: FP32/FP16/INT8 bisection -> engine zoo + manifest
     policy   pruning-tools train-policy: PPO condition policy on the zoo's measured figures
     live     detector node (real process) <- replayed bag; manual swaps, then the policy;
-             detections recorded into a bag
+             detections recorded into a bag; with --kitti-tracking also the real tracking drive
+             replayed once per mode (each level, auto) under a competing load, scored by streaming AP
     report   report.md + report.json + PNG plots in the run folder
 
     python -m pruning_tools.demo.run [--profile quick|full] [--run-dir DIR] [--kitti-root DIR]
+        [--kitti-tracking ROOT [--tracking-sequence SSSS]]
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ class Profile:
     :param export_quick: ``pruning-tools export --quick`` (fewer calibration/eval images).
     :param policy_timesteps: PPO timesteps of the condition policy.
     :param manual_fraction: share of the drive driven by manual swaps before the policy takes over.
+    :param tracking_modes: modes of the real-drive replay (``--kitti-tracking``); empty: every level, then auto.
     """
 
     name: str
@@ -54,6 +57,7 @@ class Profile:
     policy_timesteps: int
     manual_fraction: float = 0.4
     swap_period_s: float = 2.0
+    tracking_modes: tuple[str, ...] = ()
 
 
 PROFILES = {
@@ -72,12 +76,17 @@ class Demo:
     :param kitti_root: a real KITTI object root to prune/evaluate on instead of generated scenes.
     :param seed: seed of the generated data.
     :param real_eval: a real KITTI object root for real-frame AP columns (prune table, zoo, report).
+    :param kitti_tracking: a KITTI tracking root: the live stage also replays its sequence
+        ``tracking_sequence`` through the node once per mode and the report gets its streaming table.
     """
 
     def __init__(self, run_dir: Path, profile: Profile, kitti_root: Path | None = None, seed: int = 0,
-                 real_eval: Path | None = None) -> None:
+                 real_eval: Path | None = None, kitti_tracking: Path | None = None,
+                 tracking_sequence: str = "0000") -> None:
         self.run_dir, self.profile, self.kitti_root, self.seed = Path(run_dir), profile, kitti_root, seed
         self.real_eval = Path(real_eval).resolve() if real_eval is not None else None
+        self.kitti_tracking = Path(kitti_tracking).resolve() if kitti_tracking is not None else None
+        self.tracking_sequence = tracking_sequence
         self.py = sys.executable
         # the offline YOLO_* switches come from pruning-tools itself (cli.set_offline_env) in every child
         env = {"YOLO_CONFIG_DIR": str(self.run_dir / ".ultralytics"), "MPLBACKEND": "Agg"}
@@ -224,8 +233,43 @@ class Demo:
                          out=self.run_dir / "live", policy=Path(r.result("policy")["policy"]),
                          manual_fraction=p.manual_fraction, swap_period_s=p.swap_period_s)
         res = run_live_session(cfg, log=r.log)
-        return {"live_json": str(self.run_dir / "live" / "live.json"), "frames": res["frames"],
-                "swaps": {k: v for k, v in res["swaps"].items() if k != "calls"}}
+        out = {"live_json": str(self.run_dir / "live" / "live.json"), "frames": res["frames"],
+               "swaps": {k: v for k, v in res["swaps"].items() if k != "calls"}}
+        if self.kitti_tracking is not None:
+            out["tracking"] = self.live_tracking(r, cfg.manifest, cfg.policy)
+        return out
+
+    def live_tracking(self, r: StageRunner, manifest: Path, policy: Path | None) -> dict[str, Any]:
+        """The real tracking drive through the node once per mode (every level, then ``auto`` with the policy and
+        ``condition_source: estimator``) beside a competing process (a second camera's dense inference at 10 Hz),
+        each pass scored with the streaming evaluator; writes ``live/tracking/streaming_modes.json`` + PNG."""
+        from pruning_tools.data.bag import tracking_to_bag
+        from pruning_tools.data.files import strict_dumps
+        from pruning_tools.train.streaming_modes import compare, plot_modes, score_passes
+        from sparse_perception.tools.streaming_replay import ReplayModesConfig, run_modes
+
+        out = self.run_dir / "live" / "tracking"
+        bag = self.data_dir / f"tracking_{self.tracking_sequence}_bag"
+        if bag.exists() and not (bag / "metadata.yaml").is_file():
+            shutil.rmtree(bag)
+        if not bag.exists():
+            r.log(f"real drive: KITTI tracking sequence {self.tracking_sequence} of {self.kitti_tracking} -> {bag}")
+            tracking_to_bag(self.kitti_tracking, self.tracking_sequence, bag, progress=False)
+        passes = run_modes(ReplayModesConfig(manifest, bag, out, modes=tuple(self.profile.tracking_modes), policy=policy,
+                                             rounds=1, load_rate=10.0), log=r.log)
+        scored = score_passes(bag, passes)
+        cmp = compare(scored, dense=passes["levels"][0] if passes["levels"] else None)
+        png = plot_modes(scored, out / "modes.png", passes["levels"])
+        js = out / "streaming_modes.json"
+        js.write_text(strict_dumps({"data": f"real KITTI tracking sequence {self.tracking_sequence} "
+                                            f"({self.kitti_tracking}), every frame, real camera stamps",
+                                    "budget": passes["budget"], "competing_load": passes["competing_load"],
+                                    "levels": passes["levels"], "rounds": 1, "compare": cmp, **scored},
+                                   indent=2) + "\n")
+        if cmp.get("auto_sap") is not None:
+            r.log(f"real drive: auto sAP {100 * cmp['auto_sap']:.1f} vs best fixed {cmp['best_fixed']} "
+                  f"{100 * cmp['best_fixed_sap']:.1f} (target met: {cmp['target_met']})")
+        return {"json": str(js), "png": str(png), "bag": str(bag), "compare": cmp}
 
     def stage_report(self, r: StageRunner) -> dict[str, Any]:
         from pruning_tools.demo.report import write_report
@@ -252,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
                                                     "to prune and evaluate on instead of generated scenes")
     ap.add_argument("--real-eval", type=Path, help="real KITTI object root: real-frame AP columns in Table 1, the zoo "
                                                    "and the report (the baseline's real train/val frames left out)")
+    ap.add_argument("--kitti-tracking", type=Path, help="KITTI tracking root (training/image_02, label_02): the live "
+                                                       "stage also replays its sequence through the node per mode "
+                                                       "and the report gets a real streaming table")
+    ap.add_argument("--tracking-sequence", default="0000", help="sequence of --kitti-tracking (default 0000)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
     ap.add_argument("--fresh-from", choices=("data", "prune", "export", "policy", "live", "report"),
                     help="forget this stage and the later ones, then run")
@@ -265,9 +313,15 @@ def main(argv: list[str] | None = None) -> int:
             and not (args.real_eval / "label_2").is_dir():
         print(f"demo: --real-eval {args.real_eval} has no training/label_2 folder", file=sys.stderr)
         return 2
+    if args.kitti_tracking is not None and not (args.kitti_tracking / "training" / "label_02"
+                                                / f"{args.tracking_sequence}.txt").is_file():
+        print(f"demo: --kitti-tracking {args.kitti_tracking} has no training/label_02/{args.tracking_sequence}.txt",
+              file=sys.stderr)
+        return 2
     run_dir = args.run_dir or Path("demo_runs") / args.profile
     try:
-        Demo(run_dir, PROFILES[args.profile], args.kitti_root, args.seed, args.real_eval).run(args.fresh_from)
+        Demo(run_dir, PROFILES[args.profile], args.kitti_root, args.seed, args.real_eval, args.kitti_tracking,
+             args.tracking_sequence).run(args.fresh_from)
     except StageError as exc:
         print(f"\ndemo stopped: {exc}\nFix the cause and rerun the same command: finished stages are kept.",
               file=sys.stderr)
