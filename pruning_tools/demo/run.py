@@ -62,7 +62,7 @@ class Profile:
 
 PROFILES = {
     "quick": Profile("quick", "quick.yaml", frames=480, sequence_frames=300, segment_frames=50,
-                     export_quick=True, policy_timesteps=6000),
+                     export_quick=True, policy_timesteps=30_000),
     "full": Profile("full", "full.yaml", frames=3000, sequence_frames=900, segment_frames=150,
                     export_quick=False, policy_timesteps=100_000),
 }
