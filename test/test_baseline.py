@@ -124,3 +124,27 @@ def test_init_from_ultralytics_pickle_needs_trust(tmp_path: Path) -> None:
     with pytest.raises(ua.TrustPickleRequired, match="--trust-pickle"):
         baseline.init_from(model, path)
     assert baseline.init_from(model, path, trust_pickle=True)["copied"] > 300
+
+
+TRACKING_SPLIT = ASSET.parent / "kitti_tracking_split.json"
+
+
+def test_shipped_tracking_split_is_by_time_with_gaps() -> None:
+    """The shipped tracking split: one unbroken run of frames per part, in time order, >= 5 frames apart."""
+    seq_spans = {s: baseline.tracking_split_range(TRACKING_SPLIT, s) for s in ("train", "val", "test")}
+    assert {seq for seq, _ in seq_spans.values()} == {"0000"}
+    (_, tr), (_, va), (_, te) = seq_spans["train"], seq_spans["val"], seq_spans["test"]
+    assert tr[0] == 0 and va[0] - tr[1] > 5 and te[0] - va[1] > 5 and te[1] == 153
+
+
+def test_tracking_split_range_refuses_broken_runs(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"train": ["0000_000000", "0000_000002"], "val": [], "test": ["0001_000005"]}))
+    with pytest.raises(ValueError, match="not consecutive"):
+        baseline.tracking_split_range(path, "train")
+    with pytest.raises(ValueError, match="empty"):
+        baseline.tracking_split_range(path, "val")
+    assert baseline.tracking_split_range(path, "test") == ("0001", (5, 5))
+    path.write_text(json.dumps({"train": ["000000"]}))
+    with pytest.raises(ValueError, match="SSSS_NNNNNN"):
+        baseline.tracking_split_range(path, "train")
