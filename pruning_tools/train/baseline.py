@@ -183,6 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     from pruning_tools import ultralytics_adapter as ua
 
     torch.set_num_threads(max(1, args.threads))
+    if args.real_eval_tracking is not None:  # checked before any training or writing
+        if args.tracking_splits is None:
+            print("train-baseline: --real-eval-tracking needs --tracking-splits (which frames are val and test)",
+                  file=sys.stderr)
+            return 2
+        try:
+            track_spans = {s: tracking_split_range(args.tracking_splits, s) for s in ("val", "test")}
+        except (OSError, ValueError) as exc:
+            print(f"train-baseline: --tracking-splits: {exc}", file=sys.stderr)
+            return 2
     try:
         resolve_split_dir(args.data, "train")
     except DatasetError as exc:
@@ -288,17 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.real_eval_tracking is not None:
         from pruning_tools.train.evaluate import RealFrames, real_summary, torch_detector
 
-        if args.tracking_splits is None:
-            print("train-baseline: --real-eval-tracking needs --tracking-splits (which frames are val and test)",
-                  file=sys.stderr)
-            return 2
         meta["real_metrics_tracking"] = {}
         for split in ("val", "test"):
-            try:
-                sequence, span = tracking_split_range(args.tracking_splits, split)
-            except ValueError as exc:
-                print(f"train-baseline: {exc}", file=sys.stderr)
-                return 2
+            sequence, span = track_spans[split]
             frames = RealFrames.from_kitti_tracking(args.real_eval_tracking, sequence, span)
             res = frames.evaluate(torch_detector(model, names, tuple(args.imgsz)))
             meta["real_metrics_tracking"][split] = real_summary(res)
