@@ -19,6 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_report.py
+from _report import machine_block, module_versions, write_result  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "pruning_tools" / "assets"
 CLASSES = ("Car", "Pedestrian", "Cyclist")
@@ -48,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from tqdm import tqdm
 
-    from pruning_tools.data.files import strict_dumps
     from pruning_tools.train.baseline import sha256_file, tracking_split_range
     from pruning_tools.train.evaluate import RealFrames, load_detector, real_eval_frames, real_summary
 
     torch.set_num_threads(max(1, args.threads))
+    machine = machine_block(threads=args.threads)  # the load before the run
     sets = {}
     for split in ("val", "test"):
         sets[f"object_{split}"] = real_eval_frames(args.kitti_object, split_file=args.object_split, split=split)
@@ -73,9 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     best = max(range(len(rows)), key=lambda i: rows[i]["criterion"])
     out = {"about": __doc__.split("\n\n")[0], "data": {n: s.description for n, s in sets.items()},
            "metric": "KITTI AP|R40, moderate cut, Car IoU 0.7, Pedestrian/Cyclist IoU 0.5 (nan: no ground truth)",
-           "chosen_on_val": rows[best]["label"], "rows": rows}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(strict_dumps(out, indent=1) + "\n")
+           "chosen_on_val": rows[best]["label"], "rows": rows, "machine": machine,
+           "versions": module_versions("torch", "ultralytics")}
     if args.png is not None:
         import matplotlib
 
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         fig.suptitle(f"baseline snapshots on real KITTI frames; dotted: chosen on val ({rows[best]['label']})")
         fig.tight_layout()
         fig.savefig(args.png, dpi=110)
-    print(f"wrote {args.json}" + (f" and {args.png}" if args.png else ""))
+    write_result(args.json, out, f"chosen on val: {rows[best]['label']}; wrote {args.json}"
+                 + (f" and {args.png}" if args.png else ""))
     return 0
 
 
