@@ -124,3 +124,53 @@ def test_init_from_ultralytics_pickle_needs_trust(tmp_path: Path) -> None:
     with pytest.raises(ua.TrustPickleRequired, match="--trust-pickle"):
         baseline.init_from(model, path)
     assert baseline.init_from(model, path, trust_pickle=True)["copied"] > 300
+
+
+TRACKING_SPLIT = ASSET.parent / "kitti_tracking_split.json"
+
+
+def test_shipped_tracking_split_is_by_time_with_gaps() -> None:
+    """The shipped tracking split: one unbroken run of frames per part, in time order, >= 5 frames apart."""
+    seq_spans = {s: baseline.tracking_split_range(TRACKING_SPLIT, s) for s in ("train", "val", "test")}
+    assert {seq for seq, _ in seq_spans.values()} == {"0000"}
+    (_, tr), (_, va), (_, te) = seq_spans["train"], seq_spans["val"], seq_spans["test"]
+    assert tr[0] == 0 and va[0] - tr[1] > 5 and te[0] - va[1] > 5 and te[1] == 153
+
+
+def test_tracking_split_range_refuses_broken_runs(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"train": ["0000_000000", "0000_000002"], "val": [], "test": ["0001_000005"]}))
+    with pytest.raises(ValueError, match="not consecutive"):
+        baseline.tracking_split_range(path, "train")
+    with pytest.raises(ValueError, match="empty"):
+        baseline.tracking_split_range(path, "val")
+    assert baseline.tracking_split_range(path, "test") == ("0001", (5, 5))
+    path.write_text(json.dumps({"train": ["000000"]}))
+    with pytest.raises(ValueError, match="SSSS_NNNNNN"):
+        baseline.tracking_split_range(path, "train")
+
+
+def test_eval_only_records_tracking_val_and_test(tmp_path: Path, shared_dir: Path) -> None:
+    """--real-eval-tracking measures the real tracking frames of each split (a short split here) into the JSON."""
+    root = shared_dir / "data" / "kitti_tracking"
+    if not (root / "training" / "label_02" / "0000.txt").is_file():
+        pytest.skip(f"{root}: tracking sequence 0000 not present")
+    data = make_yolo_dataset(tmp_path / "ds", n_train=2, n_val=1, n_test=1, size=(64, 192))
+    out = tmp_path / "b.pt"
+    assert baseline.main(["--data", str(data), "--out", str(out), "--steps", "1", "--batch", "1", "--imgsz", "64", "192",
+                          "--crop-width", "0", "--eval-split", "", "--no-progress"]) == 0
+    split = tmp_path / "trk.json"
+    split.write_text(json.dumps({"train": ["0000_000000"], "val": ["0000_000130", "0000_000131"],
+                                 "test": ["0000_000150", "0000_000151", "0000_000152"]}))
+    assert baseline.main(["--data", str(data), "--out", str(out), "--eval-only", "--eval-split", "", "--imgsz", "64", "192",
+                          "--real-eval-tracking", str(root), "--tracking-splits", str(split), "--no-progress"]) == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["tracking_splits"]["test"] == ["0000_000150", "0000_000151", "0000_000152"]
+    val, test = side["real_metrics_tracking"]["val"], side["real_metrics_tracking"]["test"]
+    assert (val["n_images"], test["n_images"]) == (2, 3)
+    assert "frames 130-131" in val["data"] and "frames 150-152" in test["data"]
+    assert test["classes"]["Cyclist"]["n_gt"] >= 1  # the sequence's cyclist is in every frame
+    before = (baseline.sha256_file(out), out.with_suffix(".json").read_text())
+    assert baseline.main(["--data", str(data), "--out", str(out), "--eval-only", "--eval-split", "",
+                          "--real-eval-tracking", str(root), "--no-progress"]) == 2  # no split: refused, before writing
+    assert (baseline.sha256_file(out), out.with_suffix(".json").read_text()) == before

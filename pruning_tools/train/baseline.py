@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-eval", type=Path, default=None,
                    help="real KITTI object root: also measure KITTI AP on the val and test frames of --splits "
                         "(recorded in the JSON as real_metrics)")
+    p.add_argument("--real-eval-tracking", type=Path, default=None,
+                   help="KITTI tracking root: also measure KITTI AP on the val and test frames of --tracking-splits "
+                        "(recorded in the JSON as real_metrics_tracking)")
+    p.add_argument("--tracking-splits", type=Path, default=None,
+                   help="JSON of a tracking sequence's time split (ids SSSS_NNNNNN, e.g. "
+                        "pruning_tools/assets/kitti_tracking_split.json; recorded in the JSON as tracking_splits)")
     p.add_argument("--cfg", default=None,
                    help="model YAML (yolov5n.yaml, yolov8n.yaml, yolo11n.yaml); default: the --init-from "
                         "checkpoint's own architecture, else yolov5n.yaml")
@@ -177,6 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     from pruning_tools import ultralytics_adapter as ua
 
     torch.set_num_threads(max(1, args.threads))
+    if args.real_eval_tracking is not None:  # checked before any training or writing
+        if args.tracking_splits is None:
+            print("train-baseline: --real-eval-tracking needs --tracking-splits (which frames are val and test)",
+                  file=sys.stderr)
+            return 2
+        try:
+            track_spans = {s: tracking_split_range(args.tracking_splits, s) for s in ("val", "test")}
+        except (OSError, ValueError) as exc:
+            print(f"train-baseline: --tracking-splits: {exc}", file=sys.stderr)
+            return 2
     try:
         resolve_split_dir(args.data, "train")
     except DatasetError as exc:
@@ -277,6 +293,21 @@ def main(argv: list[str] | None = None) -> int:
                   f"Pedestrian AP {cls['Pedestrian']['ap_kitti']:.3f}, Cyclist AP {cls['Cyclist']['ap_kitti']:.3f} "
                   f"(IoU 0.5; KITTI moderate, AP|R40)", flush=True)
         ua.save_checkpoint(model, args.out, meta, half=args.fp16)
+    if args.tracking_splits is not None:
+        meta["tracking_splits"] = json.loads(args.tracking_splits.read_text())
+    if args.real_eval_tracking is not None:
+        from pruning_tools.train.evaluate import RealFrames, real_summary, torch_detector
+
+        meta["real_metrics_tracking"] = {}
+        for split in ("val", "test"):
+            sequence, span = track_spans[split]
+            frames = RealFrames.from_kitti_tracking(args.real_eval_tracking, sequence, span)
+            res = frames.evaluate(torch_detector(model, names, tuple(args.imgsz)))
+            meta["real_metrics_tracking"][split] = real_summary(res)
+            cls = res["classes"]
+            print(f"tracking {sequence} {split} (frames {span[0]}-{span[1]}): "
+                  + ", ".join(f"{c} AP {cls[c]['ap_kitti']:.3f} (n_gt {cls[c]['n_gt']})" for c in cls), flush=True)
+        ua.save_checkpoint(model, args.out, meta, half=args.fp16)
     sidecar = {"checkpoint": args.out.name, "sha256": sha256_file(args.out), "size_bytes": args.out.stat().st_size,
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta,
                "versions": {"torch": str(torch.__version__), "ultralytics": ua.ultralytics_version()}}
@@ -285,6 +316,30 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, args.out.with_suffix(".json"))
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
     return 0
+
+
+def tracking_split_range(path: Path, split: str) -> tuple[str, tuple[int, int]]:
+    """``(sequence, (first, last))`` of one split of a tracking time split (ids ``SSSS_NNNNNN``).
+
+    :raises ValueError: empty split, ids of two sequences, malformed ids, or frames that are not consecutive
+        (a time split is one unbroken run of frames per part).
+    """
+    from pruning_tools.data.convert import read_split_file
+
+    ids = read_split_file(Path(path))[split]
+    if not ids:
+        raise ValueError(f"{path}: split {split!r} is empty")
+    try:
+        pairs = [(a, int(b)) for a, b in (i.rsplit("_", 1) for i in ids)]
+    except ValueError:
+        raise ValueError(f"{path}: {split!r} ids must be SSSS_NNNNNN (kitti convert --tracking)") from None
+    seqs = {a for a, _ in pairs}
+    if len(seqs) != 1:
+        raise ValueError(f"{path}: {split!r} mixes sequences {sorted(seqs)}")
+    nums = sorted(n for _, n in pairs)
+    if nums != list(range(nums[0], nums[-1] + 1)):
+        raise ValueError(f"{path}: {split!r} frames are not consecutive (a time split has one run per part)")
+    return seqs.pop(), (nums[0], nums[-1])
 
 
 def _class_names(data: Path) -> list[str]:
