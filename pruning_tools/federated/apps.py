@@ -7,7 +7,8 @@ Message types (Flower 1.42 Message API):
   (``layer_sums`` and ``ch.<layer>``: per-layer and per-channel ``|grad|`` sums), ``metrics``
   (batches, samples) and ``client`` (id, frame counts).
 * ``train`` (Flower's FedAvg/FedProx ``configure_train``): ``arrays`` = the global pruned weights,
-  ``masks`` (``mask.<layer>``: 0/1 per channel), ``config`` (round, ratios, schedule, proximal-mu);
+  ``masks`` (``mask.<layer>``: 0/1 per channel, ``ratios``: per-layer ratios), ``config`` (round,
+  schedule, proximal-mu);
   reply ``arrays`` (local weights) + ``metrics`` (num-examples, loss).
 * ``evaluate`` (Flower's ``configure_evaluate``, and the final test): the same inputs; reply ``metrics``
   (map50_95, map50 on the vehicle's own held-out split).
@@ -92,8 +93,9 @@ class _Vehicle:
 
         from pruning_tools.federated.core import load_float_state, pruned_from_masks
 
-        ratios = [float(r) for r in msg.content["config"]["ratios"]]
-        masks = {k[len("mask."):]: v.numpy() for k, v in msg.content["masks"].items()}
+        rec = msg.content["masks"]
+        ratios = [float(r) for r in rec["ratios"].numpy()]
+        masks = {k[len("mask."):]: v.numpy() for k, v in rec.items() if k.startswith("mask.")}
         key = json.dumps([round(r, 6) for r in ratios]) + str(sorted((k, int(np.sum(v))) for k, v in masks.items()))
         if key != self._pruned_key:
             self._pruned = pruned_from_masks(self.dense, self.space, ratios, masks)

@@ -70,13 +70,16 @@ class Wire:
         return total
 
 
-def _masks_record(masks: dict[str, np.ndarray]) -> ArrayRecord:
+def _masks_record(masks: dict[str, np.ndarray], ratios: Any) -> ArrayRecord:
     from flwr.app import Array
 
-    return ArrayRecord({f"mask.{k}": Array(np.ascontiguousarray(v, dtype=np.int8)) for k, v in masks.items()})
+    rec = {f"mask.{k}": Array(np.ascontiguousarray(v, dtype=np.int8)) for k, v in masks.items()}
+    rec["ratios"] = Array(np.asarray(ratios, dtype=np.float64))
+    return ArrayRecord(rec)
 
 
-def make_strategy(cfg: FederatedConfig, masks: dict[str, np.ndarray], wire: Wire, names: dict[int, str]) -> Any:
+def make_strategy(cfg: FederatedConfig, masks: dict[str, np.ndarray], ratios: Any, wire: Wire,
+                  names: dict[int, str]) -> Any:
     """Flower's FedAvg or FedProx, recording per-client replies and bytes, adding the masks to every
     message (the vehicles rebuild the pruned structure from them) and failing when fewer than
     ``min_clients`` vehicles reply."""
@@ -85,7 +88,7 @@ def make_strategy(cfg: FederatedConfig, masks: dict[str, np.ndarray], wire: Wire
     kw: dict[str, Any] = {"min_train_nodes": n, "min_evaluate_nodes": n, "min_available_nodes": n}
     if cfg.strategy == "fedprox":
         kw["proximal_mu"] = cfg.proximal_mu
-    mrec = _masks_record(masks)
+    mrec = _masks_record(masks, ratios)
 
     class Fleet(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
@@ -232,8 +235,8 @@ def serve(grid: Grid, job: str | Path) -> dict[str, Any]:
     total = cfg.rounds * cfg.local_steps
     for rnd in range(done + 1, cfg.rounds + 1):
         t0 = time.monotonic()
-        strategy = make_strategy(cfg, masks, wire, names)
-        common = {"round": rnd, "ratios": [float(r) for r in ratios]}
+        strategy = make_strategy(cfg, masks, ratios, wire, names)
+        common = {"round": rnd}
         result = strategy.start(grid, ArrayRecord(float_state(model)), num_rounds=1, timeout=cfg.round_timeout_s,
                                 train_config=ConfigRecord({**common, "local-steps": cfg.local_steps, "total-steps": total}),
                                 evaluate_config=ConfigRecord({**common, "split": "val"}))
