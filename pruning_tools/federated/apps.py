@@ -3,6 +3,8 @@
 Both are thin: they turn Flower messages into calls of :mod:`pruning_tools.federated.core` and back.
 Message types (Flower 1.42 Message API):
 
+* ``query.rollcall`` (server -> every vehicle, at every start): reply ``client`` (its id, frame counts);
+  the server learns which node is which vehicle (node ids change when a run is resumed).
 * ``query.stage1`` (server -> every vehicle): ``arrays`` = the dense weights; reply ``sums``
   (``layer_sums`` and ``ch.<layer>``: per-layer and per-channel ``|grad|`` sums), ``metrics``
   (batches, samples) and ``client`` (id, frame counts).
@@ -33,6 +35,7 @@ from flwr.serverapp import Grid, ServerApp
 from pruning_tools.federated.config import FederatedConfig
 
 STAGE1 = "query.stage1"
+ROLL_CALL = "query.rollcall"
 
 
 # ------------------------------------------------------------------------------------ job
@@ -134,6 +137,11 @@ def _maybe_fail(v: _Vehicle, rnd: int) -> None:
 def build_client_app(job: str | None = None) -> ClientApp:
     """The vehicle's ClientApp; ``job``: a job file bound to it (else the run config's ``job``)."""
     app = ClientApp()
+
+    @app.query("rollcall")
+    def rollcall(msg: Message, context: Context) -> Message:
+        v = _vehicle(_job_path(job, context), context)
+        return Message(RecordDict({"client": v.client_record()}), reply_to=msg)
 
     @app.query("stage1")
     def stage1(msg: Message, context: Context) -> Message:

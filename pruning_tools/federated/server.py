@@ -25,7 +25,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from pruning_tools.data.files import write_json
-from pruning_tools.federated.apps import STAGE1, read_job
+from pruning_tools.federated.apps import ROLL_CALL, STAGE1, read_job
 from pruning_tools.federated.config import FederatedConfig
 from pruning_tools.federated.core import Stage1Sums
 
@@ -147,6 +147,16 @@ def _wait_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
     return sorted(ids)
 
 
+def _roll_call(grid: Grid, cfg: FederatedConfig, wire: Wire) -> dict[int, str]:
+    """Which node is which vehicle (asked at every start: node ids are new in a resumed run)."""
+    nodes = _wait_nodes(grid, len(cfg.clients), cfg.round_timeout_s)
+    msgs = [Message(RecordDict(), dst_node_id=nid, message_type=ROLL_CALL) for nid in nodes]
+    wire.log("down", "rollcall", msgs)
+    replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout_s))
+    wire.log("up", "rollcall", replies)
+    return {int(m.metadata.src_node_id): str(m.content["client"]["id"]) for m in replies if not m.has_error()}
+
+
 def _stage1(grid: Grid, cfg: FederatedConfig, dense: Any, space: Any, wire: Wire, sdir: Path) -> dict[str, Any]:
     """Federated stage 1 (or its saved result)."""
     from pruning_tools.federated.core import aggregate_stage1, budgets, float_state, keep_masks
@@ -224,9 +234,9 @@ def serve(grid: Grid, job: str | Path) -> dict[str, Any]:
     wire = Wire(sdir / "wire.jsonl")
     dense, _ = load_checkpoint(cfg.baseline_path())
     space = build_space(dense, cfg)
+    names = _roll_call(grid, cfg, wire)
     s1 = _stage1(grid, cfg, dense, space, wire, sdir)
     ratios, masks = s1["ratios"], s1["masks"]
-    names = {c["node"]: c["id"] for c in s1["clients"]}
     model = prune_once(dense, space, ratios, masks)
     server_data = prepare_server_data(cfg, run_dir / "server" / "data", progress)
     done, entries = _last_round(sdir, cfg.rounds)
