@@ -187,7 +187,8 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _env() -> dict[str, str]:
-    return {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {"PATH": path, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
 
 
@@ -320,7 +321,9 @@ def test_deployment_engine_superlink_and_two_supernodes(tmp_path: Path) -> None:
     assert r1["failed"] == [] and all(r1["clients"][c]["train"]["loss"] > 0 for c in ("night", "fog"))
     assert [c["id"] for c in s["stage1"]["clients"]] == ["night", "fog"]
     check_wire(run, cfg)
-    # the ports were ours: nothing of the run listens any more
+    # the ports were ours: nothing of the run listens on them any more (TIME_WAIT aside)
     for port in (link, n0, n1):
         with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))
+            sock.listen(1)

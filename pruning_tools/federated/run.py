@@ -54,8 +54,9 @@ def _init_ray(address: str | None, cfg: FederatedConfig) -> None:
     if _is_loopback(host):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     kw: dict[str, Any] = {"include_dashboard": False} if addr == "local" else {}
-    if addr == "local":
+    if addr == "local":  # a local Ray on loopback only
         kw["num_cpus"] = max(1, min(len(cfg.clients), os.cpu_count() or 1))
+        kw["_node_ip_address"] = "127.0.0.1"
     try:
         ray.init(address=addr, **kw)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:
