@@ -279,7 +279,7 @@ def test_deployment_engine_superlink_and_two_supernodes(tmp_path: Path) -> None:
     """The same ServerApp/ClientApp on Flower's deployment engine: `flower-superlink --insecure` and two
     `flower-supernode` processes on 127.0.0.1 (ports of this test's own), the job submitted with
     `flwr run`; every process stopped by pid."""
-    from pruning_tools.federated.run import write_job
+    from pruning_tools.federated.job import write_job
 
     bindir = Path(sys.executable).parent
     for exe in ("flower-superlink", "flower-supernode", "flwr"):

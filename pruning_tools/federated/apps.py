@@ -33,18 +33,10 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from pruning_tools.federated.config import FederatedConfig
-
-STAGE1 = "query.stage1"
-ROLL_CALL = "query.rollcall"
+from pruning_tools.federated.job import read_job
 
 
 # ------------------------------------------------------------------------------------ job
-def read_job(path: str | Path) -> tuple[FederatedConfig, Path, bool]:
-    """``RUN/job.json`` -> (config, run folder, progress)."""
-    d = json.loads(Path(path).read_text())
-    return FederatedConfig.from_dict(d["config"]), Path(d["run_dir"]), bool(d.get("progress", False))
-
-
 def _job_path(bound: str | None, context: Context) -> str:
     if bound:
         return bound

@@ -22,25 +22,10 @@ from typing import Any, Mapping
 
 from pruning_tools.data.files import write_json
 from pruning_tools.federated.config import FederatedConfig, FederatedConfigError, load_config
+from pruning_tools.federated.job import write_job
 
 #: the issue's target: federated within this many mAP50-95 points of central at equal steps
 TARGET_GAP_POINTS = 1.5
-
-
-def write_job(cfg: FederatedConfig, run_dir: Path, progress: bool) -> Path:
-    """``RUN/job.json``: what the ServerApp and the ClientApps read (config + run folder)."""
-    run_dir = Path(run_dir).resolve()
-    job = run_dir / "job.json"
-    old = job.with_name("job.json")
-    if old.is_file():
-        import json
-
-        prev = json.loads(old.read_text()).get("config")
-        if prev is not None and prev != cfg.to_dict():
-            raise FederatedConfigError(f"{run_dir} holds a run of a different config; use another --out "
-                                       f"(or delete the folder)")
-    write_json(job, {"config": cfg.to_dict(), "run_dir": str(run_dir), "progress": progress})
-    return job
 
 
 def _init_ray(address: str | None, cfg: FederatedConfig) -> None:

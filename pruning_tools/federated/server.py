@@ -25,7 +25,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from pruning_tools.data.files import write_json
-from pruning_tools.federated.apps import ROLL_CALL, STAGE1, read_job
+from pruning_tools.federated.job import ROLL_CALL, STAGE1, read_job
 from pruning_tools.federated.config import FederatedConfig
 from pruning_tools.federated.core import Stage1Sums
 
