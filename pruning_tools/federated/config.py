@@ -115,7 +115,9 @@ class FederatedConfig:
     :param central: also train the central baseline on the union of the clients' data at equal steps.
     :param central_schedule: what "equal steps" means for it: ``equal_steps`` — as many optimiser steps
         as each vehicle takes (``rounds x local_steps``), each on a batch as large as the fleet's
-        together (``batch x clients``): the same images and the same number of sequential updates;
+        together (``batch x clients``) at ``lr0 / clients`` (the detection loss sums over the batch's
+        images): the same images, the same number of sequential updates and the same step per image
+        — FedAvg's first-order equivalent;
         ``equal_batches`` — every vehicle's batches one after another (``rounds x local_steps x clients``
         steps of ``batch``): the same images, ``clients`` times the sequential updates.
     :param threads: torch threads per process.

@@ -121,9 +121,14 @@ def run_central(cfg: FederatedConfig, run_dir: Path, progress: bool = True) -> d
     ratios = budgets(space, s1, cfg)
     masks = keep_masks(space, ratios, s1.channel_scores)
     model = prune_once(dense, space, ratios, masks)
+    ccfg = cfg
     if cfg.central_schedule == "equal_steps":
+        # Ultralytics' detection loss is summed over the batch's images: a batch n x larger has an n x
+        # larger gradient. lr0 / n keeps the step per image equal to the vehicles' (FedAvg of n vehicles'
+        # steps of `batch` images is, to first order, one step of n x `batch` images at lr0 / n).
         steps, batch = cfg.rounds * cfg.local_steps, cfg.batch * n
-        stream = make_stream(parts, dataclasses.replace(cfg, batch=batch), cfg.seed)
+        ccfg = dataclasses.replace(cfg, batch=batch, lr0=cfg.lr0 / n)
+        stream = make_stream(parts, ccfg, cfg.seed)
     else:
         steps, batch = cfg.rounds * cfg.local_steps * n, cfg.batch
     bar = None
@@ -131,14 +136,13 @@ def run_central(cfg: FederatedConfig, run_dir: Path, progress: bool = True) -> d
         from tqdm import tqdm
 
         bar = tqdm(total=steps, desc="central fine-tune", unit="batch", mininterval=1.0)
-    res = local_finetune(model, stream, cfg, 0, steps, steps, dense if cfg.distill_weight > 0 else None,
-                         cfg.proximal_mu * 0.0, bar)
+    res = local_finetune(model, stream, ccfg, 0, steps, steps, dense if cfg.distill_weight > 0 else None, 0.0, bar)
     if bar is not None:
         bar.close()
     save_checkpoint(model, model_path, {"kind": "central", "ratios": [float(r) for r in ratios]})
     info = {"config": cfg.to_dict(), "model": str(model_path), "ratios": [float(r) for r in ratios],
             "param_sparsity": float(space.param_sparsity(ratios)), "stage1_batches": s1.batches,
-            "schedule": cfg.central_schedule, "steps": steps, "batch": batch, "images": steps * batch, "final_loss": res["loss"], "wall_s": round(time.monotonic() - t0, 1)}
+            "schedule": cfg.central_schedule, "steps": steps, "batch": batch, "images": steps * batch, "lr0": ccfg.lr0, "final_loss": res["loss"], "wall_s": round(time.monotonic() - t0, 1)}
     write_json(info_path, info)
     return info
 
