@@ -268,7 +268,8 @@ def test_simulation_engine_failed_vehicle_kill_resume_and_wire(tmp_path: Path) -
     for block in ("federated", "central", "dense"):
         assert math.isfinite(res[block]["map50_95"]) and 0 <= res[block]["map50_95"] <= 1, block
         assert set(res[block]["per_client"]) == {"night", "fog"}
-    assert res["central"]["images"] == res["federated"]["images"]  # equal data at equal steps
+    assert res["central"]["train_images"] == res["federated"]["train_images"]  # equal data at equal steps
+    assert res["central"]["steps_total"] == res["federated"]["steps_per_client"] == 6
     assert res["target"]["max_gap_points"] == 1.5 and isinstance(res["target"]["met"], bool)
     counts = check_wire(run, cfg)
     assert counts["errors"] == 1 and counts["up"] > 0

@@ -197,14 +197,15 @@ def run_federated(config: Mapping[str, Any] | FederatedConfig, out: str | Path, 
         "clients": [{**c, "test": {m: evals[m]["per_client"][c["id"]] for m in evals}} for c in fed["stage1"]["clients"]],
         "stage1": {k: v for k, v in fed["stage1"].items() if k != "clients"},
         "federated": {**evals["federated"], "steps_per_client": cfg.rounds * cfg.local_steps, "batch": cfg.batch,
-                      "images": cfg.rounds * cfg.local_steps * len(cfg.clients) * cfg.batch,
+                      "train_images": cfg.rounds * cfg.local_steps * len(cfg.clients) * cfg.batch,
                       "steps_total": cfg.rounds * cfg.local_steps * len(cfg.clients), "wall_s": round(t_fed, 1)},
         "dense": evals["dense"],
         "bytes_per_round": [r["bytes_down"] + r["bytes_up"] for r in fed["rounds"]],
     }
     if central is not None:
         results["central"] = {**evals["central"], "schedule": central["schedule"], "steps_total": central["steps"],
-                              "batch": central["batch"], "images": central["images"], "wall_s": central["wall_s"],
+                              "batch": central["batch"], "lr0": central["lr0"], "train_images": central["images"],
+                              "wall_s": central["wall_s"],
                               "param_sparsity": central["param_sparsity"]}
         gap = 100.0 * (results["central"]["map50_95"] - results["federated"]["map50_95"])
         results["target"] = {"max_gap_points": TARGET_GAP_POINTS, "gap_points": round(gap, 3),
