@@ -271,6 +271,7 @@ def test_simulation_engine_failed_vehicle_kill_resume_and_wire(tmp_path: Path) -
     assert res["central"]["train_images"] == res["federated"]["train_images"]  # equal data at equal steps
     assert res["central"]["steps_total"] == res["federated"]["steps_per_client"] == 6
     assert res["target"]["max_gap_points"] == 1.5 and isinstance(res["target"]["met"], bool)
+    assert (run / "rounds.png").stat().st_size > 1000
     counts = check_wire(run, cfg)
     assert counts["errors"] == 1 and counts["up"] > 0
 

@@ -142,7 +142,8 @@ def run_central(cfg: FederatedConfig, run_dir: Path, progress: bool = True) -> d
     save_checkpoint(model, model_path, {"kind": "central", "ratios": [float(r) for r in ratios]})
     info = {"config": cfg.to_dict(), "model": str(model_path), "ratios": [float(r) for r in ratios],
             "param_sparsity": float(space.param_sparsity(ratios)), "stage1_batches": s1.batches,
-            "schedule": cfg.central_schedule, "steps": steps, "batch": batch, "images": steps * batch, "lr0": ccfg.lr0, "final_loss": res["loss"], "wall_s": round(time.monotonic() - t0, 1)}
+            "schedule": cfg.central_schedule, "steps": steps, "batch": batch, "images": steps * batch,
+            "lr0": ccfg.lr0, "final_loss": res["loss"], "wall_s": round(time.monotonic() - t0, 1)}
     write_json(info_path, info)
     return info
 
@@ -169,7 +170,7 @@ def run_federated(config: Mapping[str, Any] | FederatedConfig, out: str | Path, 
                   progress: bool = True) -> dict[str, Any]:
     """A federated job from a config dict (or :class:`FederatedConfig`) into folder ``out``.
 
-    :return: the results dict also written to ``out/results.json``: ``rounds``, ``clients``,
+    :return: the results dict also written to ``out/results.json`` (and the per-round plot ``out/rounds.png``): ``rounds``, ``clients``,
         ``federated`` / ``central`` / ``dense`` (``map50_95``, ``map50``, per-client), ``stage1``,
         ``target`` (the 1.5-point gap), ``wall_s``.
     :raises FederatedConfigError: a bad config. :raises ConnectionError: Ray unreachable.
@@ -213,7 +214,44 @@ def run_federated(config: Mapping[str, Any] | FederatedConfig, out: str | Path, 
                              "on": "server test (generated, held out)"}
     results["wall_s"] = round(time.monotonic() - t0, 1)
     write_json(run_dir / "results.json", results)
+    plot_rounds(results, run_dir / "rounds.png")
     return results
+
+
+def plot_rounds(results: Mapping[str, Any], path: Path) -> Path:
+    """Per round: the global model's mAP50-95 on the server's val frames and each vehicle's on its own
+    val split, the final federated / central / dense test numbers as lines, and the bytes per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [r["round"] for r in results["rounds"]]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax.plot(rounds, [100 * r["global"]["map50_95"] for r in results["rounds"]], "k-o", label="global (server val)")
+    for c in results["clients"]:
+        ys = [100 * ((r["clients"].get(c["id"]) or {}).get("val") or {}).get("map50_95", float("nan"))
+              for r in results["rounds"]]
+        ax.plot(rounds, ys, "--.", label=f"{c['id']} (own val)")
+    for name, style in (("federated", "C0:"), ("central", "C3:"), ("dense", "C7:")):
+        if name in results:
+            ax.axhline(100 * results[name]["map50_95"], color=style[:2], ls=":", label=f"{name} (server test)")
+    ax.set_xlabel("round")
+    ax.set_ylabel("mAP50-95 (points)")
+    ax.set_xticks(rounds)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{results.get('name', '')}: generated scenes", fontsize=9)
+    bx.bar(rounds, [r["bytes_down"] / 1e6 for r in results["rounds"]], label="down (server -> vehicles)")
+    bx.bar(rounds, [r["bytes_up"] / 1e6 for r in results["rounds"]], bottom=[r["bytes_down"] / 1e6 for r in results["rounds"]],
+           label="up (vehicles -> server)")
+    bx.set_xlabel("round")
+    bx.set_ylabel("MB of arrays per round")
+    bx.set_xticks(rounds)
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
