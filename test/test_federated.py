@@ -329,3 +329,39 @@ def test_deployment_engine_superlink_and_two_supernodes(tmp_path: Path) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))
             sock.listen(1)
+
+
+def test_local_finetune_fedprox_pulls_towards_the_round_start_and_momentum_persists(tmp_path: Path) -> None:
+    """FedProx's proximal term keeps the local weights nearer the weights the round started from; the
+    vehicle's optimiser state is written after a round and read by the next one."""
+    import copy
+
+    import torch
+
+    from pruning_tools.federated import core
+    from pruning_tools.federated.data import prepare_client_data
+    from pruning_tools.ultralytics_adapter import load_checkpoint
+
+    torch.set_num_threads(1)
+    cfg = FederatedConfig.from_dict(tiny_config(lr0=0.02, bn_batches=0, distill_weight=0.0))
+    dense, _ = load_checkpoint(cfg.baseline_path())
+    stream = core.make_stream([prepare_client_data(cfg, cfg.clients[0], tmp_path / "v").generated], cfg, 1)
+    start = core.float_state(dense)
+
+    def moved(mu: float, out: Path | None = None) -> float:
+        m = copy.deepcopy(dense)
+        core.local_finetune(m, stream, cfg, 0, 2, 4, proximal_mu=mu, optim_out=out)
+        s = core.float_state(m)
+        return float(sum(((s[k] - start[k]) ** 2).sum() for k in start if "running" not in k))
+
+    saved = tmp_path / "optim_001.pt"
+    free, prox = moved(0.0, saved), moved(50.0)
+    assert 0 < prox < free
+    state = torch.load(saved, weights_only=True)
+    assert state["state"] and all("momentum_buffer" in v for v in state["state"].values())
+    m = copy.deepcopy(dense)  # round 2 starts from round 1's momentum: a different step than afresh
+    core.local_finetune(m, stream, cfg, 2, 1, 4, optim_in=saved)
+    fresh = copy.deepcopy(dense)
+    core.local_finetune(fresh, stream, cfg, 2, 1, 4)
+    a, b = core.float_state(m), core.float_state(fresh)
+    assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -22,7 +22,6 @@ config (the deployment engine: ``flwr run APP --run-config 'job="RUN/job.json"'`
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -122,8 +121,6 @@ def _vehicle(job: str, context: Context) -> _Vehicle:
 def _maybe_fail(v: _Vehicle, rnd: int) -> None:
     f = v.cfg.fault
     if f is not None and f.client == v.spec.id and f.round == rnd:
-        if f.mode == "exit":
-            os._exit(17)  # a vehicle that drops out mid-round, as if killed
         raise RuntimeError(f"injected fault: vehicle {v.spec.id} fails in round {rnd}")
 
 

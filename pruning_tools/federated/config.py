@@ -65,8 +65,8 @@ class ClientSpec:
 class FaultSpec:
     """A fault injected for tests: ``client`` (its id) fails in ``round`` (1-based) of stage 3.
 
-    :param mode: ``raise`` (the ClientApp raises: Flower replies with an error) or ``exit``
-        (the client process ends itself with ``os._exit`` mid-round, as a killed vehicle).
+    :param mode: ``raise``: the vehicle's ClientApp raises mid-round (after receiving the weights,
+        before training); Flower returns an error reply and the round goes on without it.
     """
 
     client: str
@@ -74,8 +74,8 @@ class FaultSpec:
     mode: str = "raise"
 
     def __post_init__(self) -> None:
-        if self.mode not in ("raise", "exit"):
-            raise ValueError(f"fault.mode must be 'raise' or 'exit', got {self.mode!r}")
+        if self.mode != "raise":
+            raise ValueError(f"fault.mode must be 'raise', got {self.mode!r}")
         if self.round < 1:
             raise ValueError(f"fault.round must be >= 1, got {self.round}")
 
