@@ -365,3 +365,11 @@ def test_local_finetune_fedprox_pulls_towards_the_round_start_and_momentum_persi
     core.local_finetune(fresh, stream, cfg, 2, 1, 4)
     a, b = core.float_state(m), core.float_state(fresh)
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_bad_ray_address_exits_2_before_anything(tmp_path: Path) -> None:
+    from pruning_tools.federated.run import main
+
+    assert main(["--config", str(QUICK), "--out", str(tmp_path / "run"), "--ray", "nonsense", "--no-progress"]) == 2
+    assert not (tmp_path / "run").exists()
+

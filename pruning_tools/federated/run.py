@@ -269,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
         cfg = load_config(a.config)
-    except FederatedConfigError as exc:
+        if a.ray is not None:
+            from pruning_tools.pipeline.ray_executor import parse_address
+
+            parse_address(a.ray)
+    except (FederatedConfigError, ValueError) as exc:
         print(f"pruning-tools federated: {exc}", file=sys.stderr)
         return 2
     try:
