@@ -373,3 +373,29 @@ def test_cli_bad_ray_address_exits_2_before_anything(tmp_path: Path) -> None:
     assert main(["--config", str(QUICK), "--out", str(tmp_path / "run"), "--ray", "nonsense", "--no-progress"]) == 2
     assert not (tmp_path / "run").exists()
 
+
+
+@pytest.mark.slow
+def test_simulation_engine_on_a_ray_cluster_address(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`--ray 127.0.0.1:PORT`: the simulation engine's vehicles run on a Ray cluster of the test's own
+    (a loopback head from test/helpers/ray_cluster.py, token authentication)."""
+    import subprocess
+
+    from helpers.ray_cluster import LoopbackRayCluster
+
+    cfg_path = tmp_path / "fed.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(rounds=1, central=False)))
+    cluster = LoopbackRayCluster(Path(tmp_path_factory.mktemp("ray")), REPO)  # short: Ray's socket paths
+    try:
+        cluster.wait_nodes(1)
+        run = tmp_path / "run"
+        out = subprocess.run([sys.executable, "-m", "pruning_tools.cli", "federated", "--config", str(cfg_path),
+                              "--out", str(run), "--no-progress", "--ray", cluster.address], cwd=REPO,
+                             env={**cluster.env, **_env()}, capture_output=True, text=True, timeout=600)
+    finally:
+        cluster.stop()
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
+    res = json.loads((run / "results.json").read_text())
+    assert "Ray at 127.0.0.1:" in res["engine"]
+    assert [r["round"] for r in res["rounds"]] == [1] and res["rounds"][0]["failed"] == []
+    assert "central" not in res and 0 <= res["federated"]["map50_95"] <= 1
