@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("pruning_tools.pipeline.cli", "three-stage structured pruning (--config FILE)"),
     "export": ("pruning_tools.quant.export", "quantise and export a prune run into an engine zoo"),
     "train-policy": ("pruning_tools.train.policy", "train the condition-driven sparsity policy on a zoo"),
+    "federated": ("pruning_tools.federated.run", "federated pruning across a fleet of Flower clients (--config FILE --out RUN)"),
     "demo": ("pruning_tools.demo.run", "the whole pipeline and the live node end to end, with a report"),
 }
 
