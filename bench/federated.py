@@ -181,12 +181,15 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     if a.groups is not None:
         from pruning_tools.federated.tailored import load_groups_config, run_tailored
 
-        gcfg, groups, hframes = load_groups_config(a.groups)
+        gcfg, groups, hframes, budget = load_groups_config(a.groups)
         tg = time.monotonic()
-        tail = run_tailored(gcfg, work / "groups", groups, progress=a.progress, heldout_frames=hframes)
+        tail = run_tailored(gcfg, work / "groups", groups, progress=a.progress, heldout_frames=hframes,
+                            group_budget=budget)
         out["groups"] = {"config": str(a.groups), "wall_s": round(time.monotonic() - tg, 1),
+                         "group_budget": tail["group_budget"], "global_batches": tail["global"]["batches"],
                          "rows": [{"name": g["name"], "level": g["level"], "clients": g["clients"], "mix": g["mix"],
-                                   "heldout": g["heldout"], "bytes_per_round": g["bytes_per_round"]}
+                                   "heldout": g["heldout"], "bytes_per_round": g["bytes_per_round"],
+                                   "batches": g["batches"]}
                                   for g in tail["groups"]],
                          "global_bytes_per_round": tail["global"]["bytes_per_round"],
                          "conditions": tail["conditions"], "target": tail["target"]}

@@ -52,7 +52,13 @@ def test_group_job_and_condition_map() -> None:
     cfg = _cfg(min_clients=3, central=True)
     g = group_config(cfg, "night", ["n1", "n2"])
     assert [c.id for c in g.clients] == ["n1", "n2"] and g.min_clients == 2 and g.central is False
-    assert g.target == cfg.target and g.rounds == cfg.rounds  # the same budget per vehicle as the global job
+    assert g.target == cfg.target and g.rounds == cfg.rounds
+    # equal_total: the group's level gets the global job's total batches (2 of 6 vehicles: 3x each)
+    assert (g.stage1_batches, g.local_steps) == (3 * cfg.stage1_batches, 3 * cfg.local_steps)
+    pv = group_config(cfg, "night", ["n1", "n2"], "per_vehicle")
+    assert (pv.stage1_batches, pv.local_steps) == (cfg.stage1_batches, cfg.local_steps)
+    with pytest.raises(FederatedConfigError, match="group_budget"):
+        group_config(cfg, "night", ["n1", "n2"], "more")
     mixes = {name: group_mix(cfg, m) for name, m in auto_groups(cfg).items()}
     assert sum(mixes["night"].values()) == pytest.approx(1.0, abs=1e-3)
     cmap = condition_map(mixes)
@@ -62,9 +68,9 @@ def test_group_job_and_condition_map() -> None:
 
 
 def test_shipped_groups_config_loads() -> None:
-    cfg, groups, frames = load_groups_config(GROUPS_YAML)
+    cfg, groups, frames, budget = load_groups_config(GROUPS_YAML)
     assert check_groups(cfg, groups) == auto_groups(cfg)  # the written grouping is the automatic one
-    assert frames >= 10 and len(cfg.clients) == 6
+    assert frames >= 10 and len(cfg.clients) == 6 and budget == "equal_total"
 
 
 def test_export_summary_is_what_export_reads(tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ Then, each a real Flower job on the simulation engine (:func:`pruning_tools.fede
 * one level **per group**: only that group's vehicles, so its stage-1 budgets come from their
   gradient-L1 sums alone and its FedAvg/FedProx fine-tuning from their data alone (``RUN/groups/<name>``).
 
-Every level has the config's sparsity target. Each group's held-out frames are generated scenes of
+Every level has the config's sparsity target and, by default (``group_budget: equal_total``), the same
+total stage-1 and fine-tune batches as the global job: a group of 2 of 6 vehicles runs 3x the
+per-vehicle batches (``per_vehicle``: the global job's per-vehicle batches, so fewer in all). Each group's held-out frames are generated scenes of
 that group's condition mix from a seed no vehicle uses (``RUN/heldout/<name>``, the test half;
 they train nothing); the group's own level and the global level are both evaluated there
 (:data:`TARGET_GAIN_POINTS`). ``RUN/summary.json`` is what ``export`` reads: the dense baseline, the
@@ -100,11 +102,23 @@ def check_groups(cfg: FederatedConfig, groups: Mapping[str, Any]) -> dict[str, l
     return out
 
 
-def group_config(cfg: FederatedConfig, name: str, members: list[str]) -> FederatedConfig:
-    """The fleet config of one group: only its vehicles, the rest as the global job (no central baseline)."""
+#: ``group_budget`` values: ``equal_total`` — every level gets the global job's total stage-1 and fine-tune
+#: batches (a group's vehicles each do ``fleet / group`` times the per-vehicle batches); ``per_vehicle`` —
+#: every vehicle the same batches as in the global job (a group's level then sees fewer in all)
+GROUP_BUDGETS = ("equal_total", "per_vehicle")
+
+
+def group_config(cfg: FederatedConfig, name: str, members: list[str], budget: str = "equal_total") -> FederatedConfig:
+    """The fleet config of one group: only its vehicles, the rest as the global job (no central baseline);
+    ``budget`` (:data:`GROUP_BUDGETS`) sets their stage-1 and per-round fine-tune batches."""
+    if budget not in GROUP_BUDGETS:
+        raise FederatedConfigError(f"group_budget must be one of {', '.join(GROUP_BUDGETS)}, got {budget!r}")
     clients = tuple(cfg.client(m) for m in members)
+    scale = len(cfg.clients) / len(clients) if budget == "equal_total" else 1.0
     return dataclasses.replace(cfg, name=f"{cfg.name}_{name}", clients=clients, central=False, fault=None,
-                               min_clients=min(cfg.min_clients, len(clients)))
+                               min_clients=min(cfg.min_clients, len(clients)),
+                               stage1_batches=max(1, round(cfg.stage1_batches * scale)),
+                               local_steps=max(1, round(cfg.local_steps * scale)))
 
 
 def group_mix(cfg: FederatedConfig, members: list[str]) -> dict[str, float]:
@@ -151,8 +165,11 @@ def heldout_set(cfg: FederatedConfig, name: str, members: list[str], root: Path,
     return yolo
 
 
-def load_groups_config(path: str | Path) -> tuple[FederatedConfig, dict[str, list[str]] | None, int]:
-    """A fleet YAML with optional ``groups: {name: [ids]}`` and ``heldout_frames``. :return: (config, groups, frames)."""
+def load_groups_config(path: str | Path) -> tuple[FederatedConfig, dict[str, list[str]] | None, int, str]:
+    """A fleet YAML with optional ``groups: {name: [ids]}``, ``heldout_frames`` and ``group_budget``.
+
+    :return: (config, groups or None, held-out frames per group, group budget).
+    """
     path = Path(path)
     if not path.is_file():
         raise FederatedConfigError(f"{path}: config file not found")
@@ -164,17 +181,20 @@ def load_groups_config(path: str | Path) -> tuple[FederatedConfig, dict[str, lis
         raise FederatedConfigError(f"{path}: a federated config must be a mapping")
     groups = data.pop("groups", None)
     frames = data.pop("heldout_frames", HELDOUT_FRAMES)
+    budget = data.pop("group_budget", "equal_total")
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 10:
         raise FederatedConfigError(f"{path}: heldout_frames must be an integer >= 10, got {frames!r}")
+    if budget not in GROUP_BUDGETS:
+        raise FederatedConfigError(f"{path}: group_budget must be one of {', '.join(GROUP_BUDGETS)}, got {budget!r}")
     try:
-        return FederatedConfig.from_dict(data), groups, frames
+        return FederatedConfig.from_dict(data), groups, frames, budget
     except FederatedConfigError as exc:
         raise FederatedConfigError(f"{path}: {exc}") from exc
 
 
 def run_tailored(cfg: FederatedConfig, out: str | Path, groups: Mapping[str, Any] | None = None,
                  ray_address: str | None = None, progress: bool = True,
-                 heldout_frames: int = HELDOUT_FRAMES) -> dict[str, Any]:
+                 heldout_frames: int = HELDOUT_FRAMES, group_budget: str = "equal_total") -> dict[str, Any]:
     """The global level, one level per condition group, their held-out comparison and the export summary.
 
     :return: the dict written to ``out/tailored.json``: ``groups`` (each: clients, mix, level, ``heldout``
@@ -198,7 +218,10 @@ def run_tailored(cfg: FederatedConfig, out: str | Path, groups: Mapping[str, Any
     for name, members in grouping.items():
         say(f"[tailored] group {name}: {members}")
         tj = time.monotonic()
-        jobs[name] = run_simulation_job(group_config(cfg, name, members), run / "groups" / name, ray_address, progress)
+        gcfg = group_config(cfg, name, members, group_budget)
+        jobs[name] = run_simulation_job(gcfg, run / "groups" / name, ray_address, progress)
+        jobs[name]["batches"] = {"stage1_per_vehicle": gcfg.stage1_batches, "local_steps_per_round": gcfg.local_steps,
+                                 "finetune_total": gcfg.rounds * gcfg.local_steps * len(gcfg.clients)}
         jobs[name]["wall_s"] = round(time.monotonic() - tj, 1)
     used_seeds = {c.seed for c in cfg.clients} | {cfg.server_seed}
     dense, _ = load_checkpoint(cfg.baseline_path())
@@ -214,7 +237,7 @@ def run_tailored(cfg: FederatedConfig, out: str | Path, groups: Mapping[str, Any
         ev = {k: evaluate_on(m, data, "test", cfg) for k, m in (("own", own), ("global", glob), ("dense", dense))}
         gain = 100.0 * (ev["own"]["map50_95"] - ev["global"]["map50_95"])
         rows.append({"name": name, "level": f"fed_{name}", "clients": members, "mix": group_mix(cfg, members),
-                     "param_sparsity": jobs[name]["stage1"].get("param_sparsity"),
+                     "param_sparsity": jobs[name]["stage1"].get("param_sparsity"), "batches": jobs[name]["batches"],
                      "bytes_per_round": [r["bytes_down"] + r["bytes_up"] for r in jobs[name]["rounds"]],
                      "wall_s": jobs[name]["wall_s"],
                      "heldout": {"data": f"generated scenes of group {name}'s condition mix, seed {seed}, test half "
@@ -230,9 +253,11 @@ def run_tailored(cfg: FederatedConfig, out: str | Path, groups: Mapping[str, Any
     write_export_summary(run, cfg, jobs, conditions)
     results = {
         "name": cfg.name, "engine": "flwr simulation (Ray" + (f" at {ray_address})" if ray_address else ", local 127.0.0.1)"),
-        "config": cfg.to_dict(), "groups": rows, "conditions": conditions,
+        "config": cfg.to_dict(), "group_budget": group_budget, "groups": rows, "conditions": conditions,
         "global": {"level": GLOBAL_LEVEL, "clients": [c.id for c in cfg.clients],
                    "param_sparsity": jobs["global"]["stage1"].get("param_sparsity"),
+                   "batches": {"stage1_per_vehicle": cfg.stage1_batches, "local_steps_per_round": cfg.local_steps,
+                               "finetune_total": cfg.rounds * cfg.local_steps * len(cfg.clients)},
                    "bytes_per_round": [r["bytes_down"] + r["bytes_up"] for r in jobs["global"]["rounds"]],
                    "wall_s": jobs["global"]["wall_s"]},
         "target": {"min_gain_points": TARGET_GAIN_POINTS, "on": "each group's held-out generated scenes (test half)",
@@ -278,8 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
-        cfg, groups, frames = load_groups_config(a.config)
-        res = run_tailored(cfg, a.out, groups, a.ray, progress=not a.no_progress, heldout_frames=frames)
+        cfg, groups, frames, budget = load_groups_config(a.config)
+        res = run_tailored(cfg, a.out, groups, a.ray, progress=not a.no_progress, heldout_frames=frames,
+                           group_budget=budget)
     except (FederatedConfigError, ConnectionError, ValueError) as exc:
         print(f"pruning-tools federated-groups: {exc}", file=sys.stderr)
         return 2
