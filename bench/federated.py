@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -193,6 +194,13 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                                   for g in tail["groups"]],
                          "global_bytes_per_round": tail["global"]["bytes_per_round"],
                          "conditions": tail["conditions"], "target": tail["target"]}
+        if frames is not None:  # real KITTI frames are daytime: each level's Car AP there, next to the global one
+            from pruning_tools.ultralytics_adapter import load_checkpoint as _load
+
+            summ = json.loads((work / "groups" / "summary.json").read_text())
+            out["groups"]["real_car_ap"] = {
+                "frames": frames.description, "note": "KITTI object frames are daytime, mostly clear",
+                **{c["level_name"]: car_ap(_load(c["path"])[0], frames, tuple(gcfg.imgsz)) for c in summ["checkpoints"]}}
     out["machine"] = machine
     out["machine_after"] = {"loadavg": machine_block().get("loadavg")}
     return out
