@@ -18,15 +18,15 @@ Then, each a real Flower job on the simulation engine (:func:`pruning_tools.fede
 
 Every level has the config's sparsity target and, by default (``group_budget: equal_total``), the same
 total stage-1 and fine-tune batches as the global job: a group of 2 of 6 vehicles runs 3x the
-per-vehicle batches (``per_vehicle``: the global job's per-vehicle batches, so fewer in all). Each group's held-out frames are generated scenes of
-that group's condition mix from a seed no vehicle uses (``RUN/heldout/<name>``, the test half;
+per-vehicle batches (``per_vehicle``: the global job's per-vehicle batches, so fewer in all).
+Each group's held-out frames are generated scenes of that group's condition mix from a seed no vehicle uses (``RUN/heldout/<name>``, the test half;
 they train nothing); the group's own level and the global level are both evaluated there
 (:data:`TARGET_GAIN_POINTS`). ``RUN/summary.json`` is what ``export`` reads: the dense baseline, the
 levels (method ``federated``, names ``fed_global``, ``fed_<group>``) and the ``conditions`` block —
 each condition key that any group holds goes to the group holding the largest share of it, every
 other condition to the global level (``default``). ``RUN/tailored.json`` holds the measured figures.
-Rerunning resumes (each Flower job resumes after its last finished round; finished held-out sets and
-evaluations are reused).
+Rerunning resumes (each Flower job resumes after its last finished round; finished held-out sets are
+reused; the evaluations run again).
 """
 from __future__ import annotations
 
