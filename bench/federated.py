@@ -190,10 +190,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                          "group_budget": tail["group_budget"], "global_batches": tail["global"]["batches"],
                          "rows": [{"name": g["name"], "level": g["level"], "clients": g["clients"], "mix": g["mix"],
                                    "heldout": g["heldout"], "bytes_per_round": g["bytes_per_round"],
-                                   "batches": g["batches"]}
+                                   "batches": g["batches"], "wall_s": g["wall_s"]}
                                   for g in tail["groups"]],
                          "global_bytes_per_round": tail["global"]["bytes_per_round"],
-                         "conditions": tail["conditions"], "target": tail["target"]}
+                         "conditions": tail["conditions"], "target": tail["target"],
+                         "cross_map50_95": tail["cross_map50_95"], "global_wall_s": tail["global"]["wall_s"]}
         if frames is not None:  # real KITTI frames are daytime: each level's Car AP there, next to the global one
             from pruning_tools.ultralytics_adapter import load_checkpoint as _load
 

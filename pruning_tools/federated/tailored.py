@@ -212,28 +212,33 @@ def run_tailored(cfg: FederatedConfig, out: str | Path, groups: Mapping[str, Any
     say = print if progress else (lambda *_a, **_k: None)
     jobs: dict[str, dict[str, Any]] = {}
     say(f"[tailored] global level: {len(cfg.clients)} vehicles; groups: {grouping}")
-    tj = time.monotonic()
-    jobs["global"] = {**run_simulation_job(cfg, run / "global", ray_address, progress), "wall_s": 0.0}
-    jobs["global"]["wall_s"] = round(time.monotonic() - tj, 1)
+    jobs["global"] = run_simulation_job(cfg, run / "global", ray_address, progress)
     for name, members in grouping.items():
         say(f"[tailored] group {name}: {members}")
-        tj = time.monotonic()
         gcfg = group_config(cfg, name, members, group_budget)
         jobs[name] = run_simulation_job(gcfg, run / "groups" / name, ray_address, progress)
         jobs[name]["batches"] = {"stage1_per_vehicle": gcfg.stage1_batches, "local_steps_per_round": gcfg.local_steps,
                                  "finetune_total": gcfg.rounds * gcfg.local_steps * len(gcfg.clients)}
-        jobs[name]["wall_s"] = round(time.monotonic() - tj, 1)
+    for job in jobs.values():  # the job's own stage 1 + rounds (kept across resumes), not this call's
+        job["wall_s"] = round(float(job["stage1"].get("wall_s") or 0.0)
+                              + sum(float(r.get("wall_s") or 0.0) for r in job["rounds"]), 1)
     used_seeds = {c.seed for c in cfg.clients} | {cfg.server_seed}
     dense, _ = load_checkpoint(cfg.baseline_path())
     glob, _ = load_checkpoint(jobs["global"]["model"])
     rows = []
+    sets: dict[str, tuple[Path, int]] = {}
     for i, (name, members) in enumerate(grouping.items()):
         seed = cfg.server_seed + 101 + i
         while seed in used_seeds:
             seed += 1
         used_seeds.add(seed)
-        data = heldout_set(cfg, name, members, run / "heldout" / name, seed, heldout_frames, progress)
-        own, _ = load_checkpoint(jobs[name]["model"])
+        sets[name] = (heldout_set(cfg, name, members, run / "heldout" / name, seed, heldout_frames, progress), seed)
+    levels = {f"fed_{n}": load_checkpoint(jobs[n]["model"])[0] for n in grouping}
+    # every group level on every group's held-out scenes: does a level win on its own conditions only?
+    cross = {lv: {g: evaluate_on(m, sets[g][0], "test", cfg)["map50_95"] for g in grouping} for lv, m in levels.items()}
+    for name, members in grouping.items():
+        data, seed = sets[name]
+        own = levels[f"fed_{name}"]
         ev = {k: evaluate_on(m, data, "test", cfg) for k, m in (("own", own), ("global", glob), ("dense", dense))}
         gain = 100.0 * (ev["own"]["map50_95"] - ev["global"]["map50_95"])
         rows.append({"name": name, "level": f"fed_{name}", "clients": members, "mix": group_mix(cfg, members),
@@ -242,7 +247,8 @@ def run_tailored(cfg: FederatedConfig, out: str | Path, groups: Mapping[str, Any
                      "wall_s": jobs[name]["wall_s"],
                      "heldout": {"data": f"generated scenes of group {name}'s condition mix, seed {seed}, test half "
                                          f"({ev['own']['images']} images; never trained on)", **ev,
-                                 "gain_points": round(gain, 3)}})
+                                 "gain_points": round(gain, 3),
+                                 "other_levels": {lv: row[name] for lv, row in cross.items() if lv != f"fed_{name}"}}})
         say(f"[tailored] {name}: own mAP50-95 {ev['own']['map50_95']:.4f}, global {ev['global']['map50_95']:.4f} "
             f"({gain:+.2f} points), dense {ev['dense']['map50_95']:.4f}")
     mixes = {r["name"]: r["mix"] for r in rows}
@@ -254,6 +260,7 @@ def run_tailored(cfg: FederatedConfig, out: str | Path, groups: Mapping[str, Any
     results = {
         "name": cfg.name, "engine": "flwr simulation (Ray" + (f" at {ray_address})" if ray_address else ", local 127.0.0.1)"),
         "config": cfg.to_dict(), "group_budget": group_budget, "groups": rows, "conditions": conditions,
+        "cross_map50_95": {"rows": "level", "columns": "group's held-out test scenes", **cross},
         "global": {"level": GLOBAL_LEVEL, "clients": [c.id for c in cfg.clients],
                    "param_sparsity": jobs["global"]["stage1"].get("param_sparsity"),
                    "batches": {"stage1_per_vehicle": cfg.stage1_batches, "local_steps_per_round": cfg.local_steps,
