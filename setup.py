@@ -9,7 +9,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["sparse_perception", "sparse_perception.*", "pruning_tools", "pruning_tools.*"]),
-    package_data={"pruning_tools": ["assets/*", "configs/*.yaml"], "sparse_perception": ["py.typed", "runtime/condition_estimator.json"]},
+    package_data={"pruning_tools": ["assets/*", "configs/*.yaml", "federated/flower_app/pyproject.toml"], "sparse_perception": ["py.typed", "runtime/condition_estimator.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -13,6 +13,7 @@ Entry points (stable API):
 * :func:`pruning_tools.federated.run.evaluate_models` ``(cfg, run_dir, {name: model}) -> dict`` — models on the
   server's held-out test frames and on each vehicle's test split.
 * :func:`pruning_tools.federated.config.load_config` / ``FederatedConfig.from_dict`` — the config.
+* :func:`pruning_tools.federated.job.write_job` / ``read_job`` — ``RUN/job.json`` (also re-exported by ``run``).
 * :mod:`pruning_tools.federated.apps` — ``build_client_app(job)``, ``build_server_app(job)``, and module-level
   ``client_app`` / ``server_app`` for the deployment engine (``flwr run`` with ``--run-config 'job="RUN/job.json"'``).
 * :mod:`pruning_tools.federated.core` — the Flower-free halves (stage-1 sums and their aggregation, masks,

@@ -3,11 +3,14 @@
 Both are thin: they turn Flower messages into calls of :mod:`pruning_tools.federated.core` and back.
 Message types (Flower 1.42 Message API):
 
+* ``query.rollcall`` (server -> every vehicle, at every start): reply ``client`` (its id, frame counts);
+  the server learns which node is which vehicle (node ids change when a run is resumed).
 * ``query.stage1`` (server -> every vehicle): ``arrays`` = the dense weights; reply ``sums``
   (``layer_sums`` and ``ch.<layer>``: per-layer and per-channel ``|grad|`` sums), ``metrics``
   (batches, samples) and ``client`` (id, frame counts).
 * ``train`` (Flower's FedAvg/FedProx ``configure_train``): ``arrays`` = the global pruned weights,
-  ``masks`` (``mask.<layer>``: 0/1 per channel), ``config`` (round, ratios, schedule, proximal-mu);
+  ``masks`` (``mask.<layer>``: 0/1 per channel, ``ratios``: per-layer ratios), ``config`` (round,
+  schedule, proximal-mu);
   reply ``arrays`` (local weights) + ``metrics`` (num-examples, loss).
 * ``evaluate`` (Flower's ``configure_evaluate``, and the final test): the same inputs; reply ``metrics``
   (map50_95, map50 on the vehicle's own held-out split).
@@ -30,17 +33,10 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from pruning_tools.federated.config import FederatedConfig
-
-STAGE1 = "query.stage1"
+from pruning_tools.federated.job import read_job
 
 
 # ------------------------------------------------------------------------------------ job
-def read_job(path: str | Path) -> tuple[FederatedConfig, Path, bool]:
-    """``RUN/job.json`` -> (config, run folder, progress)."""
-    d = json.loads(Path(path).read_text())
-    return FederatedConfig.from_dict(d["config"]), Path(d["run_dir"]), bool(d.get("progress", False))
-
-
 def _job_path(bound: str | None, context: Context) -> str:
     if bound:
         return bound
@@ -92,8 +88,9 @@ class _Vehicle:
 
         from pruning_tools.federated.core import load_float_state, pruned_from_masks
 
-        ratios = [float(r) for r in msg.content["config"]["ratios"]]
-        masks = {k[len("mask."):]: v.numpy() for k, v in msg.content["masks"].items()}
+        rec = msg.content["masks"]
+        ratios = [float(r) for r in rec["ratios"].numpy()]
+        masks = {k[len("mask."):]: v.numpy() for k, v in rec.items() if k.startswith("mask.")}
         key = json.dumps([round(r, 6) for r in ratios]) + str(sorted((k, int(np.sum(v))) for k, v in masks.items()))
         if key != self._pruned_key:
             self._pruned = pruned_from_masks(self.dense, self.space, ratios, masks)
@@ -132,6 +129,11 @@ def _maybe_fail(v: _Vehicle, rnd: int) -> None:
 def build_client_app(job: str | None = None) -> ClientApp:
     """The vehicle's ClientApp; ``job``: a job file bound to it (else the run config's ``job``)."""
     app = ClientApp()
+
+    @app.query("rollcall")
+    def rollcall(msg: Message, context: Context) -> Message:
+        v = _vehicle(_job_path(job, context), context)
+        return Message(RecordDict({"client": v.client_record()}), reply_to=msg)
 
     @app.query("stage1")
     def stage1(msg: Message, context: Context) -> Message:

@@ -15,6 +15,7 @@ import yaml
 from sparse_perception.runtime.conditions import CONDITION_KEYS
 
 STRATEGIES = ("fedavg", "fedprox")
+CENTRAL_SCHEDULES = ("equal_steps", "equal_batches")
 
 
 class FederatedConfigError(ValueError):
@@ -112,6 +113,11 @@ class FederatedConfig:
         (``real_frames`` each); relative paths resolve against the working directory, then the
         repository root; absent: no real frames (said in ``clients``).
     :param central: also train the central baseline on the union of the clients' data at equal steps.
+    :param central_schedule: what "equal steps" means for it: ``equal_steps`` — as many optimiser steps
+        as each vehicle takes (``rounds x local_steps``), each on a batch as large as the fleet's
+        together (``batch x clients``): the same images and the same number of sequential updates;
+        ``equal_batches`` — every vehicle's batches one after another (``rounds x local_steps x clients``
+        steps of ``batch``): the same images, ``clients`` times the sequential updates.
     :param threads: torch threads per process.
     :param fault: inject a client failure (tests).
     """
@@ -141,6 +147,7 @@ class FederatedConfig:
     server_seed: int = 9000
     kitti_root: str | None = None
     central: bool = True
+    central_schedule: str = "equal_steps"
     threads: int = 1
     fault: FaultSpec | None = None
     seed: int = 0
@@ -181,6 +188,8 @@ class FederatedConfig:
             raise ValueError(f"min_clients must be in 1..{len(self.clients)}, got {self.min_clients}")
         if self.server_frames < 10:
             raise ValueError(f"server_frames must be >= 10 (val and test splits), got {self.server_frames}")
+        if self.central_schedule not in CENTRAL_SCHEDULES:
+            raise ValueError(f"central_schedule must be one of {', '.join(CENTRAL_SCHEDULES)}, got {self.central_schedule!r}")
         if self.fault is not None and self.fault.client not in ids:
             raise ValueError(f"fault.client {self.fault.client!r} is not a client id ({ids})")
         if self.fault is not None and self.fault.round > self.rounds:

@@ -13,6 +13,7 @@ held-out frames and writes ``RUN/results.json``. Rerunning resumes after the las
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -21,25 +22,10 @@ from typing import Any, Mapping
 
 from pruning_tools.data.files import write_json
 from pruning_tools.federated.config import FederatedConfig, FederatedConfigError, load_config
+from pruning_tools.federated.job import write_job
 
 #: the issue's target: federated within this many mAP50-95 points of central at equal steps
 TARGET_GAP_POINTS = 1.5
-
-
-def write_job(cfg: FederatedConfig, run_dir: Path, progress: bool) -> Path:
-    """``RUN/job.json``: what the ServerApp and the ClientApps read (config + run folder)."""
-    run_dir = Path(run_dir).resolve()
-    job = run_dir / "job.json"
-    old = job.with_name("job.json")
-    if old.is_file():
-        import json
-
-        prev = json.loads(old.read_text()).get("config")
-        if prev is not None and prev != cfg.to_dict():
-            raise FederatedConfigError(f"{run_dir} holds a run of a different config; use another --out "
-                                       f"(or delete the folder)")
-    write_json(job, {"config": cfg.to_dict(), "run_dir": str(run_dir), "progress": progress})
-    return job
 
 
 def _init_ray(address: str | None, cfg: FederatedConfig) -> None:
@@ -53,8 +39,9 @@ def _init_ray(address: str | None, cfg: FederatedConfig) -> None:
     if _is_loopback(host):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     kw: dict[str, Any] = {"include_dashboard": False} if addr == "local" else {}
-    if addr == "local":
+    if addr == "local":  # a local Ray on loopback only
         kw["num_cpus"] = max(1, min(len(cfg.clients), os.cpu_count() or 1))
+        kw["_node_ip_address"] = "127.0.0.1"
     try:
         ray.init(address=addr, **kw)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:
@@ -75,6 +62,10 @@ def run_simulation_job(cfg: FederatedConfig, run_dir: Path, ray_address: str | N
     job = str(write_job(cfg, run_dir, progress))
     summary = run_dir / "server" / "summary.json"
     summary.unlink(missing_ok=True)
+    import logging
+
+    if not progress:  # Flower logs every round's records at INFO
+        logging.getLogger("flwr").setLevel(logging.WARNING)
     _init_ray(ray_address, cfg)
     try:
         run_simulation(server_app=build_server_app(job), client_app=build_client_app(job),
@@ -92,9 +83,10 @@ def run_simulation_job(cfg: FederatedConfig, run_dir: Path, ray_address: str | N
 
 def run_central(cfg: FederatedConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
     """The central baseline: stage 1 over the union of the vehicles' data with as many gradient batches
-    as the fleet together, the same budgets code and surgery, then ``rounds x local_steps x clients``
-    fine-tune batches (every vehicle's local batches, in one place) with the same schedule, distillation
-    and BN re-estimation. Its data are the vehicles' frames regenerated from their seeds under
+    as the fleet together, the same budgets code and surgery, then fine-tuning on the same number of
+    images as the fleet (``cfg.central_schedule``: ``rounds x local_steps`` steps of ``batch x clients``
+    images, or ``rounds x local_steps x clients`` steps of ``batch``) with the same schedule shape,
+    distillation and BN re-estimation. Its data are the vehicles' frames regenerated from their seeds under
     ``RUN/central/data`` (the baseline *is* "all the data in one place").
 
     :return: ``{"model": path, "ratios", "param_sparsity", "steps", "wall_s"}``.
@@ -123,12 +115,17 @@ def run_central(cfg: FederatedConfig, run_dir: Path, progress: bool = True) -> d
         parts += [d.generated] + ([d.real] if d.real else [])
     dense, _ = load_checkpoint(cfg.baseline_path())
     space = build_space(dense, cfg)
+    n = len(cfg.clients)
     stream = make_stream(parts, cfg, cfg.seed)
-    s1 = aggregate_stage1([client_stage1(dense, space, stream, cfg.stage1_batches * len(cfg.clients), progress)])
+    s1 = aggregate_stage1([client_stage1(dense, space, stream, cfg.stage1_batches * n, progress)])
     ratios = budgets(space, s1, cfg)
     masks = keep_masks(space, ratios, s1.channel_scores)
     model = prune_once(dense, space, ratios, masks)
-    steps = cfg.rounds * cfg.local_steps * len(cfg.clients)
+    if cfg.central_schedule == "equal_steps":
+        steps, batch = cfg.rounds * cfg.local_steps, cfg.batch * n
+        stream = make_stream(parts, dataclasses.replace(cfg, batch=batch), cfg.seed)
+    else:
+        steps, batch = cfg.rounds * cfg.local_steps * n, cfg.batch
     bar = None
     if progress:
         from tqdm import tqdm
@@ -141,7 +138,7 @@ def run_central(cfg: FederatedConfig, run_dir: Path, progress: bool = True) -> d
     save_checkpoint(model, model_path, {"kind": "central", "ratios": [float(r) for r in ratios]})
     info = {"config": cfg.to_dict(), "model": str(model_path), "ratios": [float(r) for r in ratios],
             "param_sparsity": float(space.param_sparsity(ratios)), "stage1_batches": s1.batches,
-            "steps": steps, "batch": cfg.batch, "final_loss": res["loss"], "wall_s": round(time.monotonic() - t0, 1)}
+            "schedule": cfg.central_schedule, "steps": steps, "batch": batch, "images": steps * batch, "final_loss": res["loss"], "wall_s": round(time.monotonic() - t0, 1)}
     write_json(info_path, info)
     return info
 
@@ -195,13 +192,15 @@ def run_federated(config: Mapping[str, Any] | FederatedConfig, out: str | Path, 
         "rounds": fed["rounds"],
         "clients": [{**c, "test": {m: evals[m]["per_client"][c["id"]] for m in evals}} for c in fed["stage1"]["clients"]],
         "stage1": {k: v for k, v in fed["stage1"].items() if k != "clients"},
-        "federated": {**evals["federated"], "steps_per_client": cfg.rounds * cfg.local_steps,
+        "federated": {**evals["federated"], "steps_per_client": cfg.rounds * cfg.local_steps, "batch": cfg.batch,
+                      "images": cfg.rounds * cfg.local_steps * len(cfg.clients) * cfg.batch,
                       "steps_total": cfg.rounds * cfg.local_steps * len(cfg.clients), "wall_s": round(t_fed, 1)},
         "dense": evals["dense"],
         "bytes_per_round": [r["bytes_down"] + r["bytes_up"] for r in fed["rounds"]],
     }
     if central is not None:
-        results["central"] = {**evals["central"], "steps_total": central["steps"], "wall_s": central["wall_s"],
+        results["central"] = {**evals["central"], "schedule": central["schedule"], "steps_total": central["steps"],
+                              "batch": central["batch"], "images": central["images"], "wall_s": central["wall_s"],
                               "param_sparsity": central["param_sparsity"]}
         gap = 100.0 * (results["central"]["map50_95"] - results["federated"]["map50_95"])
         results["target"] = {"max_gap_points": TARGET_GAP_POINTS, "gap_points": round(gap, 3),

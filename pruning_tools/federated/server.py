@@ -25,7 +25,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from pruning_tools.data.files import write_json
-from pruning_tools.federated.apps import STAGE1, read_job
+from pruning_tools.federated.job import ROLL_CALL, STAGE1, read_job
 from pruning_tools.federated.config import FederatedConfig
 from pruning_tools.federated.core import Stage1Sums
 
@@ -70,13 +70,16 @@ class Wire:
         return total
 
 
-def _masks_record(masks: dict[str, np.ndarray]) -> ArrayRecord:
+def _masks_record(masks: dict[str, np.ndarray], ratios: Any) -> ArrayRecord:
     from flwr.app import Array
 
-    return ArrayRecord({f"mask.{k}": Array(np.ascontiguousarray(v, dtype=np.int8)) for k, v in masks.items()})
+    rec = {f"mask.{k}": Array(np.ascontiguousarray(v, dtype=np.int8)) for k, v in masks.items()}
+    rec["ratios"] = Array(np.asarray(ratios, dtype=np.float64))
+    return ArrayRecord(rec)
 
 
-def make_strategy(cfg: FederatedConfig, masks: dict[str, np.ndarray], wire: Wire, names: dict[int, str]) -> Any:
+def make_strategy(cfg: FederatedConfig, masks: dict[str, np.ndarray], ratios: Any, wire: Wire,
+                  names: dict[int, str]) -> Any:
     """Flower's FedAvg or FedProx, recording per-client replies and bytes, adding the masks to every
     message (the vehicles rebuild the pruned structure from them) and failing when fewer than
     ``min_clients`` vehicles reply."""
@@ -85,7 +88,7 @@ def make_strategy(cfg: FederatedConfig, masks: dict[str, np.ndarray], wire: Wire
     kw: dict[str, Any] = {"min_train_nodes": n, "min_evaluate_nodes": n, "min_available_nodes": n}
     if cfg.strategy == "fedprox":
         kw["proximal_mu"] = cfg.proximal_mu
-    mrec = _masks_record(masks)
+    mrec = _masks_record(masks, ratios)
 
     class Fleet(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
@@ -142,6 +145,16 @@ def _wait_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
             raise FederatedError(f"only {len(ids)} of {n} vehicles connected within {timeout:.0f} s")
         time.sleep(0.5)
     return sorted(ids)
+
+
+def _roll_call(grid: Grid, cfg: FederatedConfig, wire: Wire) -> dict[int, str]:
+    """Which node is which vehicle (asked at every start: node ids are new in a resumed run)."""
+    nodes = _wait_nodes(grid, len(cfg.clients), cfg.round_timeout_s)
+    msgs = [Message(RecordDict(), dst_node_id=nid, message_type=ROLL_CALL) for nid in nodes]
+    wire.log("down", "rollcall", msgs)
+    replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout_s))
+    wire.log("up", "rollcall", replies)
+    return {int(m.metadata.src_node_id): str(m.content["client"]["id"]) for m in replies if not m.has_error()}
 
 
 def _stage1(grid: Grid, cfg: FederatedConfig, dense: Any, space: Any, wire: Wire, sdir: Path) -> dict[str, Any]:
@@ -221,9 +234,9 @@ def serve(grid: Grid, job: str | Path) -> dict[str, Any]:
     wire = Wire(sdir / "wire.jsonl")
     dense, _ = load_checkpoint(cfg.baseline_path())
     space = build_space(dense, cfg)
+    names = _roll_call(grid, cfg, wire)
     s1 = _stage1(grid, cfg, dense, space, wire, sdir)
     ratios, masks = s1["ratios"], s1["masks"]
-    names = {c["node"]: c["id"] for c in s1["clients"]}
     model = prune_once(dense, space, ratios, masks)
     server_data = prepare_server_data(cfg, run_dir / "server" / "data", progress)
     done, entries = _last_round(sdir, cfg.rounds)
@@ -232,8 +245,8 @@ def serve(grid: Grid, job: str | Path) -> dict[str, Any]:
     total = cfg.rounds * cfg.local_steps
     for rnd in range(done + 1, cfg.rounds + 1):
         t0 = time.monotonic()
-        strategy = make_strategy(cfg, masks, wire, names)
-        common = {"round": rnd, "ratios": [float(r) for r in ratios]}
+        strategy = make_strategy(cfg, masks, ratios, wire, names)
+        common = {"round": rnd}
         result = strategy.start(grid, ArrayRecord(float_state(model)), num_rounds=1, timeout=cfg.round_timeout_s,
                                 train_config=ConfigRecord({**common, "local-steps": cfg.local_steps, "total-steps": total}),
                                 evaluate_config=ConfigRecord({**common, "split": "val"}))
