@@ -74,6 +74,20 @@ def central_at_rounds(cfg: Any, work: Path, rounds: int, final: dict[str, Any] |
     return out
 
 
+def round_model(structure: Any, state_path: Path) -> Any:
+    """The global model after one round: the run's pruned structure with that round's averaged weights
+    (``server/round_NNN.pt`` holds :func:`pruning_tools.federated.core.float_state`)."""
+    import copy
+
+    import torch
+
+    from pruning_tools.federated.core import load_float_state
+
+    model = copy.deepcopy(structure)
+    load_float_state(model, torch.load(state_path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
 def real_frames(root: Path, baseline: Path, limit: int | None) -> Any:
     """Real frames never trained or selected on (at most ``limit``, the first by id), or None without the root."""
     if not root.is_dir():
@@ -126,10 +140,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     dense, _ = load_checkpoint(cfg.baseline_path())
     dense_test = evaluate_on(dense, server, "test", cfg)
     dense_car = car_ap(dense, frames, imgsz)
+    final_fed, _ = load_checkpoint(fed_dir / "federated" / "model.pt")  # the pruned structure every round shares
     rows = []
     for entry in res["rounds"]:
         r = int(entry["round"])
-        fmodel, _ = load_checkpoint(fed_dir / "server" / f"round_{r:03d}.pt")
+        fmodel = round_model(final_fed, fed_dir / "server" / f"round_{r:03d}.pt")
         ftest = evaluate_on(fmodel, server, "test", cfg)
         row: dict[str, Any] = {
             "round": r, "steps_per_client": r * cfg.local_steps, "steps_total": r * cfg.local_steps * len(cfg.clients),
