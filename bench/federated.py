@@ -200,7 +200,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         gcfg, groups, hframes, budget = load_groups_config(a.groups)
         tg = time.monotonic()
         tail = run_tailored(gcfg, work / "groups", groups, progress=a.progress, heldout_frames=hframes,
-                            group_budget=budget)
+                            group_budget=budget, control=True)
         out["groups"] = {"config": str(a.groups), "wall_s": round(time.monotonic() - tg, 1),
                          "group_budget": tail["group_budget"], "global_batches": tail["global"]["batches"],
                          "rows": [{"name": g["name"], "level": g["level"], "clients": g["clients"], "mix": g["mix"],
@@ -209,7 +209,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                                   for g in tail["groups"]],
                          "global_bytes_per_round": tail["global"]["bytes_per_round"],
                          "conditions": tail["conditions"], "target": tail["target"],
-                         "cross_map50_95": tail["cross_map50_95"], "global_wall_s": tail["global"]["wall_s"]}
+                         "cross_map50_95": tail["cross_map50_95"], "global_wall_s": tail["global"]["wall_s"],
+                         "control": tail.get("control")}
         if frames is not None:  # real KITTI frames are daytime: each level's Car AP there, next to the global one
             from pruning_tools.ultralytics_adapter import load_checkpoint as _load
 

@@ -194,11 +194,15 @@ def load_groups_config(path: str | Path) -> tuple[FederatedConfig, dict[str, lis
 
 def run_tailored(cfg: FederatedConfig, out: str | Path, groups: Mapping[str, Any] | None = None,
                  ray_address: str | None = None, progress: bool = True,
-                 heldout_frames: int = HELDOUT_FRAMES, group_budget: str = "equal_total") -> dict[str, Any]:
+                 heldout_frames: int = HELDOUT_FRAMES, group_budget: str = "equal_total",
+                 control: bool = False) -> dict[str, Any]:
     """The global level, one level per condition group, their held-out comparison and the export summary.
 
     :return: the dict written to ``out/tailored.json``: ``groups`` (each: clients, mix, level, ``heldout``
         with ``own`` / ``global`` / ``dense`` mAP and ``gain_points``), ``global``, ``conditions``, ``target``.
+    :param control: also train a control global level (``RUN/control``): every vehicle, with the groups'
+        per-vehicle batches (so more in all), evaluated on every group's held-out scenes — whether a group's
+        gain comes from its conditions or from its vehicles' longer local fine-tuning.
     :raises FederatedConfigError: bad groups. :raises ConnectionError: Ray unreachable.
     """
     from pruning_tools.federated.core import evaluate_on
@@ -219,6 +223,14 @@ def run_tailored(cfg: FederatedConfig, out: str | Path, groups: Mapping[str, Any
         jobs[name] = run_simulation_job(gcfg, run / "groups" / name, ray_address, progress)
         jobs[name]["batches"] = {"stage1_per_vehicle": gcfg.stage1_batches, "local_steps_per_round": gcfg.local_steps,
                                  "finetune_total": gcfg.rounds * gcfg.local_steps * len(gcfg.clients)}
+    if control:
+        steps = max(jobs[n]["batches"]["local_steps_per_round"] for n in grouping)
+        s1 = max(jobs[n]["batches"]["stage1_per_vehicle"] for n in grouping)
+        ccfg = dataclasses.replace(cfg, name=f"{cfg.name}_control", local_steps=steps, stage1_batches=s1)
+        say(f"[tailored] control: global level with {steps} local batches per vehicle per round")
+        jobs["control"] = run_simulation_job(ccfg, run / "control", ray_address, progress)
+        jobs["control"]["batches"] = {"stage1_per_vehicle": s1, "local_steps_per_round": steps,
+                                      "finetune_total": ccfg.rounds * steps * len(ccfg.clients)}
     for job in jobs.values():  # the job's own stage 1 + rounds (kept across resumes), not this call's
         job["wall_s"] = round(float(job["stage1"].get("wall_s") or 0.0)
                               + sum(float(r.get("wall_s") or 0.0) for r in job["rounds"]), 1)
@@ -234,6 +246,8 @@ def run_tailored(cfg: FederatedConfig, out: str | Path, groups: Mapping[str, Any
         used_seeds.add(seed)
         sets[name] = (heldout_set(cfg, name, members, run / "heldout" / name, seed, heldout_frames, progress), seed)
     levels = {f"fed_{n}": load_checkpoint(jobs[n]["model"])[0] for n in grouping}
+    if control:
+        levels["control_global"] = load_checkpoint(jobs["control"]["model"])[0]
     # every group level on every group's held-out scenes: does a level win on its own conditions only?
     cross = {lv: {g: evaluate_on(m, sets[g][0], "test", cfg)["map50_95"] for g in grouping} for lv, m in levels.items()}
     for name, members in grouping.items():
@@ -248,7 +262,10 @@ def run_tailored(cfg: FederatedConfig, out: str | Path, groups: Mapping[str, Any
                      "heldout": {"data": f"generated scenes of group {name}'s condition mix, seed {seed}, test half "
                                          f"({ev['own']['images']} images; never trained on)", **ev,
                                  "gain_points": round(gain, 3),
-                                 "other_levels": {lv: row[name] for lv, row in cross.items() if lv != f"fed_{name}"}}})
+                                 "other_levels": {lv: row[name] for lv, row in cross.items() if lv != f"fed_{name}"},
+                                 **({"gain_vs_control_points": round(100.0 * (ev["own"]["map50_95"]
+                                                                            - cross["control_global"][name]), 3)}
+                                    if control else {})}})
         say(f"[tailored] {name}: own mAP50-95 {ev['own']['map50_95']:.4f}, global {ev['global']['map50_95']:.4f} "
             f"({gain:+.2f} points), dense {ev['dense']['map50_95']:.4f}")
     mixes = {r["name"]: r["mix"] for r in rows}
@@ -256,7 +273,7 @@ def run_tailored(cfg: FederatedConfig, out: str | Path, groups: Mapping[str, Any
                   "groups": [{"name": r["name"], "level": r["level"], "mix": r["mix"], "clients": r["clients"],
                               "heldout_map50_95": {"own": r["heldout"]["own"]["map50_95"],
                                                    "global": r["heldout"]["global"]["map50_95"]}} for r in rows]}
-    write_export_summary(run, cfg, jobs, conditions)
+    write_export_summary(run, cfg, {k: v for k, v in jobs.items() if k != "control"}, conditions)
     results = {
         "name": cfg.name, "engine": "flwr simulation (Ray" + (f" at {ray_address})" if ray_address else ", local 127.0.0.1)"),
         "config": cfg.to_dict(), "group_budget": group_budget, "groups": rows, "conditions": conditions,
@@ -267,6 +284,9 @@ def run_tailored(cfg: FederatedConfig, out: str | Path, groups: Mapping[str, Any
                                "finetune_total": cfg.rounds * cfg.local_steps * len(cfg.clients)},
                    "bytes_per_round": [r["bytes_down"] + r["bytes_up"] for r in jobs["global"]["rounds"]],
                    "wall_s": jobs["global"]["wall_s"]},
+        **({"control": {"level": "control_global", "batches": jobs["control"]["batches"],
+                        "wall_s": jobs["control"]["wall_s"], "heldout_map50_95": cross["control_global"],
+                        "note": "not exported: a check on where the groups' gains come from"}} if control else {}),
         "target": {"min_gain_points": TARGET_GAIN_POINTS, "on": "each group's held-out generated scenes (test half)",
                    "met": {r["name"]: bool(r["heldout"]["gain_points"] >= TARGET_GAIN_POINTS) for r in rows}},
         "wall_s": round(time.monotonic() - t0, 1),
@@ -303,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder (tailored.json, summary.json for export)")
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="Ray cluster for the simulation engine "
                                                                   "(default: a local Ray on 127.0.0.1)")
+    p.add_argument("--control", action="store_true",
+                   help="also a control global level with the groups' per-vehicle batches (not exported)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or per-step lines")
     return p
 
@@ -312,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, groups, frames, budget = load_groups_config(a.config)
         res = run_tailored(cfg, a.out, groups, a.ray, progress=not a.no_progress, heldout_frames=frames,
-                           group_budget=budget)
+                           group_budget=budget, control=a.control)
     except (FederatedConfigError, ConnectionError, ValueError) as exc:
         print(f"pruning-tools federated-groups: {exc}", file=sys.stderr)
         return 2
