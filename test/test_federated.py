@@ -268,8 +268,10 @@ def test_simulation_engine_failed_vehicle_kill_resume_and_wire(tmp_path: Path) -
     for block in ("federated", "central", "dense"):
         assert math.isfinite(res[block]["map50_95"]) and 0 <= res[block]["map50_95"] <= 1, block
         assert set(res[block]["per_client"]) == {"night", "fog"}
-    assert res["central"]["images"] == res["federated"]["images"]  # equal data at equal steps
+    assert res["central"]["train_images"] == res["federated"]["train_images"]  # equal data at equal steps
+    assert res["central"]["steps_total"] == res["federated"]["steps_per_client"] == 6
     assert res["target"]["max_gap_points"] == 1.5 and isinstance(res["target"]["met"], bool)
+    assert (run / "rounds.png").stat().st_size > 1000
     counts = check_wire(run, cfg)
     assert counts["errors"] == 1 and counts["up"] > 0
 
@@ -327,3 +329,73 @@ def test_deployment_engine_superlink_and_two_supernodes(tmp_path: Path) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))
             sock.listen(1)
+
+
+def test_local_finetune_fedprox_pulls_towards_the_round_start_and_momentum_persists(tmp_path: Path) -> None:
+    """FedProx's proximal term keeps the local weights nearer the weights the round started from; the
+    vehicle's optimiser state is written after a round and read by the next one."""
+    import copy
+
+    import torch
+
+    from pruning_tools.federated import core
+    from pruning_tools.federated.data import prepare_client_data
+    from pruning_tools.ultralytics_adapter import load_checkpoint
+
+    torch.set_num_threads(1)
+    cfg = FederatedConfig.from_dict(tiny_config(lr0=0.02, bn_batches=0, distill_weight=0.0))
+    dense, _ = load_checkpoint(cfg.baseline_path())
+    stream = core.make_stream([prepare_client_data(cfg, cfg.clients[0], tmp_path / "v").generated], cfg, 1)
+    start = core.float_state(dense)
+
+    def moved(mu: float, out: Path | None = None) -> float:
+        m = copy.deepcopy(dense)
+        core.local_finetune(m, stream, cfg, 0, 2, 4, proximal_mu=mu, optim_out=out)
+        s = core.float_state(m)
+        return float(sum(((s[k] - start[k]) ** 2).sum() for k in start if "running" not in k))
+
+    saved = tmp_path / "optim_001.pt"
+    free, prox = moved(0.0, saved), moved(50.0)
+    assert 0 < prox < free
+    state = torch.load(saved, weights_only=True)
+    assert state["state"] and all("momentum_buffer" in v for v in state["state"].values())
+    m = copy.deepcopy(dense)  # round 2 starts from round 1's momentum: a different step than afresh
+    core.local_finetune(m, stream, cfg, 2, 1, 4, optim_in=saved)
+    fresh = copy.deepcopy(dense)
+    core.local_finetune(fresh, stream, cfg, 2, 1, 4)
+    a, b = core.float_state(m), core.float_state(fresh)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_bad_ray_address_exits_2_before_anything(tmp_path: Path) -> None:
+    from pruning_tools.federated.run import main
+
+    assert main(["--config", str(QUICK), "--out", str(tmp_path / "run"), "--ray", "nonsense", "--no-progress"]) == 2
+    assert not (tmp_path / "run").exists()
+
+
+
+@pytest.mark.slow
+def test_simulation_engine_on_a_ray_cluster_address(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`--ray 127.0.0.1:PORT`: the simulation engine's vehicles run on a Ray cluster of the test's own
+    (a loopback head from test/helpers/ray_cluster.py, token authentication)."""
+    import subprocess
+
+    from helpers.ray_cluster import LoopbackRayCluster
+
+    cfg_path = tmp_path / "fed.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(rounds=1, central=False)))
+    cluster = LoopbackRayCluster(Path(tmp_path_factory.mktemp("ray")), REPO)  # short: Ray's socket paths
+    try:
+        cluster.wait_nodes(1)
+        run = tmp_path / "run"
+        out = subprocess.run([sys.executable, "-m", "pruning_tools.cli", "federated", "--config", str(cfg_path),
+                              "--out", str(run), "--no-progress", "--ray", cluster.address], cwd=REPO,
+                             env={**cluster.env, **_env()}, capture_output=True, text=True, timeout=600)
+    finally:
+        cluster.stop()
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
+    res = json.loads((run / "results.json").read_text())
+    assert "Ray at 127.0.0.1:" in res["engine"]
+    assert [r["round"] for r in res["rounds"]] == [1] and res["rounds"][0]["failed"] == []
+    assert "central" not in res and 0 <= res["federated"]["map50_95"] <= 1

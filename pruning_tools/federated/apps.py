@@ -22,7 +22,6 @@ config (the deployment engine: ``flwr run APP --run-config 'job="RUN/job.json"'`
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,8 @@ class _Vehicle:
         torch.set_num_threads(cfg.threads)
         self.cfg, self.spec, self.progress = cfg, cfg.clients[pid], progress
         self.pid = pid
-        self.data = prepare_client_data(cfg, self.spec, run_dir / "clients" / self.spec.id, progress)
+        self.root = run_dir / "clients" / self.spec.id
+        self.data = prepare_client_data(cfg, self.spec, self.root, progress)
         self.dense, _ = load_checkpoint(cfg.baseline_path())
         self.space = build_space(self.dense, cfg)
         self._pruned_key: str | None = None
@@ -121,8 +121,6 @@ def _vehicle(job: str, context: Context) -> _Vehicle:
 def _maybe_fail(v: _Vehicle, rnd: int) -> None:
     f = v.cfg.fault
     if f is not None and f.client == v.spec.id and f.round == rnd:
-        if f.mode == "exit":
-            os._exit(17)  # a vehicle that drops out mid-round, as if killed
         raise RuntimeError(f"injected fault: vehicle {v.spec.id} fails in round {rnd}")
 
 
@@ -163,8 +161,11 @@ def build_client_app(job: str | None = None) -> ClientApp:
         model = v.model_for(msg)
         _maybe_fail(v, rnd)
         teacher = v.dense if v.cfg.distill_weight > 0 else None
+        odir = v.root / "optim"
+        odir.mkdir(parents=True, exist_ok=True)
         out = local_finetune(model, v.stream(), v.cfg, (rnd - 1) * local, local, total, teacher,
-                             float(cfgr.get("proximal-mu", 0.0)))
+                             float(cfgr.get("proximal-mu", 0.0)), optim_in=odir / f"round_{rnd - 1:03d}.pt",
+                             optim_out=odir / f"round_{rnd:03d}.pt")
         content = RecordDict({"arrays": ArrayRecord(float_state(model)),
                               "metrics": MetricRecord({"num-examples": local * v.cfg.batch, "loss": out["loss"],
                                                        "partition-id": v.pid}),

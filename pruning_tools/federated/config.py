@@ -65,8 +65,8 @@ class ClientSpec:
 class FaultSpec:
     """A fault injected for tests: ``client`` (its id) fails in ``round`` (1-based) of stage 3.
 
-    :param mode: ``raise`` (the ClientApp raises: Flower replies with an error) or ``exit``
-        (the client process ends itself with ``os._exit`` mid-round, as a killed vehicle).
+    :param mode: ``raise``: the vehicle's ClientApp raises mid-round (after receiving the weights,
+        before training); Flower returns an error reply and the round goes on without it.
     """
 
     client: str
@@ -74,8 +74,8 @@ class FaultSpec:
     mode: str = "raise"
 
     def __post_init__(self) -> None:
-        if self.mode not in ("raise", "exit"):
-            raise ValueError(f"fault.mode must be 'raise' or 'exit', got {self.mode!r}")
+        if self.mode != "raise":
+            raise ValueError(f"fault.mode must be 'raise', got {self.mode!r}")
         if self.round < 1:
             raise ValueError(f"fault.round must be >= 1, got {self.round}")
 
@@ -115,7 +115,9 @@ class FederatedConfig:
     :param central: also train the central baseline on the union of the clients' data at equal steps.
     :param central_schedule: what "equal steps" means for it: ``equal_steps`` — as many optimiser steps
         as each vehicle takes (``rounds x local_steps``), each on a batch as large as the fleet's
-        together (``batch x clients``): the same images and the same number of sequential updates;
+        together (``batch x clients``) at ``lr0 / clients`` (the detection loss sums over the batch's
+        images): the same images, the same number of sequential updates and the same step per image
+        — FedAvg's first-order equivalent;
         ``equal_batches`` — every vehicle's batches one after another (``rounds x local_steps x clients``
         steps of ``batch``): the same images, ``clients`` times the sequential updates.
     :param threads: torch threads per process.

@@ -164,8 +164,8 @@ def prune_once(dense: nn.Module, space: Any, ratios: Sequence[float], masks: dic
 
 # -------------------------------------------------------------------------------- stage 3
 def local_finetune(model: nn.Module, stream: Any, cfg: FederatedConfig, start: int, steps: int, total: int,
-                   teacher: nn.Module | None = None, proximal_mu: float = 0.0, progress: Any = None
-                   ) -> dict[str, Any]:
+                   teacher: nn.Module | None = None, proximal_mu: float = 0.0, progress: Any = None,
+                   optim_in: Path | None = None, optim_out: Path | None = None) -> dict[str, Any]:
     """``steps`` fine-tune batches ``start..start+steps-1`` of a ``total``-batch cosine schedule, then
     BatchNorm re-estimation on ``cfg.bn_batches`` batches of the same stream.
 
@@ -173,12 +173,22 @@ def local_finetune(model: nn.Module, stream: Any, cfg: FederatedConfig, start: i
     :param proximal_mu: FedProx: adds ``mu * (w - w_global)`` to every gradient before the step
         (Li et al., 2020, "Federated Optimization in Heterogeneous Networks", eq. 2), ``w_global``
         being the weights the round started from.
+    :param optim_in: the vehicle's optimiser state (SGD momentum) from its previous round, loaded when
+        it exists and fits: the momentum keeps building across rounds as in one central run (with a
+        fresh optimiser every round, a few local steps never reach the momentum's full step size).
+        It stays on the vehicle.
+    :param optim_out: where to write the optimiser state after the steps.
     :return: ``{"loss", "steps"}`` (mean loss per image of the last batches).
     """
     from pruning_tools.train.distill import Distiller
     from pruning_tools.train.loop import make_optimizer, recalibrate_bn, train_steps
 
     opt = make_optimizer(model, cfg.lr0)
+    if optim_in is not None and Path(optim_in).is_file():
+        try:
+            opt.load_state_dict(torch.load(optim_in, map_location="cpu", weights_only=True))
+        except (ValueError, RuntimeError, KeyError):  # another structure: start afresh
+            opt = make_optimizer(model, cfg.lr0)
     if proximal_mu > 0:
         anchor = {id(p): p.detach().clone() for p in model.parameters()}
 
@@ -194,6 +204,10 @@ def local_finetune(model: nn.Module, stream: Any, cfg: FederatedConfig, start: i
         teacher is not None and cfg.distill_weight > 0) else None
     _, losses = train_steps(model, stream, start, start + steps, total, cfg.lr0, opt, lrf=LRF, warmup=0,
                             progress=progress, distiller=distiller)
+    if optim_out is not None:
+        tmp = Path(optim_out).with_name(f".{Path(optim_out).name}.tmp")
+        torch.save(opt.state_dict(), tmp)
+        tmp.replace(optim_out)
     recalibrate_bn(model, stream, cfg.bn_batches, start=1_000_000 + start)
     model.eval()
     return {"loss": float(np.mean(losses[-3:])) if losses else float("nan"), "steps": int(steps)}

@@ -121,9 +121,14 @@ def run_central(cfg: FederatedConfig, run_dir: Path, progress: bool = True) -> d
     ratios = budgets(space, s1, cfg)
     masks = keep_masks(space, ratios, s1.channel_scores)
     model = prune_once(dense, space, ratios, masks)
+    ccfg = cfg
     if cfg.central_schedule == "equal_steps":
+        # Ultralytics' detection loss is summed over the batch's images: a batch n x larger has an n x
+        # larger gradient. lr0 / n keeps the step per image equal to the vehicles' (FedAvg of n vehicles'
+        # steps of `batch` images is, to first order, one step of n x `batch` images at lr0 / n).
         steps, batch = cfg.rounds * cfg.local_steps, cfg.batch * n
-        stream = make_stream(parts, dataclasses.replace(cfg, batch=batch), cfg.seed)
+        ccfg = dataclasses.replace(cfg, batch=batch, lr0=cfg.lr0 / n)
+        stream = make_stream(parts, ccfg, cfg.seed)
     else:
         steps, batch = cfg.rounds * cfg.local_steps * n, cfg.batch
     bar = None
@@ -131,14 +136,14 @@ def run_central(cfg: FederatedConfig, run_dir: Path, progress: bool = True) -> d
         from tqdm import tqdm
 
         bar = tqdm(total=steps, desc="central fine-tune", unit="batch", mininterval=1.0)
-    res = local_finetune(model, stream, cfg, 0, steps, steps, dense if cfg.distill_weight > 0 else None,
-                         cfg.proximal_mu * 0.0, bar)
+    res = local_finetune(model, stream, ccfg, 0, steps, steps, dense if cfg.distill_weight > 0 else None, 0.0, bar)
     if bar is not None:
         bar.close()
     save_checkpoint(model, model_path, {"kind": "central", "ratios": [float(r) for r in ratios]})
     info = {"config": cfg.to_dict(), "model": str(model_path), "ratios": [float(r) for r in ratios],
             "param_sparsity": float(space.param_sparsity(ratios)), "stage1_batches": s1.batches,
-            "schedule": cfg.central_schedule, "steps": steps, "batch": batch, "images": steps * batch, "final_loss": res["loss"], "wall_s": round(time.monotonic() - t0, 1)}
+            "schedule": cfg.central_schedule, "steps": steps, "batch": batch, "images": steps * batch,
+            "lr0": ccfg.lr0, "final_loss": res["loss"], "wall_s": round(time.monotonic() - t0, 1)}
     write_json(info_path, info)
     return info
 
@@ -165,7 +170,7 @@ def run_federated(config: Mapping[str, Any] | FederatedConfig, out: str | Path, 
                   progress: bool = True) -> dict[str, Any]:
     """A federated job from a config dict (or :class:`FederatedConfig`) into folder ``out``.
 
-    :return: the results dict also written to ``out/results.json``: ``rounds``, ``clients``,
+    :return: the results dict also written to ``out/results.json`` (and the per-round plot ``out/rounds.png``): ``rounds``, ``clients``,
         ``federated`` / ``central`` / ``dense`` (``map50_95``, ``map50``, per-client), ``stage1``,
         ``target`` (the 1.5-point gap), ``wall_s``.
     :raises FederatedConfigError: a bad config. :raises ConnectionError: Ray unreachable.
@@ -193,14 +198,15 @@ def run_federated(config: Mapping[str, Any] | FederatedConfig, out: str | Path, 
         "clients": [{**c, "test": {m: evals[m]["per_client"][c["id"]] for m in evals}} for c in fed["stage1"]["clients"]],
         "stage1": {k: v for k, v in fed["stage1"].items() if k != "clients"},
         "federated": {**evals["federated"], "steps_per_client": cfg.rounds * cfg.local_steps, "batch": cfg.batch,
-                      "images": cfg.rounds * cfg.local_steps * len(cfg.clients) * cfg.batch,
+                      "train_images": cfg.rounds * cfg.local_steps * len(cfg.clients) * cfg.batch,
                       "steps_total": cfg.rounds * cfg.local_steps * len(cfg.clients), "wall_s": round(t_fed, 1)},
         "dense": evals["dense"],
         "bytes_per_round": [r["bytes_down"] + r["bytes_up"] for r in fed["rounds"]],
     }
     if central is not None:
         results["central"] = {**evals["central"], "schedule": central["schedule"], "steps_total": central["steps"],
-                              "batch": central["batch"], "images": central["images"], "wall_s": central["wall_s"],
+                              "batch": central["batch"], "lr0": central["lr0"], "train_images": central["images"],
+                              "wall_s": central["wall_s"],
                               "param_sparsity": central["param_sparsity"]}
         gap = 100.0 * (results["central"]["map50_95"] - results["federated"]["map50_95"])
         results["target"] = {"max_gap_points": TARGET_GAP_POINTS, "gap_points": round(gap, 3),
@@ -208,7 +214,44 @@ def run_federated(config: Mapping[str, Any] | FederatedConfig, out: str | Path, 
                              "on": "server test (generated, held out)"}
     results["wall_s"] = round(time.monotonic() - t0, 1)
     write_json(run_dir / "results.json", results)
+    plot_rounds(results, run_dir / "rounds.png")
     return results
+
+
+def plot_rounds(results: Mapping[str, Any], path: Path) -> Path:
+    """Per round: the global model's mAP50-95 on the server's val frames and each vehicle's on its own
+    val split, the final federated / central / dense test numbers as lines, and the bytes per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [r["round"] for r in results["rounds"]]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax.plot(rounds, [100 * r["global"]["map50_95"] for r in results["rounds"]], "k-o", label="global (server val)")
+    for c in results["clients"]:
+        ys = [100 * ((r["clients"].get(c["id"]) or {}).get("val") or {}).get("map50_95", float("nan"))
+              for r in results["rounds"]]
+        ax.plot(rounds, ys, "--.", label=f"{c['id']} (own val)")
+    for name, style in (("federated", "C0:"), ("central", "C3:"), ("dense", "C7:")):
+        if name in results:
+            ax.axhline(100 * results[name]["map50_95"], color=style[:2], ls=":", label=f"{name} (server test)")
+    ax.set_xlabel("round")
+    ax.set_ylabel("mAP50-95 (points)")
+    ax.set_xticks(rounds)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{results.get('name', '')}: generated scenes", fontsize=9)
+    bx.bar(rounds, [r["bytes_down"] / 1e6 for r in results["rounds"]], label="down (server -> vehicles)")
+    bx.bar(rounds, [r["bytes_up"] / 1e6 for r in results["rounds"]], bottom=[r["bytes_down"] / 1e6 for r in results["rounds"]],
+           label="up (vehicles -> server)")
+    bx.set_xlabel("round")
+    bx.set_ylabel("MB of arrays per round")
+    bx.set_xticks(rounds)
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
         cfg = load_config(a.config)
-    except FederatedConfigError as exc:
+        if a.ray is not None:
+            from pruning_tools.pipeline.ray_executor import parse_address
+
+            parse_address(a.ray)
+    except (FederatedConfigError, ValueError) as exc:
         print(f"pruning-tools federated: {exc}", file=sys.stderr)
         return 2
     try:
