@@ -96,3 +96,52 @@ def test_export_summary_is_what_export_reads(tmp_path: Path) -> None:
     ds = Path(yaml.safe_load((tmp_path / "config.yaml").read_text())["data"]["dataset"])
     assert ds == tmp_path / "global" / "server" / "data" / "yolo"
     assert json.loads((tmp_path / "summary.json").read_text())["conditions"]["default"] == "fed_global"
+
+
+@pytest.mark.slow
+def test_tailored_run_to_one_zoo_the_node_follows(tmp_path: Path) -> None:
+    """Real Flower jobs (simulation engine, local Ray on 127.0.0.1): a global level, two group levels and the
+    control, each group's held-out comparison, then ``export`` into one zoo whose manifest the node follows."""
+    import logging
+
+    from pruning_tools.federated.tailored import run_tailored
+    from pruning_tools.quant.export import main as export_main
+    from sparse_perception.node.node_config import build_runtime
+    from sparse_perception.runtime.conditions import Condition
+    from sparse_perception.runtime.detector_core import DetectorCore
+    from sparse_perception.runtime.zoo import load_manifest
+
+    clients = [{"id": "n1", "conditions": ["night_clear", "night_rain"], "frames": 12, "seed": 11},
+               {"id": "n2", "conditions": ["night_fog", "night_clear"], "frames": 12, "seed": 12},
+               {"id": "f1", "conditions": ["day_fog", "dusk_fog"], "frames": 12, "seed": 21},
+               {"id": "f2", "conditions": ["dusk_fog", "day_clear", "day_fog"], "frames": 12, "seed": 22}]
+    cfg = FederatedConfig.from_dict({
+        "name": "t", "imgsz": [128, 416], "crop_width": 256, "target": 0.3, "stage1_batches": 1, "rounds": 1,
+        "local_steps": 1, "batch": 2, "bn_batches": 1, "distill_weight": 0.0, "server_frames": 10,
+        "server_seed": 900, "central": False, "kitti_root": None, "round_timeout_s": 300, "clients": clients})
+    res = run_tailored(cfg, tmp_path / "run", None, progress=False, heldout_frames=12, control=True)
+    assert [g["name"] for g in res["groups"]] == ["night", "fog"]  # automatic grouping by regime
+    for g in res["groups"]:
+        h = g["heldout"]
+        assert h["gain_points"] == pytest.approx(100 * (h["own"]["map50_95"] - h["global"]["map50_95"]), abs=1e-3)
+        assert g["batches"]["finetune_total"] == res["global"]["batches"]["finetune_total"] == 4  # equal_total
+        assert "gain_vs_control_points" in h and set(h["other_levels"]) == {"fed_night", "fed_fog",
+                                                                            "control_global"} - {g["level"]}
+    assert res["control"]["batches"]["local_steps_per_round"] == 2
+    assert res["conditions"]["levels"]["night_fog"] == "fed_night" and res["conditions"]["levels"]["day_fog"] == "fed_fog"
+    zoo = tmp_path / "zoo"
+    assert export_main(["--run", str(tmp_path / "run"), "--zoo", str(zoo), "--quick", "--precisions", "fp32",
+                        "--no-progress", "--threads", "1"]) == 0
+    m = load_manifest(zoo / "manifest.json", verify=True)
+    assert set(m.levels()) == {"dense", "fed_fog", "fed_global", "fed_night"}  # the control level is not exported
+    assert m.level_for("night_rain") == "fed_night" and m.condition_default == "fed_global"
+    _, pool, controller = build_runtime({"engine_manifest": str(zoo / "manifest.json"), "policy_path": "manifest",
+                                         "policy_mode": "auto", "hysteresis": 1.0, "cooldown_s": 0.0, "threads": 1})
+    core = DetectorCore(logging.getLogger("test_federated_groups"))
+    core.load(pool, controller, "auto")
+    try:
+        for key, want in (("night_rain", "fed_night"), ("dusk_fog", "fed_fog"), ("day_rain", "fed_global")):
+            core.on_condition(Condition.from_key(key))
+            assert core.active_level() == want, key
+    finally:
+        core.release()
