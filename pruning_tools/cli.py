@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("pruning_tools.quant.export", "quantise and export a prune run into an engine zoo"),
     "train-policy": ("pruning_tools.train.policy", "train the condition-driven sparsity policy on a zoo"),
     "federated": ("pruning_tools.federated.run", "federated pruning across a fleet of Flower clients (--config FILE --out RUN)"),
+    "federated-groups": ("pruning_tools.federated.tailored", "one federated level per condition group + the global "
+                         "level, for one zoo mapping conditions to levels (--config FILE --out RUN)"),
     "demo": ("pruning_tools.demo.run", "the whole pipeline and the live node end to end, with a report"),
 }
 

@@ -142,7 +142,7 @@ def test_only_the_adapter_imports_ultralytics() -> None:
 
 # the public surface the restructuring must not change: command names, console scripts, their targets
 PRUNING_COMMANDS = ("kitti", "train-baseline", "import-model", "evaluate", "prune", "export", "train-policy", "federated",
-                    "demo")
+                    "federated-groups", "demo")
 ONLINE_COMMANDS = ("replay", "record", "node")
 CONSOLE_SCRIPTS = ("pruning-tools", "sparse-perception", "detector_node", "replay", "recorder")
 

@@ -46,7 +46,7 @@ def test_quant_bench_does_not_judge_the_drop_of_a_model_that_detects_nothing() -
 
 def test_every_bench_writes_its_json_through_the_shared_writer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     benches = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
-    assert len(benches) == 16
+    assert len(benches) == 17
     for name in benches:
         assert _bench(name).write_result.__module__ == "_report", name
     report = _bench("_report")

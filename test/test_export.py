@@ -217,3 +217,64 @@ def test_a_level_slower_than_a_more_accurate_one_is_left_out(prune_run: Path, tm
     m = load_manifest(out / "manifest.json", verify=True)
     assert m.levels() == ["dense"] and all(a.level == "dense" for a in m.artifacts)  # the node never loads it
     assert (out / ex["artifacts"][0]["path"]).is_file()  # left on disk for inspection, listed with its sha256
+
+
+def _tailored_run(prune_run: Path, tmp: Path) -> Path:
+    """A federated-run-shaped folder: a global level and two condition-group levels plus a ``conditions`` map
+    (issue 25 item 3), sharing the fixture's checkpoint and dataset."""
+    run = tmp / "tailored_run"
+    run.mkdir()
+    (run / "config.yaml").write_text((prune_run / "config.yaml").read_text())
+    ck = str(prune_run / "full" / "s75" / "model.pt")
+    (run / "summary.json").write_text(json.dumps({
+        "baseline": str(prune_run / "baseline.pt"), "imgsz": list(IMGSZ),
+        "checkpoints": [{"method": "federated", "level": 0.75, "level_name": name, "trial": 0, "sparsity": 0.74,
+                         "path": ck} for name in ("fed_global", "fed_night", "fed_fog")],
+        "conditions": {"default": "fed_global",
+                       "levels": {"night_clear": "fed_night", "night_fog": "fed_night", "day_fog": "fed_fog"},
+                       "groups": [{"name": "night", "level": "fed_night", "mix": {"night_clear": 1.0}},
+                                  {"name": "fog", "level": "fed_fog", "mix": {"day_fog": 1.0}}]}}))
+    return run
+
+
+def test_condition_tailored_levels_reach_the_manifest_off_the_ladder(prune_run: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's conditions map lands in the manifest; its levels are never ladder-excluded, even when slower than
+    dense (here made so); ``--levels`` leaving one out drops its map entries."""
+    from pruning_tools.quant import bisection
+    from sparse_perception.runtime.manifest_policy import ManifestPolicy
+    from sparse_perception.runtime.conditions import Condition
+
+    real = bisection.measure_latencies
+
+    def slow_tailored(measurer, paths):
+        out = real(measurer, paths)
+        if len({Path(p).parent.name for p in paths}) > 1:
+            dense = next(o for p, o in zip(paths, out) if Path(p).parent.name == "dense")
+            for p, o in zip(paths, out):
+                if Path(p).parent.name.startswith("fed_"):
+                    o["median"] = round(dense["median"] * 1.25, 3)
+        return out
+
+    monkeypatch.setattr(bisection, "measure_latencies", slow_tailored)
+    run, out = _tailored_run(prune_run, tmp_path), tmp_path / "zoo"
+    text = _export_fp32(run, out)
+    m = load_manifest(out / "manifest.json", verify=True)
+    assert m.levels() == ["dense", "fed_fog", "fed_global", "fed_night"] and m.excluded() == []
+    assert m.level_for("night_fog") == "fed_night" and m.level_for("day_rain") == "fed_global"
+    assert [r["level"] for r in m.ladder["levels"]] == ["dense"]  # tailored levels are not rungs
+    assert m.select("fed_night", "onnxruntime").speedup_vs_dense == pytest.approx(0.8, abs=2e-3)
+    assert "off the speed ladder" in text
+    assert ManifestPolicy.from_manifest(m).decide(Condition("day", "fog")) == "fed_fog"
+    out2 = tmp_path / "zoo2"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["--run", str(run), "--zoo", str(out2), "--quick", "--precisions", "fp32", "--no-progress",
+                   "--levels", "dense,fed_global,fed_fog"])
+    assert rc == 0, buf.getvalue()
+    m2 = load_manifest(out2 / "manifest.json", verify=True)
+    assert m2.condition_levels == {"day_fog": "fed_fog"} and m2.condition_default == "fed_global"
+    assert "night_fog -> fed_night dropped" in buf.getvalue()

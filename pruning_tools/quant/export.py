@@ -21,6 +21,13 @@ speed-up targets, else ``s50``, ``s75``, ``s90`` ... from the parameter level in
    listed under the manifest's ``ladder.excluded`` (with their artifacts' records), not in
    ``artifacts``, so the node never loads them.
 
+A run whose ``summary.json`` has a ``conditions`` block (a federated run with condition groups,
+docs/federated.md: ``{"default": "fed_global", "levels": {"night_fog": "fed_night", ...}, "groups": [...]}``)
+gets it in the manifest (:mod:`sparse_perception.runtime.zoo`, what the node's ``policy_path: manifest``
+follows). The levels it names are condition-tailored, not rungs of the speed ladder: they are timed
+interleaved with the other selected engines (comparable latencies) but never excluded by the ladder
+rule; map entries whose level ``--levels`` left out are dropped (printed).
+
 The full search path goes to ``<zoo>/bisection_log.json`` and a plot ``<zoo>/bisection.png``.
 The zoo is assembled in ``<zoo>.partial`` and moved into place at the end: an interrupted export
 leaves no half-written zoo behind.
@@ -120,7 +127,7 @@ def _read_json(path: Path) -> Any:
 
 
 #: ``export --method`` default: the first of these the run has (the search's best first).
-METHOD_PREFERENCE = ("full", "importance", "global", "uniform", "random")
+METHOD_PREFERENCE = ("full", "importance", "global", "uniform", "random", "federated")
 
 
 def default_method(run: Path) -> str:
@@ -185,6 +192,44 @@ def discover_levels(run: Path, method: str | None = "full") -> tuple[list[LevelS
         methods = sorted({str(c.get("method")) for c in summary.get("checkpoints", []) if isinstance(c, dict)})
         raise ExportError(f"{summary_path}: no checkpoints of method {method!r} (run has {methods or 'none'})")
     return sorted(out, key=lambda s: (s.sparsity, s.level)), summary
+
+
+def condition_block(summary: dict[str, Any], exported: set[str], log: Any = print) -> dict[str, Any] | None:
+    """The run's ``conditions`` block (condition key -> level) restricted to the ``exported`` levels.
+
+    :return: the block for the manifest, or None when the run has none (or none of its levels is exported).
+    :raises ExportError: a block that is not ``{"levels": {...}, "default"?: ..., "groups"?: [...]}``.
+    """
+    block = summary.get("conditions")
+    if block is None:
+        return None
+    if not isinstance(block, dict) or not isinstance(block.get("levels"), dict):
+        raise ExportError("summary.json: 'conditions' must be an object with a 'levels' map (condition -> level), "
+                          f"got {str(block)[:200]}")
+    out: dict[str, Any] = {"levels": {}}
+    for key, level in block["levels"].items():
+        if level in exported:
+            out["levels"][key] = level
+        else:
+            log(f"note: conditions map entry {key} -> {level} dropped: level {level!r} is not exported")
+    default = block.get("default")
+    if default is not None:
+        if default in exported:
+            out["default"] = default
+        else:
+            log(f"note: conditions default {default!r} dropped: not exported")
+    groups = [g for g in block.get("groups") or [] if isinstance(g, dict) and g.get("level") in exported]
+    if groups:
+        out["groups"] = groups
+    return out if out["levels"] else None
+
+
+def tailored_levels(block: dict[str, Any] | None) -> set[str]:
+    """Levels a ``conditions`` block names (kept off the speed ladder)."""
+    if not block:
+        return set()
+    names = set(block["levels"].values()) | {g["level"] for g in block.get("groups", [])}
+    return names | ({block["default"]} if "default" in block else set())
 
 
 def run_dataset(run: Path) -> Path | None:
@@ -309,6 +354,10 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
     for s in levels:
         if not s.checkpoint.is_file():
             raise ExportError(f"checkpoint of level {s.level!r} not found: {s.checkpoint}")
+    conditions = condition_block(summary, {s.level for s in levels}, log)
+    tailored = tailored_levels(conditions)
+    if tailored:
+        log(f"condition-tailored levels (conditions map, kept off the speed ladder): {sorted(tailored)}")
     dataset = cfg.dataset or run_dataset(cfg.run)
     if dataset is None:
         raise ExportError(f"no dataset: {cfg.run}/config.yaml names none and {cfg.run}/data/yolo is absent; "
@@ -413,7 +462,7 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
         else:
             from pruning_tools.quant.bisection import TensorRTMeasurer as M  # type: ignore[assignment]
         timer = M(dataset, cfg.split, imgsz, cfg.eval_images, cfg.threads, warmup, runs)
-        ladders.append(build_ladder(work, artifacts, backend, timer, sources, log))
+        ladders.append(build_ladder(work, artifacts, backend, timer, sources, log, tailored))
     artifacts, ladder = apply_ladders(artifacts, ladders)
     ladder["timing"] = {"method": "every selected engine round-robin in one process, the order rotated each "
                                   "round; medians", "runs": runs, "warmup": warmup, "threads": cfg.threads,
@@ -428,6 +477,7 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
                  **({"tensorrt_skipped": trt_note} if trt_note else {})},
         "artifacts": artifacts,
         "ladder": ladder,
+        **({"conditions": conditions} if conditions else {}),
     }
     _write_log(work / "bisection_log.json", {"delta_points": cfg.delta, "searches": log_entries,
                                              "wall_s": round(time.monotonic() - t0, 1)})
@@ -452,13 +502,15 @@ def export_zoo(cfg: ExportConfig, log: Any = print) -> Path:
 
 # ----------------------------------------------------------------------------- the speed ladder
 def build_ladder(zoo: Path, artifacts: list[dict[str, Any]], backend: str, timer: Any,
-                 sources: dict[str, LevelSource], log: Any = print) -> dict[str, Any]:
+                 sources: dict[str, LevelSource], log: Any = print, tailored: set[str] | frozenset[str] = frozenset(),
+                 ) -> dict[str, Any]:
     """Time every level's selected ``backend`` artifact interleaved (``timer.latencies``) and apply
     :func:`pruning_tools.quant.ladder.monotone_ladder`.
 
     :param zoo: the folder the artifacts' paths are relative to.
     :param artifacts: the manifest's artifact records (not changed here).
     :param timer: a :class:`pruning_tools.quant.bisection.Measurer` of ``backend``.
+    :param tailored: condition-tailored levels: timed with the others, never ladder rungs (never excluded).
     :return: ``{"backend", "decisions": [LadderDecision], "timing": {level: latency dict}}``.
     """
     from pruning_tools.quant.bisection import measure_latencies
@@ -471,7 +523,11 @@ def build_ladder(zoo: Path, artifacts: list[dict[str, Any]], backend: str, timer
     timed = measure_latencies(timer, [zoo / a["path"] for a in sel])
     timing = {a["level"]: {k: v for k, v in t.items() if k in LATENCY_KEYS} for a, t in zip(sel, timed)}
     rungs = [LadderLevel(a["level"], a.get("map50_95"), float(timing[a["level"]]["median"]),
-                         float(a.get("param_sparsity", a["sparsity"]))) for a in sel]
+                         float(a.get("param_sparsity", a["sparsity"]))) for a in sel if a["level"] not in tailored]
+    for a in sel:
+        if a["level"] in tailored:
+            log(f"  {a['level']:>6} {backend}: {timing[a['level']]['median']:.2f} ms, mAP50-95 "
+                f"{_fmt(a.get('map50_95'))}: kept (condition-tailored level, off the speed ladder)")
     decisions = monotone_ladder(rungs)
     for d in decisions:
         src = sources.get(d.level.level)
@@ -501,6 +557,14 @@ def apply_ladders(artifacts: list[dict[str, Any]], ladders: list[dict[str, Any]]
     out = [dict(a) for a in artifacts]
     for lad in ladders:
         backend = lad["backend"]
+        laddered = {d.level.level for d in lad["decisions"]}
+        for a in out:  # off-ladder (condition-tailored) levels: the same interleaved timing as the rungs
+            if a["backend"] == backend and a.get("selected") and a["level"] in lad["timing"] \
+                    and a["level"] not in laddered:
+                a["latency_ms"] = dict(lad["timing"][a["level"]])
+                if "dense" in lad["timing"]:
+                    a["speedup_vs_dense"] = round(float(lad["timing"]["dense"]["median"])
+                                                  / float(a["latency_ms"]["median"]), 4)
         for d in lad["decisions"]:
             level = d.level.level
             mine = [a for a in out if a["level"] == level and a["backend"] == backend]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from sparse_perception.runtime.engine_pool import EnginePool, RuntimeConfig
+from sparse_perception.runtime.manifest_policy import MANIFEST_POLICY, ManifestPolicy
 from sparse_perception.runtime.policy import PolicyController, SparsityPolicy
 
 #: values of the condition_source parameter (and launch argument)
@@ -56,7 +57,8 @@ DESCRIPTIONS: dict[str, str] = {
     "policy_mode": "manual | auto (the condition-driven policy chooses the level)",
     "condition_source": "topic (driving_condition subscription) | estimator (estimated from each image, "
                         "published on ~/estimated_condition; for drives with no condition topic)",
-    "policy_path": "policy trained by `pruning-tools train-policy`",
+    "policy_path": "policy trained by `pruning-tools train-policy`, or 'manifest': follow the engine manifest's "
+                   "conditions -> level map (a zoo with condition-tailored levels, docs/federated.md)",
     "hysteresis": "consecutive agreeing policy decisions needed before a switch (int or double; < 1 counts as 1)",
     "cooldown_s": "minimum seconds between two policy switches",
     "publish_debug_image": "publish debug_image with the boxes drawn",
@@ -141,6 +143,9 @@ class NodeConfig:
         if not TOPIC_NAME.fullmatch(self.image_topic) or "{}" in self.image_topic:
             raise ValueError(f"parameter 'image_topic' is not a valid ROS topic name: {self.image_topic!r} "
                              "(tokens of letters, digits and '_' separated by '/', not starting with a digit)")
+        if self.policy_path == MANIFEST_POLICY and not self.engine_manifest:
+            raise ValueError(f"policy_path {MANIFEST_POLICY!r} follows the engine manifest's conditions map: it needs "
+                             "'engine_manifest' (an engine zoo), not a single model_path")
         if self.sparsity_level == "auto" and not self.policy_path:
             raise ValueError("sparsity_level 'auto' needs a policy: set the parameter 'policy_path'")
 
@@ -200,7 +205,9 @@ def build_pool(cfg: NodeConfig) -> EnginePool:
 
 
 def build_controller(cfg: NodeConfig, levels: list[str], current: str) -> PolicyController | None:
-    """Load ``cfg.policy_path`` (:meth:`SparsityPolicy.load`: score table or PPO zip + sidecar, sha256 checked).
+    """Load ``cfg.policy_path`` (:meth:`SparsityPolicy.load`: score table or PPO zip + sidecar, sha256 checked;
+    ``manifest``: :class:`~sparse_perception.runtime.manifest_policy.ManifestPolicy` of the engine manifest's
+    ``conditions`` map).
 
     :param levels: the preloaded levels; every level the policy can choose must be among them.
     :param current: the active level (the controller's starting point).
@@ -210,7 +217,12 @@ def build_controller(cfg: NodeConfig, levels: list[str], current: str) -> Policy
     """
     if not cfg.policy_path:
         return None
-    policy = SparsityPolicy.load(cfg.policy_path)
+    if cfg.policy_path == MANIFEST_POLICY:
+        from sparse_perception.runtime.zoo import load_manifest
+
+        policy: SparsityPolicy = ManifestPolicy.from_manifest(load_manifest(cfg.engine_manifest))
+    else:
+        policy = SparsityPolicy.load(cfg.policy_path)
     missing = [lv for lv in policy.levels if lv not in levels]
     if missing:
         raise ValueError(f"{cfg.policy_path}: policy levels {missing} are not preloaded (preloaded: {levels}); "

@@ -45,6 +45,17 @@ Layout of a manifest (``schema_version`` 1)::
            speedup_vs_dense: 1.93, param_sparsity: 0.61, speedup_target: 2.0, reason: ...}
       excluded:                    # levels left out: not faster than a more accurate kept level
         - {level: s50, backend: onnxruntime, ..., reason: ..., beaten_by: dense, artifacts: [...]}
+    conditions:                    # optional (issue 25): levels tailored to driving conditions
+      default: fed_global          # level for a condition the map does not name (optional)
+      levels: {night_clear: fed_night, night_rain: fed_night, day_fog: fed_fog, ...}  # condition key -> level
+      groups:                      # optional provenance: one entry per condition group
+        - {name: night, level: fed_night, mix: {night_clear: 0.5, ...}, ...}
+
+The ``conditions`` block is what ``policy_path: manifest`` follows in the node
+(:mod:`sparse_perception.runtime.manifest_policy`); its keys are
+:data:`sparse_perception.runtime.conditions.CONDITION_KEYS` and every level it names must have an
+artifact in ``artifacts`` (so it is sha256-checked on load like every other). Manifests without it
+load as before.
 
 Errors name the manifest file and the field path (``artifacts[2].sha256``).
 """
@@ -60,6 +71,8 @@ from typing import Any
 
 import jsonschema
 import yaml
+
+from sparse_perception.runtime.conditions import CONDITION_KEYS
 
 SCHEMA_VERSION = 1
 #: level names a manifest may not use: ``auto`` means policy mode for ``~/set_sparsity`` and ``sparsity_level``
@@ -151,6 +164,22 @@ LADDER_SCHEMA: dict[str, Any] = {
         "excluded": {"type": "array", "items": _LADDER_ROW},
     },
 }
+_LEVEL_NAME = {"type": "string", "pattern": LEVEL_PATTERN}
+CONDITIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["levels"],
+    "additionalProperties": False,
+    "properties": {
+        "default": _LEVEL_NAME,
+        "levels": {"type": "object", "propertyNames": {"enum": list(CONDITION_KEYS)},
+                   "additionalProperties": _LEVEL_NAME, "minProperties": 1},
+        "groups": {"type": "array", "items": {
+            "type": "object", "required": ["name", "level"],
+            "properties": {"name": {"type": "string", "minLength": 1}, "level": _LEVEL_NAME,
+                           "mix": {"type": "object", "propertyNames": {"enum": list(CONDITION_KEYS)},
+                                   "additionalProperties": {"type": "number", "minimum": 0}}}}},
+    },
+}
 MANIFEST_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["schema_version", "class_names", "artifacts"],
@@ -162,6 +191,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "data": {"type": "object"},
         "artifacts": {"type": "array", "items": ARTIFACT_SCHEMA, "minItems": 1},
         "ladder": LADDER_SCHEMA,
+        "conditions": CONDITIONS_SCHEMA,
     },
 }
 
@@ -329,6 +359,21 @@ class Manifest:
         """The manifest's ``ladder`` block (``{}`` in zoos written before it existed)."""
         return dict(self.raw.get("ladder") or {})
 
+    @property
+    def condition_levels(self) -> dict[str, str]:
+        """The ``conditions.levels`` map, condition key -> level (``{}`` in zoos without one)."""
+        return dict((self.raw.get("conditions") or {}).get("levels") or {})
+
+    @property
+    def condition_default(self) -> str | None:
+        """The ``conditions.default`` level (for a condition the map does not name), None when absent."""
+        return (self.raw.get("conditions") or {}).get("default")
+
+    def level_for(self, condition_key: str) -> str | None:
+        """The level the manifest tailors to ``condition_key`` (``"night_fog"``): its ``conditions.levels``
+        entry, else ``conditions.default``; None when the manifest names neither."""
+        return self.condition_levels.get(condition_key, self.condition_default)
+
     def excluded(self, backend: str | None = None) -> list[dict[str, Any]]:
         """Levels the export left out of the zoo (``ladder.excluded``), optionally on one backend."""
         rows = self.ladder.get("excluded") or []
@@ -348,6 +393,7 @@ def validate_manifest_dict(data: Any, source: str = "<manifest>") -> None:
     for i, art in enumerate(data["artifacts"]):  # the fields the loader reads ('real' AP may be NaN: no GT)
         _check_finite({k: v for k, v in art.items() if k != "real"}, source, f"artifacts[{i}]")
     _check_finite(data.get("ladder") or {}, source, "ladder")
+    _check_finite(data.get("conditions") or {}, source, "conditions")
     names, shape = list(data["class_names"]), list(data["artifacts"][0]["input_shape"])
     levels: dict[tuple[str, str, str], int] = {}
     selected: dict[tuple[str, str], int] = {}
@@ -385,6 +431,20 @@ def validate_manifest_dict(data: Any, source: str = "<manifest>") -> None:
         if (row["level"], row["backend"]) in listed:
             raise ManifestError(f"{source}: invalid field ladder.excluded[{i}]: level {row['level']!r} on "
                                 f"{row['backend']} is excluded from the ladder but still listed in artifacts")
+    _check_conditions(data.get("conditions"), {a["level"] for a in data["artifacts"]}, source)
+
+
+def _check_conditions(block: dict[str, Any] | None, have: set[str], source: str) -> None:
+    """Every level the ``conditions`` block names must have an artifact (the schema checked the rest)."""
+    if not block:
+        return
+    named = [("conditions.default", block["default"])] if "default" in block else []
+    named += [(f"conditions.levels.{k}", v) for k, v in block["levels"].items()]
+    named += [(f"conditions.groups[{i}].level", g["level"]) for i, g in enumerate(block.get("groups", []))]
+    for where, level in named:
+        if level not in have:
+            raise ManifestError(f"{source}: invalid field {where}: level {capped(level)!r} has no artifact in this "
+                                f"zoo (levels: {sorted(have)})")
 
 
 #: longest value an error message quotes (a hostile manifest must not make a 70 MB log line)
