@@ -203,6 +203,9 @@ def test_real_sequence_replays_through_the_node_and_scores_streaming(real_bag: P
         recorder = ManagedProcess(python_cmd("-m", "sparse_perception.cli", "record", "--out", str(rec), "--topics",
                                              f"{NAMESPACE}/detections", "/clock"), log_path=tmp_path / "rec.log")
         procs.append(recorder)
+        # the detections subscription must exist before the 3 s drive starts (else whole drives go unrecorded)
+        assert recorder.wait_for_output(f"subscribed {NAMESPACE}/detections ", 120), recorder.output()
+        wait_for(lambda: False, 1.0, period=0.2)  # DDS matches it with the node's publisher
         replay = ManagedProcess(python_cmd("-m", "sparse_perception.cli", "replay", str(real_bag), "--qos",
                                            "reliable", "--clock", "--wait-subscribers", "30"),
                                 log_path=tmp_path / "replay.log")

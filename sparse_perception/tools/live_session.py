@@ -224,7 +224,11 @@ def run_live_session(cfg: LiveConfig, log: Any = print) -> dict[str, Any]:
                                              "--topics", f"{NAMESPACE}/detections", f"{NAMESPACE}/engine_status",
                                              CONDITION_TOPIC), log_path=out / "recorder.log")
         procs.append(recorder)
-        time.sleep(2.0)  # let the recorder discover the topics
+        # the detections subscription must exist before the first frame goes out (a fixed sleep is a race on a
+        # loaded machine), then a moment for DDS to match it with the node's publisher
+        if not recorder.wait_for_output(f"subscribed {NAMESPACE}/detections ", 120):
+            raise LiveSessionError(f"recorder never subscribed {NAMESPACE}/detections:\n{_tail(recorder)}")
+        time.sleep(1.0)
         replay = ManagedProcess(python_cmd("-m", "sparse_perception.cli", "replay", str(cfg.bag), "--rate",
                                            str(cfg.rate), "--qos", "reliable", "--wait-subscribers", "30",
                                            "--min-subscribers", "2"),  # the node and our watcher

@@ -183,7 +183,12 @@ def run_modes(cfg: ReplayModesConfig, log: Any = print) -> dict[str, Any]:
             recorder = ManagedProcess(python_cmd("-m", "sparse_perception.cli", "record", "--out", str(rec_bag),
                                                  "--topics", *PASS_TOPICS), log_path=out / f"recorder_r{rnd}_{mode}.log")
             procs.append(recorder)
-            time.sleep(2.0)  # let the recorder discover the topics
+            # the recorder must hold its detections subscription before the first frame goes out (a fixed
+            # sleep lost whole passes on a loaded machine), then a moment for DDS to match it with the node
+            if not recorder.wait_for_output(f"subscribed {DETECTIONS_TOPIC} ", 120):
+                raise LiveSessionError(f"recorder ({mode}, round {rnd}) never subscribed {DETECTIONS_TOPIC}:\n"
+                                       f"{_tail(recorder)}")
+            time.sleep(1.0)
             t0 = time.monotonic()
             replay = ManagedProcess(python_cmd("-m", "sparse_perception.cli", "replay", str(cfg.bag), "--rate",
                                                str(cfg.rate), "--qos", "reliable", "--clock", "--wait-subscribers",
