@@ -275,8 +275,9 @@ class FederatedConfig:
         raise KeyError(cid)
 
 
-def load_config(path: str | Path) -> FederatedConfig:
-    """Read a YAML federated config; errors name the file."""
+def read_config_mapping(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping in ``path`` (empty file: ``{}``); a missing file, bad YAML or a non-mapping raise
+    :class:`FederatedConfigError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FederatedConfigError(f"{path}: config file not found")
@@ -284,6 +285,14 @@ def load_config(path: str | Path) -> FederatedConfig:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise FederatedConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise FederatedConfigError(f"{path}: a federated config must be a mapping")
+    return data
+
+
+def load_config(path: str | Path) -> FederatedConfig:
+    """Read a YAML federated config; errors name the file."""
+    data = read_config_mapping(path)
     try:
         return FederatedConfig.from_dict(data)
     except FederatedConfigError as exc:

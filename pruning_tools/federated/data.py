@@ -61,13 +61,14 @@ def real_shares(cfg: FederatedConfig) -> dict[str, list[str]]:
     return out
 
 
-def _generated(root: Path, frames: int, seed: int, conditions: list[str], split: tuple[float, float, float],
-               progress: bool) -> Path:
-    """Generate + convert once (a finished ``yolo/data.yaml`` with the same request is reused)."""
+def generated_dataset(root: Path, frames: int, seed: int, conditions: list[str], split: tuple[float, float, float],
+                      progress: bool, tag: dict[str, Any] | None = None) -> Path:
+    """Generate + convert once into ``root/{kitti,yolo}`` (a finished ``yolo/data.yaml`` made for the same
+    request — ``tag`` included — is reused); :return: the YOLO dataset folder."""
     from pruning_tools.data.convert import convert_kitti
     from pruning_tools.data.generator import generate_dataset
 
-    req = {"frames": frames, "seed": seed, "conditions": conditions, "split": list(split)}
+    req = {**(tag or {}), "frames": frames, "seed": seed, "conditions": conditions, "split": list(split)}
     marker = root / "prepared.json"
     yolo = root / "yolo"
     if marker.is_file() and json.loads(marker.read_text()) == req and (yolo / "data.yaml").is_file():
@@ -90,7 +91,7 @@ def prepare_client_data(cfg: FederatedConfig, spec: ClientSpec, root: Path, prog
     from pruning_tools.data.convert import convert_kitti
 
     root = Path(root)
-    gen = _generated(root / "generated", spec.frames, spec.seed, list(spec.conditions), CLIENT_SPLIT, progress)
+    gen = generated_dataset(root / "generated", spec.frames, spec.seed, list(spec.conditions), CLIENT_SPLIT, progress)
     ids = real_shares(cfg)[spec.id]
     real = None
     if ids:
@@ -122,4 +123,4 @@ def prepare_server_data(cfg: FederatedConfig, root: Path, progress: bool = False
     """The server's held-out generated frames (val half: per-round global mAP; test half: the final
     federated/central numbers); they never train anything."""
     # the converter needs a train split: its tenth is never read
-    return _generated(Path(root), cfg.server_frames, cfg.server_seed, server_conditions(cfg), SERVER_SPLIT, progress)
+    return generated_dataset(Path(root), cfg.server_frames, cfg.server_seed, server_conditions(cfg), SERVER_SPLIT, progress)

@@ -41,7 +41,7 @@ from typing import Any, Mapping
 import yaml
 
 from pruning_tools.data.files import write_json
-from pruning_tools.federated.config import ClientSpec, FederatedConfig, FederatedConfigError
+from pruning_tools.federated.config import ClientSpec, FederatedConfig, FederatedConfigError, read_config_mapping
 
 #: the issue's target: each group's own level beats the global level on the group's held-out data by this many points
 TARGET_GAIN_POINTS = 1.0
@@ -145,24 +145,12 @@ def condition_map(mixes: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
 def heldout_set(cfg: FederatedConfig, name: str, members: list[str], root: Path, seed: int, frames: int,
                 progress: bool) -> Path:
     """Generated held-out scenes of the group's condition mix (a seed no vehicle uses); reused when finished."""
-    from pruning_tools.data.convert import convert_kitti
-    from pruning_tools.data.generator import generate_dataset
+    from pruning_tools.federated.data import generated_dataset
 
     conditions: list[str] = []
     for m in members:
         conditions += list(cfg.client(m).conditions)
-    req = {"group": name, "frames": frames, "seed": seed, "conditions": conditions, "split": list(HELDOUT_SPLIT)}
-    marker, yolo = root / "prepared.json", root / "yolo"
-    if marker.is_file() and json.loads(marker.read_text()) == req and (yolo / "data.yaml").is_file():
-        return yolo
-    import shutil
-
-    for d in (root / "kitti", yolo):
-        shutil.rmtree(d, ignore_errors=True)
-    generate_dataset(root / "kitti", frames, seed=seed, conditions=conditions, progress=progress)
-    convert_kitti(root / "kitti", yolo, split=HELDOUT_SPLIT, seed=seed, progress=progress)
-    write_json(marker, req)
-    return yolo
+    return generated_dataset(root, frames, seed, conditions, HELDOUT_SPLIT, progress, tag={"group": name})
 
 
 def load_groups_config(path: str | Path) -> tuple[FederatedConfig, dict[str, list[str]] | None, int, str]:
@@ -170,15 +158,7 @@ def load_groups_config(path: str | Path) -> tuple[FederatedConfig, dict[str, lis
 
     :return: (config, groups or None, held-out frames per group, group budget).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FederatedConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise FederatedConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise FederatedConfigError(f"{path}: a federated config must be a mapping")
+    data = read_config_mapping(path)
     groups = data.pop("groups", None)
     frames = data.pop("heldout_frames", HELDOUT_FRAMES)
     budget = data.pop("group_budget", "equal_total")
