@@ -1,7 +1,7 @@
 """pruning_tools.federated: config validation, stage-1 sums adding up to the central computation, a
 simulation-engine run on a local Ray (a vehicle failing in a round, the CLI killed mid-run and resumed,
-what crossed the wire) and the deployment engine (flower-superlink + two flower-supernode processes on
-127.0.0.1, ports of this test's own, stopped by pid)."""
+what crossed the wire) and the deployment engine (flower-superlink + three flower-supernode processes on
+127.0.0.1, ports of this test's own, one SIGKILLed mid-round, all stopped by pid)."""
 from __future__ import annotations
 
 import json
@@ -201,6 +201,15 @@ def _descendants(pid: int) -> list[int]:
         return []
 
 
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _stop(procs: list[ManagedProcess], hard: bool = False) -> None:
     """Stop our processes and whatever they started (Ray, Flower's SuperExec run in their own groups), by pid."""
     import psutil
@@ -277,20 +286,26 @@ def test_simulation_engine_failed_vehicle_kill_resume_and_wire(tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_deployment_engine_superlink_and_two_supernodes(tmp_path: Path) -> None:
-    """The same ServerApp/ClientApp on Flower's deployment engine: `flower-superlink --insecure` and two
+def test_deployment_engine_superlink_three_supernodes_one_killed_mid_round(tmp_path: Path) -> None:
+    """The same ServerApp/ClientApp on Flower's deployment engine: `flower-superlink --insecure` and three
     `flower-supernode` processes on 127.0.0.1 (ports of this test's own), the job submitted with
-    `flwr run`; every process stopped by pid."""
+    `flwr run`. Vehicle `day` is SIGKILLed (its SuperNode and the ClientApp process under it, by pid)
+    while round 1's local training runs: the run finishes both rounds with the other two (min_clients 2),
+    `day` is in round 1's failed list and not sampled in round 2; every process stopped by pid."""
     from pruning_tools.federated.job import write_job
 
     bindir = Path(sys.executable).parent
     for exe in ("flower-superlink", "flower-supernode", "flwr"):
         if not (bindir / exe).is_file():
             pytest.skip(f"{exe} not installed beside {sys.executable}")
-    cfg = FederatedConfig.from_dict(tiny_config(rounds=1, central=False, round_timeout_s=240))
+    day = {"id": "day", "conditions": ["day_clear"], "frames": 12, "seed": 33}
+    # round_timeout_s 150: above Flower's offline detection (2 missed 30-s heartbeats), so the dead node's
+    # "node unavailable" reply ends round 1, well before the timeout would
+    cfg = FederatedConfig.from_dict(tiny_config(rounds=2, local_steps=4, central=False, min_clients=2,
+                                                round_timeout_s=150, clients=tiny_config()["clients"] + [day]))
     run = tmp_path / "run"
     job = write_job(cfg, run, False)
-    link, n0, n1 = _free_ports(3)
+    link, *node_ports = _free_ports(4)
     home = tmp_path / "flwr_home"
     home.mkdir()
     (home / "config.toml").write_text(f'[superlink]\ndefault = "test"\n\n[superlink.test]\n'
@@ -302,29 +317,54 @@ def test_deployment_engine_superlink_and_two_supernodes(tmp_path: Path) -> None:
                              "--disable-runtime-dependency-installation"], env=env, log_path=tmp_path / "superlink.log")
         procs.append(sl)
         assert sl.wait_for_output("Uvicorn running", 60), sl.output()[-2000:]
-        for i, port in enumerate((n0, n1)):
-            procs.append(ManagedProcess([str(bindir / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link}",
+        nodes = []
+        for i, port in enumerate(node_ports):
+            nodes.append(ManagedProcess([str(bindir / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link}",
                                          "--port", str(port), "--node-config", f"partition-id={i}"],
                                         env=env, log_path=tmp_path / f"supernode{i}.log"))
+        procs.extend(nodes)
         flwr = ManagedProcess([str(bindir / "flwr"), "run", str(REPO / "pruning_tools" / "federated" / "flower_app"),
                                "test", "--run-config", f'job="{job}"', "--stream"], env=env,
                               log_path=tmp_path / "flwr_run.log")
         procs.append(flwr)
+        # the ClientApp's train handler makes the vehicle's optim/ folder just before local training and
+        # writes optim/round_001.pt when round 1's training is done
+        optim = run / "clients" / "day" / "optim"
+        assert wait_for(lambda: optim.is_dir() or not sl.alive(), 400, period=0.05), sl.output()[-3000:]
+        victim = nodes[2]
+        tree = [victim.pid] + _descendants(victim.pid)
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        victim.proc.wait(10)
+        assert not (optim / "round_001.pt").exists(), "vehicle day finished training before it was killed"
+        for pid in tree[1:]:
+            assert wait_for(lambda: _gone(pid), 10), f"pid {pid} of the killed vehicle still runs"
         summary = run / "server" / "summary.json"
-        ok = wait_for(lambda: summary.is_file() or not sl.alive(), 400, period=0.5)
+        ok = wait_for(lambda: summary.is_file() or not sl.alive() or not flwr.alive(), 500, period=0.5)
         assert ok and summary.is_file(), (flwr.output()[-3000:], sl.output()[-3000:])
     finally:
         _stop(procs[::-1])
     for p in procs:
         assert not p.alive()
     s = json.loads(summary.read_text())
-    assert [r["round"] for r in s["rounds"]] == [1]
-    r1 = s["rounds"][0]
-    assert r1["failed"] == [] and all(r1["clients"][c]["train"]["loss"] > 0 for c in ("night", "fog"))
-    assert [c["id"] for c in s["stage1"]["clients"]] == ["night", "fog"]
-    check_wire(run, cfg)
+    assert [r["round"] for r in s["rounds"]] == [1, 2]
+    r1, r2 = s["rounds"]
+    assert r1["sampled"]["train"] == ["day", "fog", "night"]
+    dead = [f for f in r1["failed"] if f["phase"] == "train"]
+    assert [f["client"] for f in dead] == ["day"] and dead[0]["reason"], r1["failed"]
+    assert r1["clients"]["day"]["train"] is None
+    assert r2["sampled"] == {"train": ["fog", "night"], "evaluate": ["fog", "night"]} and r2["failed"] == []
+    assert r2["clients"]["day"] == {"train": None, "val": None}
+    for r in (r1, r2):
+        assert all(r["clients"][c]["train"]["loss"] > 0 and r["clients"][c]["val"] is not None for c in ("night", "fog"))
+    assert [c["id"] for c in s["stage1"]["clients"]] == ["night", "fog", "day"]
+    counts = check_wire(run, cfg)
+    assert counts["errors"] >= 1
     # the ports were ours: nothing of the run listens on them any more (TIME_WAIT aside)
-    for port in (link, n0, n1):
+    for port in (link, *node_ports):
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))

@@ -82,10 +82,18 @@ def make_strategy(cfg: FederatedConfig, masks: dict[str, np.ndarray], ratios: An
                   names: dict[int, str]) -> Any:
     """Flower's FedAvg or FedProx, recording per-client replies and bytes, adding the masks to every
     message (the vehicles rebuild the pruned structure from them) and failing when fewer than
-    ``min_clients`` vehicles reply."""
+    ``min_clients`` vehicles reply.
+
+    A vehicle that dies (its SuperNode gone) is survived with Flower's own means: the ``min_*`` node
+    counts are ``min_clients`` (not the fleet's size), so with ``fraction_train``/``fraction_evaluate`` 1.0
+    Flower samples every vehicle *connected* at the time (``grid.get_node_ids()`` lists only nodes whose
+    heartbeat is current); a message to a node that went offline comes back as an error reply
+    ("node unavailable", once the SuperLink misses its heartbeats) and a node that neither replies nor
+    drops out is cut off by the round's ``timeout``. Both end up in the round's ``failed`` list."""
     base = FedProx if cfg.strategy == "fedprox" else FedAvg
     n = len(cfg.clients)
-    kw: dict[str, Any] = {"min_train_nodes": n, "min_evaluate_nodes": n, "min_available_nodes": n}
+    m = cfg.min_clients
+    kw: dict[str, Any] = {"min_train_nodes": m, "min_evaluate_nodes": m, "min_available_nodes": m}
     if cfg.strategy == "fedprox":
         kw["proximal_mu"] = cfg.proximal_mu
     mrec = _masks_record(masks, ratios)
@@ -93,7 +101,15 @@ def make_strategy(cfg: FederatedConfig, masks: dict[str, np.ndarray], ratios: An
     class Fleet(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
             super().__init__(**kw)
-            self.log: dict[str, Any] = {"train": {}, "evaluate": {}, "failed": [], "bytes_down": 0, "bytes_up": 0}
+            self.log: dict[str, Any] = {"train": {}, "evaluate": {}, "failed": [], "bytes_down": 0, "bytes_up": 0,
+                                        "sampled": {"train": [], "evaluate": []}}
+            self._sent: dict[str, list[Message]] = {"train": [], "evaluate": []}
+
+        def _sample(self, kind: str, msgs: list[Message]) -> list[Message]:
+            self._sent[kind] = msgs  # the Grid sets their message ids when it pushes them
+            self.log["sampled"][kind] = sorted(names.get(int(m.metadata.dst_node_id), str(m.metadata.dst_node_id))
+                                               for m in msgs)
+            return msgs
 
         def _add_masks(self, msgs: Iterable[Message]) -> list[Message]:
             out = list(msgs)
@@ -102,19 +118,27 @@ def make_strategy(cfg: FederatedConfig, masks: dict[str, np.ndarray], ratios: An
             return out
 
         def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Any:
-            msgs = self._add_masks(super().configure_train(server_round, arrays, config, grid))
+            # Flower's sample_nodes waits (forever) for min_available_nodes: fail clearly instead
+            wait_nodes(grid, cfg.min_clients, cfg.min_clients, cfg.round_timeout_s, f"round {server_round} (train)")
+            msgs = self._sample("train", self._add_masks(super().configure_train(server_round, arrays, config, grid)))
             self.log["bytes_down"] += wire.log("down", "train", msgs)
             return msgs
 
         def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Any:
-            msgs = self._add_masks(super().configure_evaluate(server_round, arrays, config, grid))
+            wait_nodes(grid, cfg.min_clients, cfg.min_clients, cfg.round_timeout_s, f"round {server_round} (evaluate)")
+            msgs = self._sample("evaluate", self._add_masks(super().configure_evaluate(server_round, arrays, config, grid)))
             self.log["bytes_down"] += wire.log("down", "evaluate", msgs)
             return msgs
 
         def _note(self, kind: str, replies: list[Message]) -> list[Message]:
             self.log["bytes_up"] += wire.log("up", kind, replies)
+            # a reply's vehicle: the node its message went to (the SuperLink itself is the source of a
+            # "node unavailable" error reply)
+            to = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in self._sent[kind]}
+            answered = set()
             for m in replies:
-                node = int(m.metadata.src_node_id)
+                node = to.get(m.metadata.reply_to_message_id, int(m.metadata.src_node_id))
+                answered.add(node)
                 if m.has_error():
                     self.log["failed"].append({"phase": kind, "node": node, "client": names.get(node),
                                                "reason": str(m.error.reason)[:300]})
@@ -122,13 +146,18 @@ def make_strategy(cfg: FederatedConfig, masks: dict[str, np.ndarray], ratios: An
                 cid = str(m.content["client"]["id"]) if "client" in m.content.config_records else names.get(node)
                 names[node] = cid
                 self.log[kind][cid] = {k: float(v) for k, v in m.content["metrics"].items() if k != "partition-id"}
+            # sent but neither answered nor reported offline before the round's timeout
+            for node in sorted(set(to.values()) - answered):
+                self.log["failed"].append({"phase": kind, "node": node, "client": names.get(node),
+                                           "reason": f"no reply within round_timeout_s={cfg.round_timeout_s:g} s"})
             return replies
 
         def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
             replies = self._note("train", list(replies))
             ok = [m for m in replies if not m.has_error()]
             if len(ok) < cfg.min_clients:
-                raise FederatedError(f"only {len(ok)} of {n} vehicles finished the round; min_clients is {cfg.min_clients}")
+                raise FederatedError(f"round {server_round}: only {len(ok)} of {n} vehicles finished the round; "
+                                     f"min_clients is {cfg.min_clients}; failures: {self.log['failed']}")
             return super().aggregate_train(server_round, ok)
 
         def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Any:
@@ -138,18 +167,23 @@ def make_strategy(cfg: FederatedConfig, masks: dict[str, np.ndarray], ratios: An
     return Fleet()
 
 
-def _wait_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
+def wait_nodes(grid: Grid, want: int, need: int, timeout: float, what: str) -> list[int]:
+    """The connected vehicles' node ids, once ``want`` are connected or ``timeout`` s have passed;
+    :raises FederatedError: fewer than ``need`` connected by then."""
     t0 = time.monotonic()
-    while len(ids := list(grid.get_node_ids())) < n:
+    while len(ids := list(grid.get_node_ids())) < want:
         if time.monotonic() - t0 > timeout:
-            raise FederatedError(f"only {len(ids)} of {n} vehicles connected within {timeout:.0f} s")
+            if len(ids) >= need:
+                break
+            raise FederatedError(f"{what}: only {len(ids)} vehicles connected within {timeout:.0f} s; "
+                                 f"min_clients is {need}")
         time.sleep(0.5)
     return sorted(ids)
 
 
 def _roll_call(grid: Grid, cfg: FederatedConfig, wire: Wire) -> dict[int, str]:
     """Which node is which vehicle (asked at every start: node ids are new in a resumed run)."""
-    nodes = _wait_nodes(grid, len(cfg.clients), cfg.round_timeout_s)
+    nodes = wait_nodes(grid, len(cfg.clients), cfg.min_clients, cfg.round_timeout_s, "roll call")
     msgs = [Message(RecordDict(), dst_node_id=nid, message_type=ROLL_CALL) for nid in nodes]
     wire.log("down", "rollcall", msgs)
     replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout_s))
@@ -168,7 +202,7 @@ def _stage1(grid: Grid, cfg: FederatedConfig, dense: Any, space: Any, wire: Wire
         return {"ratios": [float(r) for r in saved["ratios"]],
                 "masks": {k: v.numpy() for k, v in saved["masks"].items()}, **meta}
     t0 = time.monotonic()
-    nodes = _wait_nodes(grid, len(cfg.clients), cfg.round_timeout_s)
+    nodes = wait_nodes(grid, len(cfg.clients), cfg.min_clients, cfg.round_timeout_s, "stage 1")
     arrays = ArrayRecord(float_state(dense))
     msgs = [Message(RecordDict({"arrays": arrays}), dst_node_id=nid, message_type=STAGE1) for nid in nodes]
     down = wire.log("down", "stage1", msgs)
@@ -259,7 +293,7 @@ def serve(grid: Grid, job: str | Path) -> dict[str, Any]:
                  "bytes_down": int(log["bytes_down"]), "bytes_up": int(log["bytes_up"]),
                  "clients": {cid: {"train": log["train"].get(cid), "val": log["evaluate"].get(cid)}
                              for cid in [c.id for c in cfg.clients]},
-                 "failed": log["failed"],
+                 "sampled": log["sampled"], "failed": log["failed"],
                  "global": {"split": "server val (generated, held out)", **glob}}
         torch.save(float_state(model), sdir / f".round_{rnd:03d}.pt.tmp")
         (sdir / f".round_{rnd:03d}.pt.tmp").replace(sdir / f"round_{rnd:03d}.pt")
