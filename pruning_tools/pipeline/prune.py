@@ -321,9 +321,16 @@ class Pipeline:
         ratios = np.asarray(result.ratios, dtype=np.float64)
         achieved = float(space.sparsity(ratios))
         if not within_level(achieved, level, c.target_metric):
+            hint = ""
+            if c.target_metric == "latency":  # seen here: a table timed while other jobs loaded the cores
+                from pruning_tools.quant.latency import default_cache_dir
+
+                where = c.latency.cache_dir or default_cache_dir()
+                hint = (f"; a latency table timed on a busy machine has uneven steps: delete the cached table in "
+                        f"{where} and {self.run / 'latency_model.json'} to time it again on a quiet one")
             raise PruningError(f"method {method!r} at level {level} (trial {trial}): its ratios reach "
                                f"{achieved:.4f}, off the level (tolerance {LEVEL_TOLERANCE:.0%}; latency "
-                               "levels may run up to 3 % faster)")
+                               f"levels may run up to 3 % faster){hint}")
         if result.history is not None:
             write_json(out / "search.json", {**result.search, "history": result.history, "ratios": ratios})
         # 2. surgery + fine-tuning (stage 3, the same for every strategy)
