@@ -186,7 +186,7 @@ def test_evaluate_kitti_tracking_frames(real_root: Path, tmp_path: Path) -> None
 def test_real_sequence_replays_through_the_node_and_scores_streaming(real_bag: Path, test_zoo: Path,
                                                                      tmp_path: Path) -> None:
     """The real drive at its real timing through the node (zoo engine), recorded, then ``evaluate --streaming``."""
-    from sparse_perception.tools.live_session import _node_cmd, LiveConfig, NAMESPACE
+    from sparse_perception.tools.live_session import _node_cmd, LiveConfig, NAMESPACE, wait_recording
     from sparse_perception.tools.node_client import DetectorClient
     from sparse_perception.tools.testing import ManagedProcess, python_cmd, wait_for
 
@@ -203,9 +203,7 @@ def test_real_sequence_replays_through_the_node_and_scores_streaming(real_bag: P
         recorder = ManagedProcess(python_cmd("-m", "sparse_perception.cli", "record", "--out", str(rec), "--topics",
                                              f"{NAMESPACE}/detections", "/clock"), log_path=tmp_path / "rec.log")
         procs.append(recorder)
-        # the detections subscription must exist before the 3 s drive starts (else whole drives go unrecorded)
-        assert recorder.wait_for_output(f"subscribed {NAMESPACE}/detections ", 120), recorder.output()
-        wait_for(lambda: False, 1.0, period=0.2)  # DDS matches it with the node's publisher
+        wait_recording(recorder, f"{NAMESPACE}/detections")  # before the 3 s drive starts
         replay = ManagedProcess(python_cmd("-m", "sparse_perception.cli", "replay", str(real_bag), "--qos",
                                            "reliable", "--clock", "--wait-subscribers", "30"),
                                 log_path=tmp_path / "replay.log")

@@ -176,17 +176,35 @@ class _Watcher:
         self.client.close()
 
 
-def _node_cmd(cfg: LiveConfig, log_level: str = "info") -> list[str]:
-    params = [f"engine_manifest:={cfg.manifest}", "autostart:=true", f"image_topic:={IMAGE_TOPIC}",
-              "image_reliability:=reliable", "policy_mode:=manual", f"cooldown_s:={cfg.cooldown_s}",
-              f"hysteresis:={cfg.hysteresis}", f"threads:={cfg.threads}"]
-    if cfg.policy is not None:
-        params.append(f"policy_path:={cfg.policy}")
-    args = ["--ros-args", "--log-level", f"detector:={log_level}", "-r", f"__ns:={NAMESPACE}",
-            "-r", f"driving_condition:={CONDITION_TOPIC}"]
-    for p in params:
+def detector_cmd(manifest: Path, policy: Path | None, cooldown_s: float, hysteresis: int, threads: int,
+                 log_level: str = "info", params: tuple[str, ...] = (), remaps: tuple[str, ...] = ()) -> list[str]:
+    """The detector node as a child process under :data:`NAMESPACE`, autostarted in manual mode on the
+    reliable :data:`IMAGE_TOPIC`; ``params`` (``name:=value``) and ``remaps`` (``from:=to``) are added."""
+    base = [f"engine_manifest:={manifest}", "autostart:=true", f"image_topic:={IMAGE_TOPIC}",
+            "image_reliability:=reliable", "policy_mode:=manual", f"cooldown_s:={cooldown_s}",
+            f"hysteresis:={hysteresis}", f"threads:={threads}", *params]
+    if policy is not None:
+        base.append(f"policy_path:={policy}")
+    args = ["--ros-args", "--log-level", f"detector:={log_level}", "-r", f"__ns:={NAMESPACE}"]
+    for r in remaps:
+        args += ["-r", r]
+    for p in base:
         args += ["-p", p]
     return python_cmd("-m", "sparse_perception.node.detector_node", *args)
+
+
+def _node_cmd(cfg: LiveConfig, log_level: str = "info") -> list[str]:
+    return detector_cmd(cfg.manifest, cfg.policy, cfg.cooldown_s, cfg.hysteresis, cfg.threads, log_level,
+                        remaps=(f"driving_condition:={CONDITION_TOPIC}",))
+
+
+def wait_recording(recorder: ManagedProcess, topic: str, what: str = "recorder") -> None:
+    """Block until ``recorder`` holds its ``topic`` subscription, then a moment for DDS to match it with the
+    publisher: a replay started before that loses its first frames (a fixed sleep lost whole drives on a
+    loaded machine). :raises LiveSessionError: it never subscribed (with its output's end)."""
+    if not recorder.wait_for_output(f"subscribed {topic} ", 120):
+        raise LiveSessionError(f"{what} never subscribed {topic}:\n{_tail(recorder)}")
+    time.sleep(1.0)
 
 
 def _tail(proc: ManagedProcess, n: int = 25) -> str:
@@ -224,11 +242,7 @@ def run_live_session(cfg: LiveConfig, log: Any = print) -> dict[str, Any]:
                                              "--topics", f"{NAMESPACE}/detections", f"{NAMESPACE}/engine_status",
                                              CONDITION_TOPIC), log_path=out / "recorder.log")
         procs.append(recorder)
-        # the detections subscription must exist before the first frame goes out (a fixed sleep is a race on a
-        # loaded machine), then a moment for DDS to match it with the node's publisher
-        if not recorder.wait_for_output(f"subscribed {NAMESPACE}/detections ", 120):
-            raise LiveSessionError(f"recorder never subscribed {NAMESPACE}/detections:\n{_tail(recorder)}")
-        time.sleep(1.0)
+        wait_recording(recorder, f"{NAMESPACE}/detections")
         replay = ManagedProcess(python_cmd("-m", "sparse_perception.cli", "replay", str(cfg.bag), "--rate",
                                            str(cfg.rate), "--qos", "reliable", "--wait-subscribers", "30",
                                            "--min-subscribers", "2"),  # the node and our watcher

@@ -37,7 +37,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sparse_perception.tools.live_session import IMAGE_TOPIC, NAMESPACE, LiveSessionError, _tail
+from sparse_perception.tools.live_session import (IMAGE_TOPIC, NAMESPACE, LiveSessionError, _tail, detector_cmd,
+                                                   wait_recording)
 from sparse_perception.tools.testing import ManagedProcess, python_cmd, wait_for
 
 AUTO = "auto"
@@ -111,15 +112,8 @@ def mode_order(modes: list[str], rounds: int) -> list[tuple[int, str]]:
 
 
 def _node_cmd(cfg: ReplayModesConfig) -> list[str]:
-    params = [f"engine_manifest:={Path(cfg.manifest).resolve()}", "autostart:=true", f"image_topic:={IMAGE_TOPIC}",
-              "image_reliability:=reliable", "policy_mode:=manual", "condition_source:=estimator",
-              f"cooldown_s:={cfg.cooldown_s}", f"hysteresis:={cfg.hysteresis}", f"threads:={cfg.threads}"]
-    if cfg.policy is not None:
-        params.append(f"policy_path:={Path(cfg.policy).resolve()}")
-    args = ["--ros-args", "--log-level", "detector:=warn", "-r", f"__ns:={NAMESPACE}"]
-    for p in params:
-        args += ["-p", p]
-    return python_cmd("-m", "sparse_perception.node.detector_node", *args)
+    return detector_cmd(Path(cfg.manifest).resolve(), None if cfg.policy is None else Path(cfg.policy).resolve(),
+                        cfg.cooldown_s, cfg.hysteresis, cfg.threads, "warn", params=("condition_source:=estimator",))
 
 
 def _load_cmd(cfg: ReplayModesConfig) -> list[str]:
@@ -183,12 +177,7 @@ def run_modes(cfg: ReplayModesConfig, log: Any = print) -> dict[str, Any]:
             recorder = ManagedProcess(python_cmd("-m", "sparse_perception.cli", "record", "--out", str(rec_bag),
                                                  "--topics", *PASS_TOPICS), log_path=out / f"recorder_r{rnd}_{mode}.log")
             procs.append(recorder)
-            # the recorder must hold its detections subscription before the first frame goes out (a fixed
-            # sleep lost whole passes on a loaded machine), then a moment for DDS to match it with the node
-            if not recorder.wait_for_output(f"subscribed {DETECTIONS_TOPIC} ", 120):
-                raise LiveSessionError(f"recorder ({mode}, round {rnd}) never subscribed {DETECTIONS_TOPIC}:\n"
-                                       f"{_tail(recorder)}")
-            time.sleep(1.0)
+            wait_recording(recorder, DETECTIONS_TOPIC, f"recorder ({mode}, round {rnd})")
             t0 = time.monotonic()
             replay = ManagedProcess(python_cmd("-m", "sparse_perception.cli", "replay", str(cfg.bag), "--rate",
                                                str(cfg.rate), "--qos", "reliable", "--clock", "--wait-subscribers",
