@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="passes per mode, in alternation (default 2; --quick 1)")
     p.add_argument("--load-rate", type=float, default=10.0, help="competing process Hz (default 10; 0: back to back)")
     p.add_argument("--no-load", action="store_true", help="no competing process (the node alone)")
+    p.add_argument("--load-schedule", help="competing load in SECONDS:RATE segments from each pass's first frame "
+                                           "(e.g. 4:off,5:0,6.5:off; RATE Hz, 0 back to back, off idle)")
+    p.add_argument("--load-threads", type=int, default=1, help="competing process threads (default 1)")
     p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "streaming_replay.json")
     p.add_argument("--quick", action="store_true", help="one round")
     p.add_argument("--work", type=Path, help="keep the passes here (default: a temporary folder)")
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                         "384x1248, not fine-tuned (the pruned levels' accuracy is plumbing-grade)")
         rounds = 1 if a.quick else a.rounds
         cfg = ReplayModesConfig(a.zoo, bag, work / "passes_run", tuple(a.modes), a.policy, rounds,
-                                None if a.no_load else a.load_rate)
+                                None if a.no_load else a.load_rate, a.load_threads,
+                                load_schedule=None if a.no_load else a.load_schedule)
         passes = run_modes(cfg)
         scored = score_passes(bag, passes)
         cmp = compare(scored, dense=passes["levels"][0] if passes["levels"] else None)

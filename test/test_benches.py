@@ -46,7 +46,7 @@ def test_quant_bench_does_not_judge_the_drop_of_a_model_that_detects_nothing() -
 
 def test_every_bench_writes_its_json_through_the_shared_writer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     benches = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
-    assert len(benches) == 17
+    assert len(benches) == 18
     for name in benches:
         assert _bench(name).write_result.__module__ == "_report", name
     report = _bench("_report")
@@ -186,3 +186,22 @@ def test_condition_estimator_bench_writes_confusions_and_refuses_fit_seeds(tmp_p
     with pytest.raises(SystemExit) as exc:
         bench.main(["--json", str(out), "--seed", "101"])
     assert exc.value.code == 2
+
+
+def test_level_service_time_bench_gives_train_policy_its_latencies(test_zoo: Path, tmp_path: Path) -> None:
+    """Quiet and loaded engine times per level, interleaved; the quiet ones feed train-policy's level table."""
+    out, lat = tmp_path / "svc.json", tmp_path / "lat.json"
+    assert _bench("level_service_time").main(["--zoo", str(test_zoo), "--json", str(out), "--latency-json", str(lat),
+                                              "--runs", "20", "--frames", str(tmp_path / "none"),
+                                              "--load-threads", "1"]) == 0
+    res = json.loads(out.read_text())
+    assert res["levels"] == ["dense", "s50", "s75"] and "random 1242x375" in res["data"]
+    for lv, row in res["table"].items():
+        assert row["quiet"]["n"] == row["loaded"]["n"] == 20 and 0 < row["quiet"]["median"] <= row["quiet"]["p95"]
+        assert row["load_factor"] > 0.5, (lv, row)  # a second process on 2 shared cores slows it (or not much)
+    assert json.loads(res["competing_load"]["result"])["frames"] > 0  # the competing process really ran
+    lat_rows = json.loads(lat.read_text())  # the shape level_table(--latency-json) reads: {level: {median, p95}}
+    assert {lv: (r["median"], r["p95"]) for lv, r in lat_rows.items()} == {
+        lv: (row["quiet"]["median"], row["quiet"]["p95"]) for lv, row in res["table"].items()}
+    with pytest.raises(SystemExit):
+        _bench("level_service_time").main(["--zoo", str(test_zoo), "--runs", "5"])

@@ -204,9 +204,27 @@ def test_frame_stats_feed_the_load() -> None:
     for seq in (1, 2, 5, 6):  # 3 and 4 overwritten
         st.on_received("cam", seq)
         st.on_processed(latency_ms=120.0 if seq == 6 else 30.0, inference_ms=25.0)
-    load = Load(**st.load(period_ms=100.0))
+    measured = st.load(period_ms=100.0)
+    assert measured.pop("frames") == 4
+    load = Load(**measured)
     assert load.inference_ms == pytest.approx(25.0)
     assert load.drop_fraction == pytest.approx(2 / 6) and load.late_fraction == pytest.approx(0.25)
+
+
+def test_frame_stats_load_starts_over_at_a_swap() -> None:
+    """After mark_level (a swap) the load is the new level's frames only, at most ``recent`` of them."""
+    st = FrameStats()
+    for seq in range(1, 13):
+        st.on_received("cam", seq if seq != 5 else 6)  # one gap before the swap
+        st.on_processed(latency_ms=150.0, inference_ms=90.0)  # a slow level, late
+    assert st.load(100.0, recent=10)["frames"] == 10
+    st.mark_level()
+    assert st.load(100.0) == {"inference_ms": 0.0, "drop_fraction": 0.0, "late_fraction": 0.0, "frames": 0}
+    for seq in (20, 21):
+        st.on_received("cam", seq)
+        st.on_processed(latency_ms=40.0, inference_ms=30.0)
+    assert st.load(100.0) == {"inference_ms": 30.0, "drop_fraction": pytest.approx(7 / 9),
+                              "late_fraction": 0.0, "frames": 2}  # 13..19 overwritten before frame 20
 
 
 def test_controller_hysteresis_cooldown(tmp_path: Path) -> None:

@@ -130,3 +130,66 @@ def test_competing_load_runs_the_zoo_artifact_at_its_rate(test_zoo: Path) -> Non
         run_load(test_zoo, "s99", duration_s=0.1)
     with pytest.raises(ValueError, match="rate must be"):
         run_load(test_zoo, rate_hz=-1)
+
+
+def test_load_schedule_parses_segments_and_names_bad_ones() -> None:
+    from sparse_perception.tools.competing_load import LoadSchedule
+
+    s = LoadSchedule.parse("4:off, 5:0,6.5:12")
+    assert s.segments == ((4.0, None), (5.0, 0.0), (6.5, 12.0)) and s.duration_s == 15.5
+    assert s.at(0.0) == (0, None) and s.at(4.0) == (1, 0.0) and s.at(15.0) == (2, 12.0) and s.at(15.5) == (-1, None)
+    assert s.describe() == "4 s idle, 5 s back to back, 6.5 s at 12 Hz"
+    for bad in ("", "4", "4:fast", "0:10", "-1:off", "3:-2", "nan:1", "2:inf"):
+        with pytest.raises(ValueError, match="schedule|SECONDS:RATE"):
+            LoadSchedule.parse(bad)
+    with pytest.raises(ValueError, match="4:fast"):
+        ReplayModesConfig(Path("m"), Path("b"), Path("o"), load_schedule="1:off,4:fast")
+    cfg = ReplayModesConfig(Path("m"), Path("b"), Path("o"), load_rate=None, load_schedule="2:off,3:0")
+    assert "in segments from each pass's first frame: 2 s idle, 3 s back to back" in cfg.budget_text()
+
+
+def test_competing_load_follows_its_schedule_from_each_start(test_zoo: Path) -> None:
+    """Idle until started; then 20 Hz, idle, 20 Hz; a second start runs the schedule again."""
+    import time
+
+    from sparse_perception.tools.competing_load import LoadSchedule, run_load
+
+    t0 = time.monotonic()
+    starts = (t0 + 0.3, t0 + 1.8)  # the first after 0.3 s of waiting; the second after the first schedule ended
+
+    def started() -> float | None:
+        now = time.monotonic()
+        past = [s for s in starts if s <= now]
+        return past[-1] if past else None
+
+    res = run_load(test_zoo, "dense", threads=1, duration_s=3.2, schedule=LoadSchedule.parse("0.4:20,0.4:off,0.4:20"),
+                   started=started)
+    assert res["starts"] == 2 and res["rate_hz"] is None
+    seg = [s["frames"] for s in res["segments"]]
+    assert seg[1] == 0 and 6 <= seg[0] <= 18 and 6 <= seg[2] <= 18, res  # 2 x ~8 per 20 Hz segment; none idle
+    assert res["frames"] == sum(seg)  # nothing ran before a start or past the schedule's end
+    with pytest.raises(ValueError, match="start trigger"):
+        run_load(test_zoo, schedule=LoadSchedule.parse("1:0"))
+
+
+def test_competing_load_cli_starts_its_schedule_on_sigusr1(test_zoo: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from sparse_perception.tools.testing import ManagedProcess, python_cmd
+
+    proc = ManagedProcess(python_cmd("-m", "sparse_perception.tools.competing_load", "--manifest", str(test_zoo),
+                                     "--schedule", "0.5:0,10:off"), log_path=tmp_path / "load.log")
+    try:
+        assert proc.wait_for_output("waiting for SIGUSR1", 60), proc.output()
+        time.sleep(0.5)  # idle: nothing runs before the start
+        proc.proc.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+    finally:
+        assert proc.stop(timeout=10) == 0
+    res = json.loads(proc.output().strip().splitlines()[-1])
+    assert res["starts"] == 1 and res["segments"][0]["frames"] > 3 and res["segments"][1]["frames"] == 0, res
+    assert res["frames"] == res["segments"][0]["frames"]
+    bad = subprocess.run(python_cmd("-m", "sparse_perception.tools.competing_load", "--manifest", str(test_zoo),
+                                    "--schedule", "2:soon"), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "2:soon" in bad.stderr

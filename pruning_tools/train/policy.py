@@ -413,6 +413,7 @@ def train_policy(manifest: str | Path, out: str | Path, budget: Budget = Budget(
             "budget": {"cameras": budget.cameras, "rate_hz": budget.rate_hz, "loads": list(budget.loads),
                        "text": budget.describe()},
             "frame_budget_ms": budget.frame_budget_ms, "frame_period_ms": 1000.0 / budget.rate_hz,
+            "window_s": env.window_s,
             "obs_layout": [f"cond:{k}" for k in CONDITION_KEYS] + ["visibility", "ambient_light", "ego_speed",
                                                                     "scene_density"]
                           + [f"level:{lv}" for lv in table.levels]

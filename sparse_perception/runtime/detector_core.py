@@ -80,6 +80,8 @@ class DetectorCore:
             self.mode = mode
             if ms or level != before:
                 self.last_swap_ns, self.last_swap_ms = time.time_ns(), ms
+            if self.pool.active_level != before:
+                self.stats.mark_level()  # the load the policy reads is measured at the new level from now on
             self.on_status()
             return True, f"active level {level!r} ({mode})" + (f", swapped in {ms:.3f} ms" if ms else ""), ms
 
@@ -156,9 +158,15 @@ class DetectorCore:
         with self.swap_lock:
             if self.controller is None or self.last_condition is None or self.pool is None or self.mode != "auto":
                 return
-            period = float(self.controller.policy.meta.get("frame_period_ms", 100.0))
+            meta = self.controller.policy.meta
+            period = float(meta.get("frame_period_ms", 100.0))
+            # the window the policy was trained on (train-policy's decision window; 1 s before it was recorded)
+            recent = max(1, int(round(1000.0 * float(meta.get("window_s", 1.0)) / period)))
+            load = self.stats.load(period, recent)
+            if not load.pop("frames"):
+                return  # nothing measured at this level yet (just swapped or no frame yet): no decision
             try:
-                level = self.controller.update(self.last_condition, time.monotonic(), Load(**self.stats.load(period)))
+                level = self.controller.update(self.last_condition, time.monotonic(), Load(**load))
             except Exception as exc:  # noqa: BLE001 - a policy failure keeps the level (and auto mode) as is
                 self.log.error(f"policy ({self.last_condition.key}) failed, level kept: {type(exc).__name__}: {exc}")
                 return

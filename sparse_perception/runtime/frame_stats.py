@@ -33,6 +33,8 @@ class FrameStats:
         self.dropped = 0
         self.errors = 0
         self.callback_errors = 0
+        self._gap_count = 0  # entries ever appended to _gaps
+        self._mark = (0, 0)  # (processed, _gap_count) when the load window last started over (mark_level)
 
     def on_received(self, publisher: Any, sequence: int | None) -> None:
         """Count a frame taken from the queue; ``sequence`` gaps per ``publisher`` are drops."""
@@ -43,6 +45,7 @@ class FrameStats:
             last = self._last_seq.get(publisher)
             gap = sequence - last - 1 if last is not None and sequence > last + 1 else 0
             self._gaps.append(gap)
+            self._gap_count += 1
             self.dropped += gap
             if last is None or sequence > last:
                 self._last_seq[publisher] = sequence
@@ -69,19 +72,29 @@ class FrameStats:
         with self._lock:
             return float(np.mean(self._infer)) if self._infer else 0.0
 
-    def load(self, period_ms: float, recent: int = 20) -> dict[str, float]:
-        """The load of the last ``recent`` frames as the condition policy observes it (the fields of
-        :class:`sparse_perception.runtime.policy.Load`): mean inference ms, share of frames dropped,
-        share answered later than ``period_ms``."""
+    def mark_level(self) -> None:
+        """Start the load window over: the active level changed, and frames of the old one no longer say
+        what the load is at the new one (the policy's simulator measures each window at one level)."""
         with self._lock:
-            g = list(self._gaps)[-recent:]
+            self._mark = (self.processed, self._gap_count)
+
+    def load(self, period_ms: float, recent: int = 10) -> dict[str, float]:
+        """The load of the last ``recent`` frames since :meth:`mark_level` as the condition policy observes
+        it (the fields of :class:`sparse_perception.runtime.policy.Load`: mean inference ms, share of frames
+        dropped, share answered later than ``period_ms``) and ``frames``, how many processed frames that is
+        (0: nothing measured at this level yet)."""
+        with self._lock:
+            n_done = min(recent, self.processed - self._mark[0], len(self._infer))
+            n_gaps = min(recent, self._gap_count - self._mark[1], len(self._gaps))
+            g = list(self._gaps)[len(self._gaps) - n_gaps:]
             gaps = sum(g)
             seen = len(g) + gaps
-            lat = np.asarray(list(self._latency)[-recent:], dtype=np.float64)
-            inf = list(self._infer)[-recent:]
+            lat = np.asarray(list(self._latency)[len(self._latency) - n_done:], dtype=np.float64)
+            inf = list(self._infer)[len(self._infer) - n_done:]
             return {"inference_ms": float(np.mean(inf)) if inf else 0.0,
                     "drop_fraction": gaps / seen if seen else 0.0,
-                    "late_fraction": float(np.mean(lat > period_ms)) if lat.size else 0.0}
+                    "late_fraction": float(np.mean(lat > period_ms)) if lat.size else 0.0,
+                    "frames": n_done}
 
     def snapshot(self) -> dict[str, float | int]:
         """Current figures (latency = callback entry to publish, ms)."""

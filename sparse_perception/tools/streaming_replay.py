@@ -30,13 +30,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sparse_perception.tools.competing_load import LoadSchedule
 from sparse_perception.tools.live_session import (IMAGE_TOPIC, NAMESPACE, LiveSessionError, _tail, detector_cmd,
                                                    wait_recording)
 from sparse_perception.tools.testing import ManagedProcess, python_cmd, wait_for
@@ -61,6 +64,9 @@ class ReplayModesConfig:
     :param load_rate: Hz of the competing process (a second camera's dense inference); ``None``: no load.
     :param load_threads: its ONNX Runtime threads.
     :param load_level: the level it runs (default the zoo's first, dense).
+    :param load_schedule: a load that changes over the drive instead of a constant ``load_rate``:
+        ``SECONDS:RATE`` segments (:class:`~sparse_perception.tools.competing_load.LoadSchedule`), restarted
+        as each pass's first frame is published, so every pass meets the same load at the same drive time.
     :param threads: the node's inference threads.
     :param cooldown_s: policy cooldown (node parameter).
     :param hysteresis: agreeing policy decisions before a switch (node parameter).
@@ -77,6 +83,7 @@ class ReplayModesConfig:
     load_rate: float | None = 10.0
     load_threads: int = 1
     load_level: str | None = None
+    load_schedule: str | None = None
     threads: int = 2
     cooldown_s: float = 1.0
     hysteresis: float = 2.0
@@ -92,11 +99,15 @@ class ReplayModesConfig:
             raise ValueError(f"load_rate must be >= 0 Hz (0: back to back) or None, got {self.load_rate}")
         if not self.rate > 0:
             raise ValueError(f"rate must be > 0, got {self.rate}")
+        if self.load_schedule is not None:
+            LoadSchedule.parse(self.load_schedule)  # raises ValueError naming the bad segment
 
     def budget_text(self) -> str:
-        if self.load_rate is None:
+        if self.load_rate is None and self.load_schedule is None:
             return "the node alone: one camera at the bag's rate"
-        how = "back to back" if self.load_rate == 0 else f"at {self.load_rate:g} Hz"
+        how = ("in segments from each pass's first frame: " + LoadSchedule.parse(self.load_schedule).describe()
+               if self.load_schedule is not None else "back to back" if self.load_rate == 0
+               else f"at {self.load_rate:g} Hz")
         return (f"one camera at the bag's rate on the node + a competing process running a second camera's "
                 f"inference ({self.load_level or 'dense'} level of the same zoo {how}, {self.load_threads} "
                 f"thread(s)) on the same cores")
@@ -118,7 +129,8 @@ def _node_cmd(cfg: ReplayModesConfig) -> list[str]:
 
 def _load_cmd(cfg: ReplayModesConfig) -> list[str]:
     cmd = ["-m", "sparse_perception.tools.competing_load", "--manifest", str(Path(cfg.manifest).resolve()),
-           "--rate", str(cfg.load_rate), "--threads", str(cfg.load_threads)]
+           "--threads", str(cfg.load_threads)]
+    cmd += ["--schedule", cfg.load_schedule] if cfg.load_schedule is not None else ["--rate", str(cfg.load_rate)]
     if cfg.load_level:
         cmd += ["--level", cfg.load_level]
     return python_cmd(*cmd)
@@ -155,7 +167,7 @@ def run_modes(cfg: ReplayModesConfig, log: Any = print) -> dict[str, Any]:
         if unknown:
             raise ValueError(f"modes {unknown} are not levels of the zoo (have {levels})")
         load = None
-        if cfg.load_rate is not None:
+        if cfg.load_rate is not None or cfg.load_schedule is not None:
             load = ManagedProcess(_load_cmd(cfg), log_path=out / "competing_load.log")
             procs.append(load)
             if not load.wait_for_output("competing_load: running", 60):
@@ -184,6 +196,11 @@ def run_modes(cfg: ReplayModesConfig, log: Any = print) -> dict[str, Any]:
                                                "30", "--min-subscribers", "1"),
                                     log_path=out / f"replay_r{rnd}_{mode}.log")
             procs.append(replay)
+            if load is not None and cfg.load_schedule is not None:
+                # the schedule starts with the drive's first frame (replay prints this line just before it)
+                if not replay.wait_for_output("replay: publishing", 60):
+                    raise LiveSessionError(f"replay ({mode}, round {rnd}) did not start publishing:\n{_tail(replay)}")
+                os.kill(load.pid, signal.SIGUSR1)
             wait_for(lambda: not replay.alive(), 3600, period=0.1)
             if replay.proc.returncode != 0:
                 raise LiveSessionError(f"replay ({mode}, round {rnd}) exited with {replay.proc.returncode}:\n"
@@ -234,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load-rate", type=float, default=10.0, help="competing process Hz (default 10; 0: back to back)")
     ap.add_argument("--no-load", action="store_true", help="no competing process: the node alone")
     ap.add_argument("--load-threads", type=int, default=1)
+    ap.add_argument("--load-schedule", help="SECONDS:RATE segments of the competing load from each pass's first "
+                                            "frame (e.g. 4:off,5:0,6.5:off) instead of --load-rate")
     ap.add_argument("--rate", type=float, default=1.0)
     args = ap.parse_args(argv)
     import os
@@ -245,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = run_modes(ReplayModesConfig(args.manifest, args.bag, args.out, tuple(args.modes), args.policy,
                                           args.rounds, None if args.no_load else args.load_rate, args.load_threads,
-                                          rate=args.rate))
+                                          load_schedule=args.load_schedule, rate=args.rate))
     except (LiveSessionError, ValueError) as exc:
         print(f"streaming_replay: {exc}", file=sys.stderr)
         return 1
