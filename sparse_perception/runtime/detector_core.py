@@ -163,8 +163,8 @@ class DetectorCore:
             # the window the policy was trained on (train-policy's decision window; 1 s before it was recorded)
             recent = max(1, int(round(1000.0 * float(meta.get("window_s", 1.0)) / period)))
             load = self.stats.load(period, recent)
-            if not load.pop("frames"):
-                return  # nothing measured at this level yet (just swapped or no frame yet): no decision
+            if not load.pop("frames") and self.controller.policy.kind == "ppo":
+                return  # its observation needs the load, and nothing is measured at this level yet: no decision
             try:
                 level = self.controller.update(self.last_condition, time.monotonic(), Load(**load))
             except Exception as exc:  # noqa: BLE001 - a policy failure keeps the level (and auto mode) as is

@@ -50,6 +50,14 @@ class FrameStats:
             if last is None or sequence > last:
                 self._last_seq[publisher] = sequence
 
+    def on_overwritten(self) -> None:
+        """Count a received frame replaced by a newer one before inference took it (the node's keep-newest
+        hand-off): dropped before the frame received last."""
+        with self._lock:
+            self.dropped += 1
+            if self._gaps:
+                self._gaps[-1] += 1
+
     def on_processed(self, latency_ms: float, inference_ms: float) -> None:
         """Count a frame whose detections were published."""
         with self._lock:
