@@ -145,3 +145,13 @@ def test_tailored_run_to_one_zoo_the_node_follows(tmp_path: Path) -> None:
             assert core.active_level() == want, key
     finally:
         core.release()
+
+
+def test_a_bad_ray_address_is_refused_before_any_level_is_trained(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    from pruning_tools.federated.tailored import main
+
+    cfg = Path(__file__).resolve().parent.parent / "pruning_tools" / "configs" / "federated_groups.yaml"
+    out = tmp_path / "run"
+    assert main(["--config", str(cfg), "--out", str(out), "--ray", "bad address!", "--no-progress"]) == 2
+    assert "--ray ADDRESS must be" in capsys.readouterr().err and not out.exists()

@@ -313,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
         cfg, groups, frames, budget = load_groups_config(a.config)
+        if a.ray is not None:  # a bad address fails here, before any level is trained (as `federated` does)
+            from pruning_tools.pipeline.ray_executor import parse_address
+
+            parse_address(a.ray)
         res = run_tailored(cfg, a.out, groups, a.ray, progress=not a.no_progress, heldout_frames=frames,
                            group_budget=budget, control=a.control)
     except (FederatedConfigError, ConnectionError, ValueError) as exc:
