@@ -186,7 +186,8 @@ def qos_phase(work: Path, rounds: int, frames_per_block: int, settings: tuple[st
         "image": [H, W], "rate_hz": 10.0, "rounds": rounds, "frames_per_block": frames_per_block,
         "zoo_imgsz": [96, 320], "camera_publishers": {k: {"reliability": v[0], "depth": v[1]}
                                                       for k, v in CAMERA_PUBLISHERS.items()},
-        "camera_profile": camera_profile or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", "(none set)"),
+        "camera_profile": camera_profile or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
+        or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", "(none set)"),
         "note": "shared 2-core machine: other sessions' jobs ran alongside; loadavg in machine",
         "answered": {f"{s}/{p}": {"answered": a, "sent": n, "fraction": a / n if n else float("nan"),
                                   "compatible": not (s == "reliable" and CAMERA_PUBLISHERS[p][0] == "best_effort")}

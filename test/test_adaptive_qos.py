@@ -6,6 +6,7 @@ with default parameters and a camera (best effort, then reliable) that starts *a
 from __future__ import annotations
 
 import os
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def test_shipped_profile_is_a_32mb_shm_default_profile() -> None:
 def test_profile_env_respects_a_user_choice_and_other_rmws() -> None:
     base = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES and k != "RMW_IMPLEMENTATION"}
     env = profile_env(base)
-    assert set(env) == set(PROFILE_VARIABLES) and Path(env[PROFILE_VARIABLES[0]]) == profile_path()
+    assert env and all(Path(v) == profile_path() for v in env.values())
     assert profile_env({**base, "FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"}) == {}
     assert profile_env({**base, "FASTDDS_DEFAULT_PROFILES_FILE": ""}) == {}  # empty: the user opted out
     assert profile_env({**base, "RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) == {}
@@ -82,3 +83,23 @@ def test_default_node_follows_a_camera_that_starts_later(test_zoo: Path) -> None
         finally:
             client.close()
         assert "image QoS: reliable -> best_effort" in node.output()
+
+
+def test_profile_env_sets_only_the_variable_this_fastdds_reads(tmp_path: Path) -> None:
+    """FastDDS 3 given both variables parses the profile twice (an XMLPARSER error in every process's log):
+    a FastDDS 3 prefix gets FASTDDS_DEFAULT_PROFILES_FILE only, a FastDDS 2 one FASTRTPS_..., unknown both."""
+    from sparse_perception.node.dds_profile import fastdds_major
+
+    v3, v2, none = tmp_path / "kilted", tmp_path / "jazzy", tmp_path / "bare"
+    for prefix, lib in ((v3, "libfastdds.so.3.2"), (v2, "libfastrtps.so.2.14")):
+        (prefix / "lib").mkdir(parents=True)
+        (prefix / "lib" / lib).write_bytes(b"")
+    none.mkdir()
+    assert fastdds_major([none, v3]) == 3 and fastdds_major([v2, v3]) == 2 and fastdds_major([none]) is None
+    base = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES and k != "RMW_IMPLEMENTATION"}
+    assert set(profile_env({**base, "AMENT_PREFIX_PATH": str(v3)})) == {"FASTDDS_DEFAULT_PROFILES_FILE"}
+    assert set(profile_env({**base, "AMENT_PREFIX_PATH": str(v2)})) == {"FASTRTPS_DEFAULT_PROFILES_FILE"}
+    assert set(profile_env({**base, "AMENT_PREFIX_PATH": str(none)})) == set(PROFILE_VARIABLES)
+    venv = Path(sys.prefix)
+    if any((venv / "lib").glob("libfastdds.so*")):  # this venv's PyPI wheels are FastDDS 3
+        assert set(profile_env({**base, "AMENT_PREFIX_PATH": str(venv)})) == {"FASTDDS_DEFAULT_PROFILES_FILE"}

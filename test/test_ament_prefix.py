@@ -149,3 +149,7 @@ def test_activation_applies_the_shipped_dds_profile_unless_one_is_set(scratch_ve
     out = subprocess.run(["bash", "-c", script], env={**base, "FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"},
                          capture_output=True, text=True, timeout=30)
     assert out.stdout.splitlines() == ["/mine.xml|", "/mine.xml|<unset>"]  # the user's choice stays
+    (scratch_venv / "lib" / "libfastdds.so.3.2").write_bytes(b"")  # a FastDDS 3 prefix: its one variable only
+    tool.install(scratch_venv, REPO)
+    out = subprocess.run(["bash", "-c", script], env=base, capture_output=True, text=True, timeout=30)
+    assert out.stdout.splitlines() == [f"|{shipped}", "<unset>|<unset>"], out

@@ -18,8 +18,9 @@ then look for executables in ``<prefix>/lib/<pkg>/``; ``ros2 launch`` walks
   ``--python`` (default: this interpreter) on the entry point, like pip's;
 * an ``AMENT_PREFIX_PATH`` hook in ``bin/activate`` (bash/zsh): activation prepends the prefix,
   ``deactivate`` restores the previous value. Where neither ``FASTDDS_DEFAULT_PROFILES_FILE`` nor
-  ``FASTRTPS_DEFAULT_PROFILES_FILE`` is set, activation also points both at the shipped FastDDS profile
-  (``share/<pkg>/config/fastdds_profile.xml``, docs/node.md) and ``deactivate`` unsets them again.
+  ``FASTRTPS_DEFAULT_PROFILES_FILE`` is set, activation also points the one the venv's FastDDS reads (both
+  where its version is not found) at the shipped FastDDS profile (``share/<pkg>/config/fastdds_profile.xml``,
+  docs/node.md) and ``deactivate`` unsets them again.
 
 Folders it owns (``share/<pkg>``, ``lib/<pkg>``) are rebuilt on each run, so removed files do not
 linger. Rerunning is idempotent.
@@ -77,17 +78,27 @@ def _script(python: str, entry: str) -> tuple[str, str]:
     return name, text
 
 
+def dds_variables(prefix: Path) -> tuple[str, ...]:
+    """The profile variables the prefix's FastDDS reads (``sparse_perception.node.dds_profile``: only
+    ``FASTDDS_DEFAULT_PROFILES_FILE`` for FastDDS 3, whose PyPI wheels this venv holds; both where unknown)."""
+    if str(REPO) not in sys.path:  # run as a script before (or without) the editable install
+        sys.path.insert(0, str(REPO))
+    from sparse_perception.node.dds_profile import fastdds_major, profile_variables
+
+    return profile_variables(fastdds_major([prefix]))
+
+
 def activation_hook(prefix: Path) -> tuple[str, str]:
     """(block appended to ``bin/activate``, block inserted at the top of its ``deactivate``)."""
     profile = prefix / "share" / "sparse_perception" / "config" / "fastdds_profile.xml"
+    names = dds_variables(prefix)
     activate = (f'{HOOK_BEGIN}\n_SP_OLD_AMENT_PREFIX_PATH="${{AMENT_PREFIX_PATH-}}"\n'
                 f'AMENT_PREFIX_PATH="{prefix}${{AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}}"\n'
                 f"export AMENT_PREFIX_PATH\n"
                 # the shipped FastDDS profile, only where the user set none (sparse_perception/node/dds_profile.py)
                 f'if [ -z "${{FASTDDS_DEFAULT_PROFILES_FILE+_}}${{FASTRTPS_DEFAULT_PROFILES_FILE+_}}" ] ; then\n'
-                f'    FASTDDS_DEFAULT_PROFILES_FILE="{profile}"\n'
-                f'    FASTRTPS_DEFAULT_PROFILES_FILE="{profile}"\n'
-                f"    export FASTDDS_DEFAULT_PROFILES_FILE FASTRTPS_DEFAULT_PROFILES_FILE\n"
+                + "".join(f'    {name}="{profile}"\n' for name in names)
+                + f"    export {' '.join(names)}\n"
                 f"    _SP_SET_DDS_PROFILE=1\nfi\n{HOOK_END}\n")
     deactivate = (f'{DEACTIVATE_BEGIN}\n    if [ -n "${{_SP_OLD_AMENT_PREFIX_PATH+_}}" ] ; then\n'
                   f'        if [ -n "$_SP_OLD_AMENT_PREFIX_PATH" ] ; then\n'

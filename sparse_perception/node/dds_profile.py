@@ -9,15 +9,34 @@ implementations are left alone.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["PROFILE_FILE", "PROFILE_VARIABLES", "profile_env", "profile_path"]
+__all__ = ["PROFILE_FILE", "PROFILE_VARIABLES", "fastdds_major", "profile_env", "profile_path", "profile_variables"]
 
 PROFILE_FILE = "fastdds_profile.xml"
 #: FastDDS 3 reads the first, FastDDS 2 (rmw_fastrtps on Humble/Jazzy) the second
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 _FASTDDS_RMWS = ("", "rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp")
+
+
+def fastdds_major(prefixes: Iterable[str | Path]) -> int | None:
+    """FastDDS's major version in the first of ``prefixes`` that holds it: 3 where ``lib/libfastdds.so*`` is
+    (Kilted and later, these PyPI wheels), 2 where ``lib/libfastrtps.so*`` is (Humble, Jazzy); None if neither."""
+    for prefix in prefixes:
+        lib = Path(prefix) / "lib"
+        if any(lib.glob("libfastdds.so*")):
+            return 3
+        if any(lib.glob("libfastrtps.so*")):
+            return 2
+    return None
+
+
+def profile_variables(major: int | None) -> tuple[str, ...]:
+    """The variables that point FastDDS ``major`` at a profile. Only the one it reads: FastDDS 3 also honours the
+    deprecated ``FASTRTPS_DEFAULT_PROFILES_FILE`` and, given both, parses the file twice — every process then
+    logs "XMLPARSER Error adding the transport ... same id" (the profile still applies). Both where unknown."""
+    return {3: PROFILE_VARIABLES[:1], 2: PROFILE_VARIABLES[1:]}.get(major, PROFILE_VARIABLES)
 
 
 def profile_path() -> Path | None:
@@ -36,4 +55,7 @@ def profile_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     if any(name in env for name in PROFILE_VARIABLES) or env.get("RMW_IMPLEMENTATION", "") not in _FASTDDS_RMWS:
         return {}
     path = profile_path()
-    return {name: str(path) for name in PROFILE_VARIABLES} if path is not None else {}
+    if path is None:
+        return {}
+    prefixes = [p for p in env.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    return {name: str(path) for name in profile_variables(fastdds_major(prefixes))}

@@ -367,7 +367,7 @@ def main(args: list[str] | None = None) -> int:
     with ros_session(args, second_signal_kills=True) as stop:
         node = DetectorNode()
         if dds:
-            node.get_logger().info(f"FastDDS profile {dds['FASTDDS_DEFAULT_PROFILES_FILE']} (none was set)")
+            node.get_logger().info(f"FastDDS profile {next(iter(dds.values()))} (none was set; {', '.join(dds)})")
         orphaned = parent_watch(node.get_parameter("exit_with_parent").value)
         executor = MultiThreadedExecutor(num_threads=4)
         try:
