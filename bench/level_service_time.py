@@ -40,24 +40,32 @@ DEFAULT_FRAMES = REPO.parent / "shared" / "data" / "kitti_tracking" / "training"
 def _frames(folder: Path, count: int) -> tuple[list[np.ndarray], str]:
     files = sorted(folder.glob("*.png"))[:count] if folder.is_dir() else []
     if files:
-        from PIL import Image
+        from pruning_tools.data.kitti_io import read_image
 
-        return ([np.ascontiguousarray(np.asarray(Image.open(f).convert("RGB"))[:, :, ::-1]) for f in files],
-                f"real KITTI camera frames: {len(files)} PNGs of {folder}")
+        return [read_image(f) for f in files], f"real KITTI camera frames: {len(files)} PNGs of {folder}"
     rng = np.random.default_rng(0)
     return ([rng.integers(0, 256, (375, 1242, 3), dtype=np.uint8) for _ in range(count)],
             f"random 1242x375 frames ({folder} absent)")
 
 
-def _time_levels(pool, levels: list[str], frames: list[np.ndarray], runs: int) -> dict[str, list[float]]:
-    """``runs`` rounds, each level once per round on the round's frame; ms of ``total_ms`` per call."""
-    out: dict[str, list[float]] = {lv: [] for lv in levels}
-    for r in range(runs):
-        img = frames[r % len(frames)]
-        for lv in (levels if r % 2 == 0 else list(reversed(levels))):
+def _time_levels(pool, levels: list[str], frames: list[np.ndarray], warmup: int,
+                 runs: int) -> dict[str, list[float]]:
+    """The project's interleaved timing (:func:`pruning_tools.train.measure.round_robin`) over the levels; every
+    level sees the same frame in a round. :return: per level the ``runs`` figures of ``timing["total_ms"]``
+    (what the node reports as its inference time), warm-up calls left out."""
+    from pruning_tools.train.measure import round_robin
+
+    totals: dict[str, list[float]] = {lv: [] for lv in levels}
+
+    def call(lv: str):  # noqa: ANN202 - a zero-argument callable for round_robin
+        def run() -> None:
+            img = frames[len(totals[lv]) % len(frames)]
             pool.swap(lv)
-            out[lv].append(float(pool.detect(img).timing["total_ms"]))
-    return out
+            totals[lv].append(float(pool.detect(img).timing["total_ms"]))
+        return run
+
+    round_robin([call(lv) for lv in levels], warmup, runs)
+    return {lv: ts[warmup:] for lv, ts in totals.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_block()
     pool = EnginePool.from_manifest(a.zoo, cfg=RuntimeConfig(threads=a.threads))
     levels = pool.levels()
-    frames, data = _frames(a.frames, max(a.runs, a.warmup))
-    _time_levels(pool, levels, frames, a.warmup)
-    phases = {"quiet": _time_levels(pool, levels, frames, a.runs)}
+    frames, data = _frames(a.frames, a.warmup + a.runs)
+    phases = {"quiet": _time_levels(pool, levels, frames, a.warmup, a.runs)}
     load_stats = None
     if not a.no_load:
         load = ManagedProcess(python_cmd("-m", "sparse_perception.tools.competing_load", "--manifest", str(a.zoo),
@@ -91,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             if not load.wait_for_output("competing_load: running", 60):
                 raise SystemExit(f"competing load did not start:\n{load.output()[-2000:]}")
             time.sleep(1.0)
-            _time_levels(pool, levels, frames, a.warmup)
-            phases["loaded"] = _time_levels(pool, levels, frames, a.runs)
+            phases["loaded"] = _time_levels(pool, levels, frames, a.warmup, a.runs)
         finally:
             load.stop(timeout=10)
         tail = load.output().strip().splitlines()
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
            "competing_load": None if a.no_load else {"level": dense, "rate": "back to back",
                                                      "threads": a.load_threads, "result": load_stats},
            "metric": "EnginePool.detect total_ms (letterbox + ONNX Runtime + decode/NMS), the node's inference_ms; "
-                     "all levels round-robin in one process (order reversed every other round), medians"}
+                     "all levels round-robin in one process (measure.round_robin: order rotated each round), medians"}
     lines = [f"{lv}: quiet {row['quiet']['median']:.1f} ms (p95 {row['quiet']['p95']:.1f})"
              + (f", loaded {row['loaded']['median']:.1f} ms (x{row['load_factor']:.2f})" if "loaded" in row else "")
              + f", speed-up vs {dense} x{row['speedup_vs_dense_quiet']:.2f}" for lv, row in table.items()]
