@@ -51,8 +51,9 @@ def test_stop_waits_for_the_item_in_flight_and_discards_the_waiting_one() -> Non
     assert seen == ["a"] and time.monotonic() - t0 >= 0.1  # "a" finished before stop returned, "b" never ran
     with pytest.raises(RuntimeError, match="not running"):
         w.put("c")
+    assert w.offer("c") is None and w.replaced == 0  # the node's callback racing deactivate: let go, no error
     w.start()  # restartable (deactivate -> activate)
-    w.put("d")
+    assert w.offer("d") is False
     deadline = time.monotonic() + 5
     while seen[-1] != "d" and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -257,7 +257,7 @@ class DetectorNode(LifecycleNode):
         t0 = time.perf_counter()
         # rclpy's MessageInfo is a dict (TypedDict)
         self.stats.on_received(str(info.get("publisher_gid")), info.get("publication_sequence_number"))
-        if self._worker.running and self._worker.put((msg, t0)):
+        if self._worker.offer((msg, t0)):  # None: deactivating (the worker has stopped), the frame is let go
             self.stats.on_overwritten()
 
     @contained("image processing")

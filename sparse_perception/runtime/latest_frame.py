@@ -13,6 +13,7 @@ when the next one arrives is replaced (and counted as dropped by the caller).
     worker = LatestFrameWorker(handle, name="detector-inference")
     worker.start()
     replaced = worker.put(item)        # True: an unprocessed item was overwritten
+    worker.offer(item)                 # the same, or None (no error) once the worker is stopped
     worker.stop()                      # waits for the item in flight; a waiting one is discarded
 """
 from __future__ import annotations
@@ -75,6 +76,14 @@ class LatestFrameWorker:
             self.replaced += int(replaced)
             self._cv.notify()
             return replaced
+
+    def offer(self, item: Any) -> bool | None:
+        """:meth:`put` for a caller that may race :meth:`stop` (an executor callback during deactivate):
+        :return: None when the worker is not running (the item is discarded), else what :meth:`put` returns."""
+        with self._cv:
+            if not self._running:
+                return None
+            return self.put(item)  # the Condition's lock is re-entrant
 
     def idle(self) -> bool:
         """True when nothing waits and nothing is in flight."""
