@@ -85,10 +85,9 @@ def allowed_levels(t_pub: int, t_recv: int, swaps: list[tuple[int, int, str]], i
     return {seq[k][2] for k in range(lo, max(lo, hi) + 1)}
 
 
-def node_counters(client: DetectorClient, extra: tuple[str, ...] = ()) -> Callable[[], dict[str, float]]:
+def node_counters(client: DetectorClient) -> Callable[[], dict[str, int]]:
     """Subscribe ``client`` to ``/diagnostics``; :return: a function giving the detector's frame counters from
-    a fresh diagnostics period (``frames_received`` / ``_processed`` / ``_dropped`` / ``_bad``) and the
-    ``extra`` figures named (e.g. ``inference_mean_ms``)."""
+    a fresh diagnostics period (``frames_received`` / ``_processed`` / ``_dropped`` / ``_bad``)."""
     from diagnostic_msgs.msg import DiagnosticArray
 
     diag: list[dict[str, str]] = []
@@ -103,14 +102,12 @@ def node_counters(client: DetectorClient, extra: tuple[str, ...] = ()) -> Callab
     def counters() -> dict[str, int]:
         n = len(diag)
         assert wait_for(lambda: len(diag) >= n + 2, 10), "no /diagnostics from the node"  # a fresh period
-        last = diag[-1]
-        return {**{k: int(last[k]) for k in ("frames_received", "frames_processed", "frames_dropped", "frames_bad")},
-                **{k: float(last[k]) for k in extra}}
+        return {k: int(diag[-1][k]) for k in ("frames_received", "frames_processed", "frames_dropped", "frames_bad")}
 
     return counters
 
 
-def check_frame_accounting(delta: dict[str, float], answered: int, sent: int) -> None:
+def check_frame_accounting(delta: dict[str, int], answered: int, sent: int) -> None:
     """Every frame is accounted for by the node's counters over a stream of ``sent`` frames: each one its
     image callback took was answered or replaced by a newer one while inference was busy (keep-newest:
     counted as dropped), and each one that never reached the callback is a publication-sequence gap (also
