@@ -115,6 +115,36 @@ def test_free_running_10hz_stream_with_a_swap_every_200ms_each_frame_names_its_l
         client.close()
 
 
+def test_a_burst_of_frames_reaches_the_image_callback_whole(active_node: ManagedProcess) -> None:
+    """Frames that arrive together all reach the image callback, where newest-wins is counted: the subscription
+    keeps SensorData's depth 5 (REP 2003). With depth 1 the reader replaced all but the last one or two of
+    such a burst before the callback took them (docs/node.md, "Frames lost before the callback")."""
+    from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    client = DetectorClient(name="burst_client")
+    try:
+        counters = checks.node_counters(client)
+        assert client.wait_ready(), _fail(active_node, "no detections")
+        # a camera-like writer that keeps its last 5 frames (SensorData's depth), reliable so nothing is lost on
+        # the way: whatever the node misses is the node's
+        pub = client.node.create_publisher(Image, client.image_pub.topic_name, QoSProfile(
+            depth=5, history=QoSHistoryPolicy.KEEP_LAST, reliability=QoSReliabilityPolicy.RELIABLE))
+        assert wait_for(lambda: pub.get_subscription_count() >= 1, 10), "the node's image subscription never matched"
+        before = counters()
+        stamps = [20_000_000_000 + k * 1_000_000 for k in range(5)]
+        for k, ns in enumerate(stamps):  # back to back: all five are in flight before the first is answered
+            pub.publish(image_msg(frame(500 + k), ns))
+        client.wait_for_stamp(stamps[-1], timeout=10)
+        answered = {stamp_ns(d.header) for d in client.received()} & set(stamps)
+        delta = {k: v - before[k] for k, v in counters().items()}
+        assert delta["frames_received"] == 5, _fail(active_node, f"the callback took {delta} of a 5-frame burst")
+        checks.check_frame_accounting(delta, answered=len(answered), sent=5)
+        assert stamps[-1] in answered, "the newest frame of the burst was not answered"
+    finally:
+        client.close()
+
+
 def test_malformed_images_logged_node_keeps_running(active_node: ManagedProcess) -> None:
     client = DetectorClient(name="malformed_client")
     try:

@@ -73,9 +73,16 @@ def _service_error(req: Any, resp: Any, message: str) -> Any:
     return resp
 
 
+#: keep-last depth of the image subscription: SensorData's (REP 2003). Newest-wins is the inference hand-off's
+#: job (runtime/latest_frame.py); a depth of 1 here replaced frames that arrived together before the callback
+#: took them, uncounted as such (docs/node.md, "Frames lost before the callback").
+IMAGE_DEPTH = qos_profile_sensor_data.depth
+
+
 def image_qos(reliability: str) -> QoSProfile:
-    """Image subscription QoS keeping only the newest frame (depth 1), reliable or best effort."""
-    return QoSProfile(depth=1, history=qos_profile_sensor_data.history, durability=qos_profile_sensor_data.durability,
+    """Image subscription QoS: keep last :data:`IMAGE_DEPTH`, volatile, reliable or best effort."""
+    return QoSProfile(depth=IMAGE_DEPTH, history=qos_profile_sensor_data.history,
+                      durability=qos_profile_sensor_data.durability,
                       reliability=QoSReliabilityPolicy.RELIABLE if reliability == "reliable"
                       else QoSReliabilityPolicy.BEST_EFFORT)
 
@@ -253,7 +260,7 @@ class DetectorNode(LifecycleNode):
 
         Inference in this callback lost about half of a 10 Hz camera's frames under the
         MultiThreadedExecutor (runtime/latest_frame.py); a frame still waiting when the next one arrives
-        is replaced and counted as dropped, as the depth-1 queue would have done."""
+        is replaced and counted as dropped."""
         t0 = time.perf_counter()
         # rclpy's MessageInfo is a dict (TypedDict)
         self.stats.on_received(str(info.get("publisher_gid")), info.get("publication_sequence_number"))

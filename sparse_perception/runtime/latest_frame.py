@@ -7,7 +7,7 @@ in bursts of up to three seconds, while the same callback under a ``SingleThread
 callback that only stores the message, received every frame (measured: the real KITTI tracking drive,
 154 frames of 1242x375 ``bgr8`` replayed reliably, the zoo's dense INT8 level: 79 / 154 received in the
 callback, 154 / 154 with this mailbox; docs/node.md, "The image path"). With the mailbox, the executor's
-callback returns at once, and the depth-1 subscription's keep-newest rule is kept: a frame still waiting
+callback returns at once, and newest-wins is applied here, where it can be counted: a frame still waiting
 when the next one arrives is replaced (and counted as dropped by the caller).
 
     worker = LatestFrameWorker(handle, name="detector-inference")
