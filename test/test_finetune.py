@@ -94,3 +94,31 @@ def test_resume_after_kill(job: dict, tmp_path: Path) -> None:
     b, _ = ua.load_checkpoint(ref_out / "model.pt")
     x = torch.rand(1, 3, *IMGSZ)
     torch.testing.assert_close(ua.raw_forward(a, x), ua.raw_forward(b, x), rtol=1e-3, atol=1e-3)
+
+
+def test_every_increment_runs_its_own_learning_rate_schedule(job: dict, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each increment's batches start at lr0 and decay (cosine) towards lr0/2 over that increment, on batches of its
+    own. Until 2026-12-03 the increment's batch offset entered the schedule, and every increment after the first
+    ran flat at lr0/2."""
+    from pruning_tools.train import loop
+
+    lrs: list[float] = []
+    real_lr_at = loop.lr_at
+
+    def recording_lr_at(*args: float) -> float:
+        lrs.append(real_lr_at(*args))
+        return lrs[-1]
+
+    monkeypatch.setattr(loop, "lr_at", recording_lr_at)
+    taken: list[int] = []
+    stream = BatchStream(YoloDataset(job["data"], "train", IMGSZ), batch=2, seed=0)
+    real_get = stream.get
+    stream.get = lambda step: (taken.append(step), real_get(step))[1]  # type: ignore[method-assign]
+    cfg = FinetuneConfig(prune_steps=2, steps_per_prune=2, final_steps=3, batch=2, lr0=0.002, bn_batches=1)
+    prune_and_finetune(job["model"], job["space"], job["ratios"], stream, tmp_path, cfg, progress=False)
+    trained = [s for s in taken if s % 100_000 < 50_000]  # the rest are BatchNorm re-estimation batches
+    assert trained == [0, 1, 100_000, 100_001, 100_002, 100_003, 100_004]
+    first, last = lrs[:2], lrs[2:]
+    assert first[0] == pytest.approx(0.002) and last[0] == pytest.approx(0.002), lrs
+    assert all(a > b for a, b in zip(last, last[1:])) and last[-1] > 0.001, lrs

@@ -160,9 +160,8 @@ def prune_and_finetune(dense: nn.Module, space: PruningSpace, ratios: Sequence[f
         resumed = False
         offset = 100_000 * k  # distinct batch indices per increment
 
-        def checkpoint(step: int, loss: float, k: int = k, opt: torch.optim.Optimizer = opt,
-                       offset: int = offset) -> None:
-            it = step - offset + 1
+        def checkpoint(step: int, loss: float, k: int = k, opt: torch.optim.Optimizer = opt) -> None:
+            it = step + 1
             if it % cfg.checkpoint_every == 0 or it == cfg.steps_at(k):
                 prog = {"prune_step": k, "iter": it, "ratios_key": key}
                 _atomic_torch_save({"progress": prog, "state": opt.state_dict()}, optim_path)
@@ -170,9 +169,12 @@ def prune_and_finetune(dense: nn.Module, space: PruningSpace, ratios: Sequence[f
                 write_json(out_dir / "state.json", {**prog, "total_batches": total, "updated": time.time()})
 
         if i < steps:
-            _, ls = train_steps(model, stream, offset + i, offset + steps, offset + steps, cfg.lr0, opt,
+            # each increment's own cosine schedule (lr0 -> lr0/2); its batches start at `offset`. Until
+            # 2026-12-03 the offset went into the schedule too, so every increment after the first ran flat
+            # at lr0/2 (the zoo figures before that date were made so)
+            _, ls = train_steps(model, stream, i, steps, steps, cfg.lr0, opt,
                                 lrf=0.5, warmup=0, progress=bar, on_step=checkpoint,
-                                distiller=distiller)
+                                distiller=distiller, batch_offset=offset)
             losses += ls
         if k + 1 >= cfg.prune_steps:
             break

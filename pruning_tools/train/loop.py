@@ -103,9 +103,12 @@ def train_steps(model: nn.Module, stream: BatchStream, start: int, stop: int, to
                 optimizer: torch.optim.Optimizer | None = None, lrf: float = 0.1, warmup: int = 0,
                 grad_clip: float = 10.0, progress: Any = None,
                 on_step: Callable[[int, float], None] | None = None,
-                distiller: Distiller | None = None) -> tuple[torch.optim.Optimizer, list[float]]:
+                distiller: Distiller | None = None, batch_offset: int = 0
+                ) -> tuple[torch.optim.Optimizer, list[float]]:
     """Run optimiser steps ``start..stop-1`` of a ``total``-step schedule.
 
+    :param batch_offset: step ``k`` trains on ``stream.get(batch_offset + k)`` (distinct batches for several
+        schedules over one stream, e.g. stage 3's increments); the learning rate follows ``k`` alone.
     :param progress: optional tqdm-like bar updated once per step.
     :param on_step: callback ``(step, loss)`` after each step (e.g. periodic checkpoints).
     :param distiller: adds its weighted KD loss against the teacher on the same batch
@@ -122,7 +125,7 @@ def train_steps(model: nn.Module, stream: BatchStream, start: int, stop: int, to
         lr = lr_at(step, total, lr0, lrf, warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = stream.get(step)
+        batch = stream.get(batch_offset + step)
         if distiller is None:
             loss, _ = detection_loss(model, batch)
         else:
