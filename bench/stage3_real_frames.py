@@ -29,8 +29,9 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_report.py
 
-from pruning_tools.data.files import write_json  # noqa: E402
+from _report import module_versions, write_result  # noqa: E402
 from pruning_tools.data.yolo import IMG_EXTS, BatchStream, MixedDataset, YoloDataset, letterbox_np  # noqa: E402
 
 
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-every", type=int, default=150)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr0", type=float, default=0.002, help="cosine to lr0/2, as stage 3")
-    p.add_argument("--crop-width", type=int, default=640)
+    p.add_argument("--crop-width", type=int, default=640, help="0: full width")
+    p.add_argument("--imgsz", type=int, nargs=2, default=(384, 1248), metavar=("H", "W"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
@@ -85,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--steps and --save-every must be >= 1")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    imgsz = (384, 1248)
+    imgsz = (int(a.imgsz[0]), int(a.imgsz[1]))
     student, meta = load_checkpoint(a.student)
     teacher, _ = load_checkpoint(a.teacher)
     distiller = Distiller(teacher, 1.0, 1.0)
     parts = [YoloDataset(a.data, "train", imgsz)] + [YoloDataset(d, "train", imgsz, cache=True) for d, _ in a.mix]
-    stream = BatchStream(MixedDataset(parts, [1, *(int(r) for _, r in a.mix)]), a.batch, a.seed, a.crop_width)
-    unlabelled = (BatchStream(ImageFolder(a.unlabelled, imgsz), a.batch, a.seed + 1, a.crop_width)
+    stream = BatchStream(MixedDataset(parts, [1, *(int(r) for _, r in a.mix)]), a.batch, a.seed, a.crop_width or None)
+    unlabelled = (BatchStream(ImageFolder(a.unlabelled, imgsz), a.batch, a.seed + 1, a.crop_width or None)
                   if a.unlabelled else None)
     reset_criterion(student)
     opt = make_optimizer(student, a.lr0)
@@ -127,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             save_checkpoint(student, a.out / f"step{step + 1}.pt",
                             {**meta, "stage3_continued": {"from": str(a.student), "steps": step + 1,
                                                           "mix": a.mix, "unlabelled": str(a.unlabelled or "")}})
-    write_json(a.out / "history.json", {"args": {k: str(v) for k, v in vars(a).items()}, "history": history,
-                                        "wall_s": round(time.monotonic() - t0, 1)})
-    print(json.dumps({"out": str(a.out), "wall_s": round(time.monotonic() - t0, 1)}))
+    wall = round(time.monotonic() - t0, 1)
+    write_result(a.out / "history.json", {"args": {k: str(v) for k, v in vars(a).items()}, "history": history,
+                                          "wall_s": wall, "versions": module_versions("torch", "ultralytics")},
+                 summary=json.dumps({"out": str(a.out), "wall_s": wall}))
     return 0
 
 

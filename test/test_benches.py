@@ -46,7 +46,7 @@ def test_quant_bench_does_not_judge_the_drop_of_a_model_that_detects_nothing() -
 
 def test_every_bench_writes_its_json_through_the_shared_writer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     benches = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
-    assert len(benches) == 18
+    assert len(benches) == 19
     for name in benches:
         assert _bench(name).write_result.__module__ == "_report", name
     report = _bench("_report")
@@ -208,3 +208,34 @@ def test_level_service_time_bench_gives_train_policy_its_latencies(test_zoo: Pat
         lv: (row["quiet"]["median"], row["quiet"]["p95"]) for lv, row in res["table"].items()}
     with pytest.raises(SystemExit):
         _bench("level_service_time").main(["--zoo", str(test_zoo), "--runs", "5"])
+
+
+def test_stage3_real_frames_adds_a_kd_only_term_on_unlabelled_frames(tmp_path: Path) -> None:
+    """bench/stage3_real_frames.py: snapshots at every --save-every and the last step; with --unlabelled the KD term
+    of the label-free batch is recorded beside the labelled batch's; a folder without images is refused."""
+    import torch
+
+    from helpers.tiny_data import make_yolo_dataset
+    from pruning_tools import ultralytics_adapter as ua
+
+    data = make_yolo_dataset(tmp_path / "ds", n_train=4, n_val=1, n_test=1, size=(64, 192))
+    torch.manual_seed(0)
+    ua.save_checkpoint(ua.build_model("yolov5n.yaml").eval(), tmp_path / "m.pt")
+    frames = tmp_path / "frames" / "drive"
+    frames.mkdir(parents=True)
+    for src in sorted((data / "images" / "train").iterdir())[:2]:
+        (frames / src.name).write_bytes(src.read_bytes())
+    bench = _bench("stage3_real_frames")
+    common = ["--student", str(tmp_path / "m.pt"), "--teacher", str(tmp_path / "m.pt"), "--data", str(data),
+              "--mix", str(data), "2", "--steps", "3", "--save-every", "2", "--batch", "2", "--crop-width", "0",
+              "--imgsz", "64", "192"]
+    assert bench.main([*common, "--unlabelled", str(tmp_path / "frames"), "--out", str(tmp_path / "u")]) == 0
+    assert sorted(p.name for p in (tmp_path / "u").glob("*.pt")) == ["step2.pt", "step3.pt"]
+    rec = json.loads((tmp_path / "u" / "history.json").read_text())
+    assert [h["step"] for h in rec["history"]] == [1, 2, 3] and "machine" in rec
+    assert all(h["kd_unlabelled"] is not None and h["kd_unlabelled"] >= 0 for h in rec["history"])
+    _, meta = ua.load_checkpoint(tmp_path / "u" / "step3.pt")
+    assert meta["stage3_continued"]["steps"] == 3 and meta["stage3_continued"]["unlabelled"].endswith("frames")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no images"):
+        bench.main([*common, "--unlabelled", str(tmp_path / "empty"), "--out", str(tmp_path / "e")])
