@@ -62,9 +62,8 @@ class ImageFolder:
 
 def main(argv: list[str] | None = None) -> int:
     from pruning_tools.train.distill import Distiller
-    from pruning_tools.train.loop import lr_at, make_optimizer, recalibrate_bn
-    from pruning_tools.ultralytics_adapter import (detection_loss, head_outputs, load_checkpoint, reset_criterion,
-                                                   save_checkpoint)
+    from pruning_tools.train.loop import make_optimizer, recalibrate_bn, train_steps
+    from pruning_tools.ultralytics_adapter import load_checkpoint, save_checkpoint
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--student", type=Path, required=True, help="a pruned level's model.pt (a prune run's unit)")
@@ -95,40 +94,28 @@ def main(argv: list[str] | None = None) -> int:
     stream = BatchStream(MixedDataset(parts, [1, *(int(r) for _, r in a.mix)]), a.batch, a.seed, a.crop_width or None)
     unlabelled = (BatchStream(ImageFolder(a.unlabelled, imgsz), a.batch, a.seed + 1, a.crop_width or None)
                   if a.unlabelled else None)
-    reset_criterion(student)
     opt = make_optimizer(student, a.lr0)
     a.out.mkdir(parents=True, exist_ok=True)
-    t0, history = time.monotonic(), []
-    for step in range(a.steps):
-        student.train()
-        lr = lr_at(step, a.steps, a.lr0, 0.5, 0)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        batch = stream.get(step)
-        preds = head_outputs(student, batch["img"])
-        det, _ = detection_loss(student, batch, preds)
-        kd = distiller.loss(batch["img"], preds).total
-        loss = det + kd
-        ukd = None
-        if unlabelled is not None:
-            ub = unlabelled.get(step)
-            ukd = distiller.loss(ub["img"], head_outputs(student, ub["img"])).total
-            loss = loss + ukd
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 10.0)
-        opt.step()
-        history.append({"step": step + 1, "loss": float(loss.detach()) / a.batch, "kd": float(kd.detach()) / a.batch,
-                        "kd_unlabelled": None if ukd is None else float(ukd.detach()) / a.batch})
+    t0, losses = time.monotonic(), []
+
+    def on_step(step: int, loss: float) -> None:
+        losses.append(loss)
         if (step + 1) % 25 == 0:
-            recent = np.mean([h["loss"] for h in history[-25:]])
-            print(f"step {step + 1}/{a.steps} loss {recent:.3f} ({time.monotonic() - t0:.0f} s)", flush=True)
+            print(f"step {step + 1}/{a.steps} loss {np.mean(losses[-25:]):.3f} ({time.monotonic() - t0:.0f} s)",
+                  flush=True)
         if (step + 1) % a.save_every == 0 or step + 1 == a.steps:
-            recalibrate_bn(student, stream, 8, start=900_000 + step)
-            student.eval()
+            recalibrate_bn(student, stream, 8, start=900_000 + step)  # leaves it in eval mode
             save_checkpoint(student, a.out / f"step{step + 1}.pt",
                             {**meta, "stage3_continued": {"from": str(a.student), "steps": step + 1,
                                                           "mix": a.mix, "unlabelled": str(a.unlabelled or "")}})
+            student.train()
+
+    # the zoo's stage-3 step (cosine lr0 -> lr0/2, no warm-up, gradient clip 10), optionally with a KD-only batch
+    train_steps(student, stream, 0, a.steps, a.steps, a.lr0, opt, lrf=0.5, warmup=0, on_step=on_step,
+                distiller=distiller, unlabelled=unlabelled)
+    history = [{"step": k + 1, "loss": loss, "kd": kd, "kd_unlabelled": ukd}
+               for k, (loss, kd, ukd) in enumerate(zip(losses, distiller.history,
+                                                       distiller.unlabelled_history or [None] * len(losses)))]
     wall = round(time.monotonic() - t0, 1)
     write_result(a.out / "history.json", {"args": {k: str(v) for k, v in vars(a).items()}, "history": history,
                                           "wall_s": wall, "versions": module_versions("torch", "ultralytics")},

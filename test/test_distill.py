@@ -162,3 +162,18 @@ def test_prune_run_passes_distillation_to_stage3_and_records_it(data: Path, tmp_
     kd = rec["finetune"]["distill"]
     assert (kd["weight"], kd["temperature"]) == (0.5, 1.5) and kd["final_kd_loss"] > 0
     assert rec["finetune"]["config"]["distill_weight"] == 0.5
+
+
+def test_unlabelled_batches_add_the_kd_term_alone_and_need_a_teacher(dense: torch.nn.Module, data: Path) -> None:
+    """train_steps' ``unlabelled`` stream: one KD-only batch per step (recorded in ``unlabelled_history``), > 0 for a
+    student that differs from its teacher; without a distiller it is refused (it would have no targets)."""
+    from pruning_tools.train.loop import train_steps
+
+    stream = BatchStream(YoloDataset(data, "train", IMGSZ), batch=2, seed=0)
+    student = _perturbed(dense, 0.2)
+    distiller = Distiller(dense, 1.0)
+    train_steps(student, stream, 0, 2, 2, 0.001, distiller=distiller, unlabelled=stream, batch_offset=7)
+    assert len(distiller.history) == 2 and len(distiller.unlabelled_history) == 2
+    assert all(v > 0 for v in distiller.unlabelled_history)
+    with pytest.raises(ValueError, match="need a distiller"):
+        train_steps(copy.deepcopy(dense), stream, 0, 1, 1, 0.001, unlabelled=stream)

@@ -108,6 +108,7 @@ class Distiller:
             p.requires_grad_(False)
         self.weight, self.temperature = float(weight), float(temperature)
         self.history: list[float] = []  # weighted KD loss per image of each step (this process)
+        self.unlabelled_history: list[float] = []  # the same, of each step's unlabelled batch (train_steps)
 
     @torch.no_grad()
     def targets(self, img: torch.Tensor) -> HeadOutputs:

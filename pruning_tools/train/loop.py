@@ -103,8 +103,8 @@ def train_steps(model: nn.Module, stream: BatchStream, start: int, stop: int, to
                 optimizer: torch.optim.Optimizer | None = None, lrf: float = 0.1, warmup: int = 0,
                 grad_clip: float = 10.0, progress: Any = None,
                 on_step: Callable[[int, float], None] | None = None,
-                distiller: Distiller | None = None, batch_offset: int = 0
-                ) -> tuple[torch.optim.Optimizer, list[float]]:
+                distiller: Distiller | None = None, batch_offset: int = 0,
+                unlabelled: BatchStream | None = None) -> tuple[torch.optim.Optimizer, list[float]]:
     """Run optimiser steps ``start..stop-1`` of a ``total``-step schedule.
 
     :param batch_offset: step ``k`` trains on ``stream.get(batch_offset + k)`` (distinct batches for several
@@ -113,8 +113,13 @@ def train_steps(model: nn.Module, stream: BatchStream, start: int, stop: int, to
     :param on_step: callback ``(step, loss)`` after each step (e.g. periodic checkpoints).
     :param distiller: adds its weighted KD loss against the teacher on the same batch
         (:mod:`pruning_tools.train.distill`); its per-image values go to ``distiller.history``.
-    :return: (optimizer, per-step losses: detection + weighted KD, per image).
+    :param unlabelled: with ``distiller``, a second stream whose batch at each step adds the KD term alone (its
+        frames carry no labels: the teacher's outputs are the only targets); per-image values go to
+        ``distiller.unlabelled_history``.
+    :return: (optimizer, per-step losses: detection + weighted KD (+ unlabelled KD), per labelled image).
     """
+    if unlabelled is not None and distiller is None:
+        raise ValueError("unlabelled batches need a distiller: their only targets are the teacher's outputs")
     from pruning_tools.ultralytics_adapter import detection_loss, head_outputs, reset_criterion
 
     reset_criterion(model)
@@ -134,6 +139,11 @@ def train_steps(model: nn.Module, stream: BatchStream, start: int, stop: int, to
             kd = distiller.loss(batch["img"], preds)
             loss = loss + kd.total
             distiller.history.append(float(kd.total.detach()) / max(1, batch["img"].shape[0]))
+            if unlabelled is not None:
+                img = unlabelled.get(batch_offset + step)["img"]
+                ukd = distiller.loss(img, head_outputs(model, img)).total
+                loss = loss + ukd
+                distiller.unlabelled_history.append(float(ukd.detach()) / max(1, img.shape[0]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
